@@ -1,0 +1,1 @@
+"""Data sources: Datum codec, LMDB/LevelDB databases, the transformer, dataset builders."""

@@ -1,0 +1,207 @@
+"""Key-value databases of Datums: LMDB (core) and LevelDB (the `leveldb` extra), Caffe's db.hpp.
+
+LMDB refuses to open one environment twice in a process, yet a train and a test net often
+read the same database: readers therefore share one read-only environment per path.
+"""
+import os
+import shutil
+import tempfile
+import threading
+
+from ..errors import CaffeError
+
+_ENVS = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _lmdb():
+    import lmdb
+    return lmdb
+
+
+def backend_name(backend):
+    """DataParameter.DB enum value or name -> 'lmdb' | 'leveldb'."""
+    if isinstance(backend, str):
+        name = backend.lower()
+    else:
+        name = {0: "leveldb", 1: "lmdb"}.get(int(backend), str(backend))
+    if name not in ("lmdb", "leveldb"):
+        raise CaffeError(f"unknown database backend '{backend}' (lmdb or leveldb)")
+    return name
+
+
+def _shared_env(path):
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        env = _ENVS.get(key)
+        if env is None:
+            if not os.path.isdir(path):
+                raise CaffeError(f"{path}: no such LMDB database (a directory is expected)")
+            try:
+                env = _lmdb().open(path, readonly=True, lock=False, readahead=False,
+                                   max_readers=512, subdir=True)
+            except _lmdb().Error as err:
+                raise CaffeError(f"{path}: cannot open LMDB: {err}") from None
+            _ENVS[key] = env
+        return env
+
+
+class LMDBReader:
+    """Sequential reader that wraps around at the end, as Caffe's DataReader does."""
+
+    def __init__(self, path):
+        self.path = path
+        self.env = _shared_env(path)
+        self.count = self.env.stat()["entries"]
+        if self.count == 0:
+            raise CaffeError(f"{path}: the database is empty")
+        self._txn = None
+        self._cursor = None
+
+    def _open_cursor(self):
+        # the transaction is created in the thread that reads (lock=False allows any thread)
+        self._txn = self.env.begin(buffers=False)
+        self._cursor = self._txn.cursor()
+        self._cursor.first()
+
+    def seek(self, index):
+        """Position at record `index` (mod count)."""
+        self._open_cursor()
+        for _ in range(index % self.count):
+            self._cursor.next()
+
+    def next_value(self):
+        if self._cursor is None:
+            self._open_cursor()
+        value = self._cursor.value()
+        if not self._cursor.next():
+            self._cursor.first()
+        return value
+
+    def close(self):
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = self._cursor = None
+
+    def items(self):
+        with self.env.begin() as txn:
+            yield from txn.cursor()
+
+
+class LevelDBReader:
+    def __init__(self, path):
+        try:
+            import plyvel
+        except ImportError:
+            raise CaffeError("LevelDB needs the leveldb extra: pip install 'caffe-lite[leveldb]'") from None
+        if not os.path.isdir(path):
+            raise CaffeError(f"{path}: no such LevelDB database")
+        self.path = path
+        self.db = plyvel.DB(path, create_if_missing=False)
+        self.count = sum(1 for _ in self.db.iterator(include_value=False))
+        if self.count == 0:
+            raise CaffeError(f"{path}: the database is empty")
+        self._it = None
+
+    def seek(self, index):
+        self._it = self.db.iterator(include_key=False)
+        for _ in range(index % self.count):
+            next(self._it)
+
+    def next_value(self):
+        if self._it is None:
+            self._it = self.db.iterator(include_key=False)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = self.db.iterator(include_key=False)
+            return next(self._it)
+
+    def close(self):
+        self._it = None
+
+    def items(self):
+        yield from self.db.iterator()
+
+
+def open_reader(path, backend="lmdb"):
+    return LMDBReader(path) if backend_name(backend) == "lmdb" else LevelDBReader(path)
+
+
+class DBWriter:
+    """Writes a new database into a temporary directory and renames it into place on close,
+    so a failed conversion leaves nothing behind and never touches an existing database."""
+
+    def __init__(self, path, backend="lmdb", commit_every=1000):
+        self.path = os.path.abspath(path)
+        self.backend = backend_name(backend)
+        if os.path.exists(self.path):
+            raise CaffeError(f"{path}: already exists; remove it first (nothing was overwritten)")
+        parent = os.path.dirname(self.path)
+        os.makedirs(parent, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(self.path), dir=parent)
+        self.commit_every = commit_every
+        self.count = 0
+        self.pending = []
+        if self.backend == "lmdb":
+            self.map_size = 1 << 30
+            self.env = _lmdb().open(self.tmp, map_size=self.map_size, subdir=True)
+        else:
+            try:
+                import plyvel
+            except ImportError:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise CaffeError("LevelDB needs the leveldb extra: pip install 'caffe-lite[leveldb]'") from None
+            self.db = plyvel.DB(self.tmp, create_if_missing=True, error_if_exists=False)
+
+    def put(self, key, value):
+        key = key.encode() if isinstance(key, str) else key
+        self.pending.append((key, value))
+        self.count += 1
+        if len(self.pending) >= self.commit_every:
+            self._commit()
+
+    def _commit(self):
+        if self.backend == "lmdb":
+            while True:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        for key, value in self.pending:
+                            txn.put(key, value)
+                    break
+                except _lmdb().MapFullError:
+                    # the transaction was aborted: grow the map and write the batch again
+                    self.map_size *= 2
+                    self.env.set_mapsize(self.map_size)
+        else:
+            with self.db.write_batch() as batch:
+                for key, value in self.pending:
+                    batch.put(key, value)
+        self.pending = []
+
+    def close(self):
+        self._commit()
+        if self.backend == "lmdb":
+            self.env.close()
+        else:
+            self.db.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        try:
+            if self.backend == "lmdb":
+                self.env.close()
+            else:
+                self.db.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False

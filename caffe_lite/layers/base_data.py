@@ -1,0 +1,65 @@
+"""Prefetching data layers (Caffe's BasePrefetchingDataLayer): batches come from a background
+thread; batch k is reproducible from k, so `get_state` / `set_state` give exact resume."""
+from abc import abstractmethod
+
+import numpy as np
+
+from ..common import rng
+from ..data.prefetch import Prefetcher
+from ..data.transformer import DataTransformer
+from .base import Layer
+
+
+class PrefetchingDataLayer(Layer):
+    exact_num_bottom = 0
+    min_top = 1
+    max_top = 2
+
+    def layer_setup(self, bottom, top):
+        self.transformer = DataTransformer(self.param.transform_param, self.phase)
+        # one seed per layer from the global RNG, so set_random_seed fixes every batch
+        self.seed = int(rng().integers(0, 2**63 - 1))
+        self.batch_index = 0
+        self.output_labels = len(top) > 1
+        self.prefetcher = Prefetcher(self.load_batch, self.prefetch_depth(), name=self.name)
+        self.data_setup(bottom, top)
+
+    def prefetch_depth(self):
+        return 4
+
+    def data_setup(self, bottom, top):
+        """Open the source and shape the tops."""
+
+    @abstractmethod
+    def load_batch(self, k):
+        """Batch k as (data float32 (N, C, H, W), labels float32 (N,)); runs in the thread."""
+
+    def batch_rng(self, k):
+        return np.random.default_rng([self.seed, k])
+
+    def reshape(self, bottom, top):
+        """Tops are shaped by each batch in forward."""
+
+    def forward_cpu(self, bottom, top):
+        if not self.prefetcher.running:
+            self.prefetcher.start(self.batch_index)
+        k, (data, labels) = self.prefetcher.get()
+        self.batch_index = k + 1
+        top[0].reshape(data.shape)
+        top[0].data[...] = data
+        if self.output_labels:
+            top[1].reshape(labels.shape)
+            top[1].data[...] = labels
+
+    def get_state(self):
+        return {"seed": self.seed, "batch_index": self.batch_index}
+
+    def set_state(self, state):
+        self.prefetcher.stop()
+        self.seed = int(state["seed"])
+        self.batch_index = int(state["batch_index"])
+
+    def __del__(self):
+        prefetcher = getattr(self, "prefetcher", None)
+        if prefetcher is not None:
+            prefetcher.stop()
