@@ -11,6 +11,7 @@ FLAGS = [
     Flag("out", None, str, "output directory (default data/<name>)"),
     Flag("pad", 0, int, "zero padding added around each image"),
     Flag("backend", "lmdb", str, "lmdb or leveldb"),
+    Flag("md5", True, bool, "check the input files against the official MD5 sums"),
 ]
 
 
@@ -20,7 +21,8 @@ def _mnist_like(name, files, default_src, values):
         raise CaffeError(f"{src}: no such directory with the {name} IDX files")
     out = values["out"] or f"data/{name}"
     return datasets.build_idx_dataset(name.replace("-", "_"), src, out, files,
-                                      pad=values["pad"], backend=values["backend"])
+                                      pad=values["pad"], backend=values["backend"],
+                                      check_md5=values["md5"])
 
 
 def _mnist(values):
@@ -35,7 +37,15 @@ def _fashion(values):
                        datasets.FASHION_MNIST_SYSTEM_DIR, values)
 
 
-BUILDERS = {"mnist": _mnist, "fashion-mnist": _fashion}
+def _cifar10(values):
+    if not values["from"]:
+        raise CaffeError("cifar10: give the archive with -from cifar-10-binary.tar.gz "
+                         "(or cifar-10-python.tar.gz); no copy can be downloaded here")
+    return datasets.build_cifar10(values["from"], values["out"] or "data/cifar10",
+                                  backend=values["backend"], check_md5=values["md5"])
+
+
+BUILDERS = {"mnist": _mnist, "fashion-mnist": _fashion, "cifar10": _cifar10}
 
 
 @command("data", "build train/test LMDBs + mean file: mnist | fashion-mnist | cifar10")

@@ -84,3 +84,18 @@ def build_idx_dataset(name, src, out, files, pad=0, backend="lmdb", check_md5=Tr
         write_images(db, *splits[split], backend=backend)
     write_mean(train_db, mean_file, backend)
     return train_db, test_db, mean_file
+
+
+def build_cifar10(archive, out, backend="lmdb", check_md5=True):
+    """cifar10_train_lmdb, cifar10_test_lmdb and mean.binaryproto, as create_cifar10.sh."""
+    from .cifar import read_cifar10
+    out = Path(out)
+    train_db = out / f"cifar10_train_{backend}"
+    test_db = out / f"cifar10_test_{backend}"
+    mean_file = out / "mean.binaryproto"
+    _check_outputs([train_db, test_db, mean_file])
+    train, test = read_cifar10(archive, check_md5)
+    write_images(train_db, *train, backend=backend, key_format="{:05d}")
+    write_images(test_db, *test, backend=backend, key_format="{:05d}")
+    write_mean(train_db, mean_file, backend)
+    return train_db, test_db, mean_file

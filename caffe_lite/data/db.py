@@ -31,12 +31,16 @@ def backend_name(backend):
 
 
 def _shared_env(path):
-    key = os.path.realpath(path)
+    if not os.path.isdir(path):
+        raise CaffeError(f"{path}: no such LMDB database (a directory is expected)")
+    data_file = os.path.join(path, "data.mdb")
+    if not os.path.isfile(data_file):
+        raise CaffeError(f"{path}: not an LMDB database (no data.mdb)")
+    # the inode tells a database rebuilt at the same path from the one already open
+    key = (os.path.realpath(path), os.stat(data_file).st_ino)
     with _ENVS_LOCK:
         env = _ENVS.get(key)
         if env is None:
-            if not os.path.isdir(path):
-                raise CaffeError(f"{path}: no such LMDB database (a directory is expected)")
             try:
                 env = _lmdb().open(path, readonly=True, lock=False, readahead=False,
                                    max_readers=512, subdir=True)
@@ -50,7 +54,7 @@ class LMDBReader:
     """Sequential reader that wraps around at the end, as Caffe's DataReader does."""
 
     def __init__(self, path):
-        self.path = path
+        self.path = path = os.fspath(path)
         self.env = _shared_env(path)
         self.count = self.env.stat()["entries"]
         if self.count == 0:
@@ -94,9 +98,9 @@ class LevelDBReader:
             import plyvel
         except ImportError:
             raise CaffeError("LevelDB needs the leveldb extra: pip install 'caffe-lite[leveldb]'") from None
+        self.path = path = os.fspath(path)
         if not os.path.isdir(path):
             raise CaffeError(f"{path}: no such LevelDB database")
-        self.path = path
         self.db = plyvel.DB(path, create_if_missing=False)
         self.count = sum(1 for _ in self.db.iterator(include_value=False))
         if self.count == 0:
