@@ -31,3 +31,8 @@ def setup_logging(stream=None, level=logging.INFO):
     LOG.setLevel(level)
     LOG.propagate = False
     return handler
+
+
+# Library use (pycaffe scripts) still gets glog-shaped warnings; commands raise it to INFO.
+if not LOG.handlers:
+    setup_logging(level=logging.WARNING)

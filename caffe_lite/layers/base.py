@@ -134,6 +134,13 @@ class Layer(ABC):
             raise CaffeError(f"layer '{self.name}' ({self.type}) needs as many tops as "
                              f"bottoms, got {len(bottom)} bottoms and {len(top)} tops")
 
+    def canonical_axis(self, blob, axis):
+        """blob.canonical_axis(axis), failing with a CaffeError that names this layer."""
+        try:
+            return blob.canonical_axis(axis)
+        except IndexError as err:
+            raise self.error(str(err)) from None
+
     def error(self, message):
         """A CaffeError naming this layer."""
         return CaffeError(f"layer '{self.name}' ({self.type}): {message}")

@@ -1,0 +1,95 @@
+"""Caffe's upgrade tools: upgrade_net_proto_text, upgrade_net_proto_binary,
+upgrade_solver_proto_text (tools/upgrade_*.cpp).
+
+`caffe-lite upgrade_net_proto_text IN OUT` reads IN, applies upstream's upgrades and writes
+OUT. Unlike Caffe, a file that cannot be fully upgraded is an error and OUT is left as it was
+(Caffe writes the partial result and exits 1). OUT may be IN: the write is atomic.
+"""
+import os
+
+from google.protobuf import text_format
+
+from ..cli import command, parse_flags
+from ..errors import CaffeError
+from ..io import binary, prototxt, upgrade
+from ..io.atomic import atomic_write
+from ..log import LOG, setup_logging
+
+
+def _args(argv, name, what_in, what_out):
+    setup_logging()
+    _, positional = parse_flags(argv, [], name)
+    if len(positional) != 2:
+        raise CaffeError(f"usage: caffe-lite {name} {what_in} {what_out}")
+    _check_writable(positional[1])
+    return positional
+
+
+def _check_writable(path):
+    """Fail before any work (and any log line) when OUT cannot be written."""
+    if os.path.isdir(path):
+        raise CaffeError("is a directory, cannot write a file there", path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CaffeError("cannot write: No such file or directory", path)
+    if not os.access(folder, os.W_OK):
+        raise CaffeError("cannot write: Permission denied", path)
+
+
+def _read_net_text(path):
+    text = prototxt.read_text_file(path)
+    if not text.strip():
+        raise CaffeError("file is empty (expected a NetParameter)", path)
+    from ..proto import caffe_pb2
+    return prototxt.parse_text(text, caffe_pb2.NetParameter(), path)
+
+
+def _upgrade_net(param, path):
+    if not upgrade.net_needs_upgrade(param):
+        return False
+    if not upgrade.upgrade_net_param(param, path):
+        raise CaffeError("encountered error(s) while upgrading (see the log above); "
+                         "nothing written", path)
+    return True
+
+
+@command("upgrade_net_proto_text", "upgrade an old (V0/V1, input:) net prototxt: IN OUT")
+def upgrade_net_proto_text(argv):
+    src, dst = _args(argv, "upgrade_net_proto_text", "v0_net_proto_file_in",
+                     "net_proto_file_out")
+    param = _read_net_text(src)
+    if not _upgrade_net(param, src):
+        LOG.warning("File already in latest proto format: %s", src)
+    atomic_write(dst, text_format.MessageToString(param).encode("utf-8"))
+    LOG.info("Wrote upgraded NetParameter text proto to %s", dst)
+    return 0
+
+
+@command("upgrade_net_proto_binary", "upgrade an old (V0/V1) binary .caffemodel: IN OUT")
+def upgrade_net_proto_binary(argv):
+    src, dst = _args(argv, "upgrade_net_proto_binary", "v0_net_proto_file_in",
+                     "net_proto_file_out")
+    param = binary.read_net_binary(src, upgrade=False)
+    if not _upgrade_net(param, src):
+        LOG.warning("File already in V1 proto format: %s", src)
+    binary.write_binary(dst, param)
+    LOG.info("Wrote upgraded NetParameter binary proto to %s", dst)
+    return 0
+
+
+@command("upgrade_solver_proto_text", "upgrade an old (solver_type enum) solver: IN OUT")
+def upgrade_solver_proto_text(argv):
+    src, dst = _args(argv, "upgrade_solver_proto_text", "solver_proto_file_in",
+                     "solver_proto_file_out")
+    text = prototxt.read_text_file(src)
+    if not text.strip():
+        raise CaffeError("file is empty (expected a SolverParameter)", src)
+    from ..proto import caffe_pb2
+    param = prototxt.parse_text(text, caffe_pb2.SolverParameter(), src)
+    if upgrade.solver_needs_type_upgrade(param):
+        upgrade.upgrade_solver_param(param, src)
+    else:
+        LOG.warning("File already in latest proto format: %s", src)
+    atomic_write(dst, text_format.MessageToString(param).encode("utf-8"))
+    LOG.info("Wrote upgraded SolverParameter text proto to %s", dst)
+    return 0

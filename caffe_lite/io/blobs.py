@@ -1,0 +1,105 @@
+"""BlobProto <-> NumPy, as Caffe's Blob::FromProto and Blob::ToProto.
+
+Reading: the shape is the legacy 4-d (num, channels, height, width) when any of those four is
+set (unset ones count 0), else `shape.dim` (no dims: a 0-axis blob of one value). Values come
+from `double_data` when it has any, else from `data`; the diff from `double_diff`, else `diff`.
+The number of values must equal the shape's count.
+
+Writing: `shape` (omitted for a 0-axis array, as Caffe omits it) and the values as packed
+float (`data`/`diff`) or double (`double_data`/`double_diff`). The packed bytes are built with
+NumPy and merged in one call: extending a repeated field value by value costs seconds on a
+60M-parameter net.
+"""
+import numpy as np
+
+from ..errors import CaffeError
+
+_LEGACY = ("num", "channels", "height", "width")
+
+
+def _pb2():
+    from ..proto import caffe_pb2
+    return caffe_pb2
+
+
+def blob_shape(bp):
+    """The shape Caffe gives BlobProto `bp` (tuple of ints)."""
+    if any(bp.HasField(f) for f in _LEGACY):
+        return (bp.num, bp.channels, bp.height, bp.width)
+    return tuple(bp.shape.dim)
+
+
+def blob_proto_to_array(bp, which="data", dtype=None, name=None):
+    """The `which` ("data" or "diff") values of BlobProto `bp` as an array of its shape.
+
+    dtype None keeps the stored precision (float32 for data/diff, float64 for the double
+    fields). For "diff", returns None when the proto has no diff. `name` labels errors.
+    """
+    if which == "data":
+        doubles, floats = bp.double_data, bp.data
+    elif which == "diff":
+        doubles, floats = bp.double_diff, bp.diff
+    else:
+        raise ValueError(f"which must be 'data' or 'diff', not {which!r}")
+    shape = blob_shape(bp)
+    if any(d < 0 for d in shape):
+        raise CaffeError(f"{name or 'blob'}: negative dimension in shape {list(shape)}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(doubles):
+        values = np.array(doubles, dtype=np.float64)
+    elif len(floats) or which == "data":
+        values = np.array(floats, dtype=np.float32)
+    else:
+        return None
+    if values.size != count:
+        raise CaffeError(f"{name or 'blob'}: {values.size} {which} values for shape "
+                         f"{list(shape)} ({count} values)")
+    values = values.reshape(shape)
+    if dtype is not None and values.dtype != dtype:
+        values = values.astype(dtype)
+    return values
+
+
+def array_to_blob_proto(data, diff=None, double=False, out=None):
+    """A BlobProto holding `data` (and `diff`), as Blob::ToProto writes it.
+
+    `double` writes double_data/double_diff instead of data/diff. `out` (a BlobProto) is
+    cleared and filled instead of a new one.
+    """
+    bp = _pb2().BlobProto() if out is None else out
+    bp.Clear()
+    data = np.asarray(data)
+    if data.ndim:
+        bp.shape.dim.extend(int(d) for d in data.shape)
+    names = ("double_data", "double_diff") if double else ("data", "diff")
+    chunks = [_packed(bp, names[0], data, double)]
+    if diff is not None:
+        diff = np.asarray(diff)
+        if diff.shape != data.shape:
+            raise ValueError(f"diff shape {diff.shape} differs from data shape {data.shape}")
+        chunks.append(_packed(bp, names[1], diff, double))
+    payload = b"".join(chunks)
+    if payload:
+        bp.MergeFromString(payload)
+    return bp
+
+
+def _packed(bp, field, values, double):
+    """Wire bytes of `values` as the packed repeated float/double `field` of `bp`."""
+    raw = np.ascontiguousarray(values, dtype="<f8" if double else "<f4").tobytes()
+    if not raw:
+        return b""
+    number = bp.DESCRIPTOR.fields_by_name[field].number
+    return _varint((number << 3) | 2) + _varint(len(raw)) + raw
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

@@ -1,0 +1,369 @@
+"""Read Caffe's text files: nets, solvers and DeePhi prune configs.
+
+Caffe's `ReadProtoFromTextFile` is protobuf's text parser plus nothing; ours is the same parser
+(google.protobuf.text_format) with errors turned into one line `path:line:col: message` that
+names the field, the bad enum value (and the valid ones) or the bad value. On top of that:
+- a missing file, a folder, an empty file, binary data or bad UTF-8 are clear errors;
+- undecodable bytes inside `#` comments are tolerated (legacy files carry Latin-1 and GBK
+  comments that Caffe never looks at);
+- nets and solvers are upgraded as `ReadNetParamsFromTextFileOrDie` and
+  `ReadSolverParamsFromTextFileOrDie` do (caffe_lite.io.upgrade).
+"""
+import copy
+import difflib
+import os
+import re
+
+from google.protobuf import text_format
+
+from ..errors import CaffeError
+from . import upgrade as _upgrade
+
+_LOC_PREFIX = re.compile(r"^\d+(?::\d+)? : ")
+_NO_FIELD = re.compile(r'^Message type "([\w.]+)" has no field named "([^"]+)"\.$')
+_NO_ENUM = re.compile(r'^Enum type "([\w.]+)" has no value named (.+?)\.$')
+_NO_ENUM_NUM = re.compile(r'^Enum type "([\w.]+)" has no value with number (-?\d+)\.$')
+_TWICE = re.compile(r'^Message type "([\w.]+)" should not have multiple "([^"]+)" fields\.$')
+
+
+def _pb2():
+    from ..proto import caffe_pb2
+    return caffe_pb2
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the file
+
+def read_text_file(path, what="file"):
+    """Return the text of `path`, or raise a CaffeError that says why it cannot be a prototxt."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CaffeError(f"no such {what}", path) from None
+    except IsADirectoryError:
+        raise CaffeError(f"is a directory, not a {what}", path) from None
+    except PermissionError:
+        raise CaffeError("permission denied", path) from None
+    except OSError as err:
+        raise CaffeError(f"cannot read: {err.strerror or err}", path) from None
+    return decode_text(data, path)
+
+
+def decode_text(data, path):
+    """UTF-8 bytes -> str; bad bytes are dropped inside comments and an error elsewhere."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line, col = _line_col(data, nul)
+        raise CaffeError("not a text file (binary data here); a .caffemodel, .solverstate or "
+                         ".binaryproto is binary, a .prototxt is text", path, line, col)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    out = []
+    offset = 0
+    for raw in data.splitlines(keepends=True):
+        cut = _comment_start(raw)
+        code, comment = raw[:cut], raw[cut:]
+        try:
+            out.append(code.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line, col = _line_col(data, offset + err.start)
+            raise CaffeError(f"invalid UTF-8 byte 0x{code[err.start]:02x} (not a text prototxt?)",
+                             path, line, col) from None
+        out.append(comment.decode("utf-8", errors="replace"))
+        offset += len(raw)
+    return "".join(out)
+
+
+def _comment_start(raw: bytes):
+    """Index of the `#` that starts a comment on this line (outside quotes), or len(raw)."""
+    quote = None
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if quote is not None:
+            if c == 0x5C:  # backslash escapes the next byte inside a string
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in (0x22, 0x27):
+            quote = c
+        elif c == 0x23:
+            return i
+        i += 1
+    return len(raw)
+
+
+def _line_col(data: bytes, offset):
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    col = len(data[start:offset].decode("utf-8", errors="replace")) + 1
+    return line, col
+
+
+def _require_content(text, path, what):
+    if not text.strip():
+        raise CaffeError(f"file is empty (expected a {what})", path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+def parse_text(text, message, path):
+    """Parse protobuf text into `message` (cleared first), as Caffe's TextFormat::Parse.
+
+    A syntax error becomes CaffeError `path:line:col: message`, naming the field and the bad
+    value. Returns `message`.
+    """
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        line, col = err.GetLine(), err.GetColumn()
+        raise CaffeError(_explain(str(err), text, line, col), path, line, col) from None
+    except RecursionError:
+        raise CaffeError("messages nested too deeply", path) from None
+    return message
+
+
+def _explain(raw, text, line, col):
+    msg = _LOC_PREFIX.sub("", raw, count=1)
+    src = _source_line(text, line)
+    if src is not None and msg.startswith("'" + src + "': "):
+        msg = msg[len(src) + 4:]
+    m = _NO_FIELD.match(msg)
+    if m:
+        return _explain_field(m.group(1), m.group(2))
+    m = _TWICE.match(msg)
+    if m:
+        return (f"field '{m.group(2)}' given twice in {m.group(1).split('.')[-1]} "
+                "(it is not repeated)")
+    m = _NO_ENUM.match(msg) or _NO_ENUM_NUM.match(msg)
+    if m:
+        values = _enum_values(m.group(1))
+        field = _field_before(src, col)
+        where = f" for field '{field}'" if field else ""
+        return (f"unknown value {m.group(2)}{where} (enum {m.group(1)}; "
+                f"values: {', '.join(values)})" if values else msg)
+    field = _field_before(src, col)
+    if field and "field" not in msg:
+        return f"field '{field}': {msg}"
+    return msg
+
+
+def _explain_field(message_type, field):
+    try:
+        desc = _pb2().DESCRIPTOR.pool.FindMessageTypeByName(message_type)
+    except KeyError:
+        return f"unknown field '{field}' in {message_type}"
+    names = [f.name for f in desc.fields]
+    close = difflib.get_close_matches(field, names, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown field '{field}' in {message_type.split('.')[-1]}{hint}"
+
+
+def _enum_values(full_name):
+    try:
+        desc = _pb2().DESCRIPTOR.pool.FindEnumTypeByName(full_name)
+    except KeyError:
+        return []
+    return [v.name for v in desc.values]
+
+
+def _source_line(text, line):
+    if not line:
+        return None
+    lines = text.split("\n")
+    return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def _field_before(src, col):
+    """The field name written just before column `col` of `src` (`name: value`), if any."""
+    if not src or not col:
+        return None
+    m = re.search(r"([A-Za-z_][\w]*)\s*:?\s*(?:\"[^\"]*\"\s*|'[^']*'\s*)*-?\s*$", src[:col - 1])
+    return m.group(1) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Nets, solvers, DeePhi configs
+
+def read_net_param(path, with_lines=False):
+    """Read and upgrade a text NetParameter (Caffe's ReadNetParamsFromTextFileOrDie).
+
+    With `with_lines`, return (param, lines): lines[i] is the 1-based line where the block of
+    the final param.layer[i] starts in the file (None where it has none).
+    """
+    text = read_text_file(path)
+    _require_content(text, path, "NetParameter")
+    param = parse_text(text, _pb2().NetParameter(), path)
+    original = copy.deepcopy(param) if with_lines else None
+    _upgrade.upgrade_net_param(param, path)
+    if not with_lines:
+        return param
+    return param, _final_layer_lines(original, param, top_level_fields(text))
+
+
+def read_solver_param(path):
+    """Read and upgrade a text SolverParameter (ReadSolverParamsFromTextFileOrDie).
+
+    A relative `net:` path stays as written; Caffe resolves it against the working folder.
+    """
+    text = read_text_file(path)
+    _require_content(text, path, "SolverParameter")
+    param = parse_text(text, _pb2().SolverParameter(), path)
+    _upgrade.upgrade_solver_param(param, path)
+    return param
+
+
+def deephi_config_class():
+    """The schema's message for DeePhi/Xilinx `deephi_compress` prune configs, or None."""
+    pb2 = _pb2()
+    names = pb2.DESCRIPTOR.message_types_by_name
+    if "DeephiPruneConfig" in names:
+        return pb2.DeephiPruneConfig
+    for name in sorted(names):
+        low = name.lower()
+        if "deephi" in low or ("prun" in low and "config" in low):
+            return getattr(pb2, name)
+    return None
+
+
+def read_deephi_config(path):
+    """Read a DeePhi prune config (`workspace`, `model`, `rate`, `pruner { method }`, ...)."""
+    cls = deephi_config_class()
+    if cls is None:
+        raise CaffeError("this schema has no DeePhi prune config message", path)
+    text = read_text_file(path)
+    _require_content(text, path, "DeePhi prune config")
+    return parse_text(text, cls(), path)
+
+
+def detect_kind(path):
+    """'net', 'solver' or 'deephi_config': the first message the text file parses as.
+
+    Raises the NetParameter parse error when it parses as none of them.
+    """
+    text = read_text_file(path)
+    _require_content(text, path, "NetParameter or SolverParameter")
+    pb2 = _pb2()
+    kinds = [("net", pb2.NetParameter), ("solver", pb2.SolverParameter)]
+    cls = deephi_config_class()
+    if cls is not None:
+        kinds.append(("deephi_config", cls))
+    first_error = None
+    for kind, msg_cls in kinds:
+        try:
+            parse_text(text, msg_cls(), path)
+            return kind
+        except CaffeError as err:
+            first_error = first_error or err
+    raise first_error
+
+
+# ---------------------------------------------------------------------------------------------
+# Where each layer starts
+
+_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\r\f\v]+) | (?P<nl>\n) | (?P<comment>\#[^\n]*)
+  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+  | (?P<ident>[A-Za-z_][\w.]*) | (?P<number>[-+]?[\w.+-]+)
+  | (?P<punct>.)""", re.VERBOSE)
+
+
+def _tokens(text):
+    line = 1
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind == "nl":
+            line += 1
+        elif kind not in ("ws", "comment"):
+            yield kind, m.group(), line
+
+
+def top_level_fields(text):
+    """[(field name, line)] for each value of each top-level field, in file order.
+
+    Elements of a `name: [ {...}, {...} ]` list count one each, at the line of their `{`.
+    Only meaningful on text that parses.
+    """
+    out = []
+    toks = list(_tokens(text))
+    i, n = 0, len(toks)
+    while i < n:
+        kind, tok, line = toks[i]
+        if kind != "ident":
+            i += 1
+            continue
+        name = tok
+        i += 1
+        if i < n and toks[i][1] == ":":
+            i += 1
+        if i >= n:
+            out.append((name, line))
+            break
+        if toks[i][1] in ("{", "<"):
+            out.append((name, line))
+            i = _skip_block(toks, i)
+        elif toks[i][1] == "[":
+            i += 1
+            while i < n and toks[i][1] != "]":
+                if toks[i][1] in ("{", "<"):
+                    out.append((name, toks[i][2]))
+                    i = _skip_block(toks, i)
+                elif toks[i][1] == ",":
+                    i += 1
+                else:
+                    out.append((name, toks[i][2]))
+                    i = _skip_scalar(toks, i)
+            i += 1
+        else:
+            out.append((name, line))
+            i = _skip_scalar(toks, i)
+        if i < n and toks[i][1] in (";", ","):
+            i += 1
+    return out
+
+
+def _skip_block(toks, i):
+    depth = 0
+    while i < len(toks):
+        tok = toks[i][1]
+        if tok in ("{", "<"):
+            depth += 1
+        elif tok in ("}", ">"):
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return i
+
+
+def _skip_scalar(toks, i):
+    if toks[i][1] == "-":
+        i += 1
+    if i < len(toks) and toks[i][0] == "string":
+        while i < len(toks) and toks[i][0] == "string":
+            i += 1
+        return i
+    return i + 1
+
+
+def _final_layer_lines(original, final, fields):
+    layer_lines = [line for name, line in fields if name == "layer"]
+    layers_lines = [line for name, line in fields if name == "layers"]
+    if len(original.layers):
+        lines = layers_lines
+        if _upgrade.net_needs_v0_to_v1_upgrade(original):
+            lines = [ln for ln, lp in zip(lines, original.layers) if lp.layer.type != "padding"]
+    else:
+        lines = layer_lines
+    input_lines = [line for name, line in fields if name == "input"]
+    if (len(original.input_shape) or len(original.input_dim)) and len(original.input):
+        lines = [input_lines[0] if input_lines else None] + list(lines)
+    lines = list(lines)[:len(final.layer)]
+    return lines + [None] * (len(final.layer) - len(lines))

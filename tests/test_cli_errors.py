@@ -1,0 +1,163 @@
+"""Bad inputs to the upgrade commands: exit code 1, exactly one line on stderr naming the file
+(and line:col for text), and the output file left as it was."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caffe_lite import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_MODEL = ROOT / "tests" / "data" / "golden" / "layers_a" / "weights_init.caffemodel"
+SENTINEL = b"untouched\n"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The commands point the glog handler at this test's stderr; put it back after."""
+    from caffe_lite.log import LOG
+    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
+    yield
+    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]
+
+
+def run(capsys, *argv):
+    rc = cli.main(list(map(str, argv)))
+    captured = capsys.readouterr()
+    return rc, captured.err
+
+
+def one_error_line(err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+RANDOM = np.random.default_rng(3).integers(0, 256, 2000, np.uint8).tobytes()
+
+# (command, file content, expected location after the path, a word the message must hold)
+TEXT_CASES = {
+    "net_unknown_field": ("upgrade_net_proto_text",
+                          'name: "x"\nlayer {\n  name: "a"\n  colour: 3\n}\n', ":4:3: ",
+                          "colour"),
+    "net_wrong_enum": ("upgrade_net_proto_text",
+                       'layer {\n  pooling_param { pool: BIGGEST }\n}\n', ":2:", "BIGGEST"),
+    "net_wrong_type": ("upgrade_net_proto_text",
+                       'layer {\n  convolution_param { num_output: "ten" }\n}\n', ":2:",
+                       "num_output"),
+    "net_random_bytes": ("upgrade_net_proto_text", RANDOM, ":", "text"),
+    "net_empty": ("upgrade_net_proto_text", "", ": ", "empty"),
+    "solver_unknown_field": ("upgrade_solver_proto_text",
+                             'net: "n.prototxt"\nbase_lr: 0.1\nlr_polisy: "fixed"\n',
+                             ":3:1: ", "lr_polisy"),
+    "solver_wrong_enum": ("upgrade_solver_proto_text", 'solver_mode: TPU\n', ":1:",
+                          "TPU"),
+    "solver_wrong_type": ("upgrade_solver_proto_text", 'max_iter: 1.5e3\n', ":1:",
+                          "max_iter"),
+    "solver_random_bytes": ("upgrade_solver_proto_text", RANDOM, ":", "text"),
+    "solver_empty": ("upgrade_solver_proto_text", "  \n", ": ", "empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_CASES))
+def test_bad_text_input(capsys, tmp_path, case):
+    command, content, where, word = TEXT_CASES[case]
+    src = tmp_path / "in.prototxt"
+    src.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = tmp_path / "out.prototxt"
+    out.write_bytes(SENTINEL)
+    rc, err = run(capsys, command, src, out)
+    line = one_error_line(err)
+    assert rc == 1
+    assert str(src) + where in line and word in line, line
+    assert out.read_bytes() == SENTINEL
+
+
+@pytest.mark.parametrize("command", ["upgrade_net_proto_text", "upgrade_net_proto_binary",
+                                     "upgrade_solver_proto_text"])
+def test_missing_and_directory(capsys, tmp_path, command):
+    out = tmp_path / "out"
+    rc, err = run(capsys, command, tmp_path / "missing.prototxt", out)
+    assert rc == 1 and "missing.prototxt: no such file" in one_error_line(err)
+    rc, err = run(capsys, command, tmp_path, out)
+    assert rc == 1 and f"{tmp_path}: is a directory" in one_error_line(err)
+    assert not out.exists()
+
+
+def test_truncated_caffemodel(capsys, tmp_path):
+    src = tmp_path / "cut.caffemodel"
+    data = GOLDEN_MODEL.read_bytes()
+    src.write_bytes(data[:len(data) // 3])
+    out = tmp_path / "out.caffemodel"
+    out.write_bytes(SENTINEL)
+    rc, err = run(capsys, "upgrade_net_proto_binary", src, out)
+    assert rc == 1
+    assert one_error_line(err).endswith(
+        f"{src}: not a valid binary NetParameter (truncated or corrupt)")
+    assert out.read_bytes() == SENTINEL
+
+
+def test_empty_caffemodel(capsys, tmp_path):
+    src = tmp_path / "empty.caffemodel"
+    src.write_bytes(b"")
+    rc, err = run(capsys, "upgrade_net_proto_binary", src, tmp_path / "o")
+    assert rc == 1 and "empty.caffemodel: file is empty" in one_error_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_upgrade_writes_nothing(capsys, tmp_path):
+    src = tmp_path / "v0.prototxt"
+    src.write_text('layers { layer { name: "c" type: "convolution" } }\n')
+    out = tmp_path / "out.prototxt"
+    out.write_bytes(SENTINEL)
+    rc, err = run(capsys, "upgrade_net_proto_text", src, out)
+    assert rc == 1 and "Unknown layer name: convolution" in err
+    assert out.read_bytes() == SENTINEL
+
+
+def test_usage(capsys, tmp_path):
+    rc, err = run(capsys, "upgrade_net_proto_text", tmp_path / "only_one")
+    assert rc == 1 and "usage: caffe-lite upgrade_net_proto_text" in one_error_line(err)
+
+
+def test_unwritable_output(capsys, tmp_path):
+    src = tmp_path / "in.prototxt"
+    src.write_text('layer { name: "a" type: "ReLU" }\n')
+    rc, err = run(capsys, "upgrade_net_proto_text", src, tmp_path / "nodir" / "out.prototxt")
+    assert rc == 1 and "cannot write" in one_error_line(err)
+
+
+def test_upgrade_in_place(capsys, tmp_path):
+    src = tmp_path / "net.prototxt"
+    src.write_text('name: "n"\nlayers { name: "r" type: RELU bottom: "x" top: "x" }\n')
+    rc, _ = run(capsys, "upgrade_net_proto_text", src, src)
+    assert rc == 0
+    assert 'type: "ReLU"' in src.read_text() and "layers" not in src.read_text()
+    assert sorted(os.listdir(tmp_path)) == ["net.prototxt"]
+
+
+def test_upgrade_binary_and_solver(capsys, tmp_path):
+    out = tmp_path / "copy.caffemodel"
+    rc, _ = run(capsys, "upgrade_net_proto_binary", GOLDEN_MODEL, out)
+    assert rc == 0 and out.read_bytes() == GOLDEN_MODEL.read_bytes()
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "net.prototxt"\nsolver_type: NESTEROV\n')
+    rc, _ = run(capsys, "upgrade_solver_proto_text", solver, tmp_path / "new.prototxt")
+    text = (tmp_path / "new.prototxt").read_text()
+    assert rc == 0 and 'type: "Nesterov"' in text and "solver_type" not in text
+
+
+def test_real_process(tmp_path):
+    """The same through `python -m caffe_lite`, as a user runs it."""
+    src = tmp_path / "bad.prototxt"
+    src.write_text('layer {\n  name: "a"\n  typo: "ReLU"\n}\n')
+    out = tmp_path / "out.prototxt"
+    proc = subprocess.run([sys.executable, "-m", "caffe_lite", "upgrade_net_proto_text",
+                           str(src), str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and f"{src}:3:3: unknown field 'typo'" in proc.stderr
+    assert not out.exists()
