@@ -1,0 +1,346 @@
+"""Element-wise neuron kernels: Caffe's neuron layers' CPU loops over flat arrays.
+
+Every function takes flat, C-contiguous arrays of one float dtype (float32 or float64) and
+writes its result into `out`; `out` may alias an input (in-place layers), since each element
+is read before it is written. Scalars (slopes, scales, ...) must come in the array's dtype,
+as Caffe's `Dtype` members do.
+
+The arithmetic mirrors the C++ expressions' types, so float32 results match Caffe bit for bit
+(checked against the golden blobs): unqualified `exp`/`log`/`tanh`/`pow` on a float call the float versions (`expf`, ...; Numba's
+`math` functions do the same for float32), while a double literal (`0.5 * x`, `1. + v`)
+promotes the rest of the expression to double, which happens here too because Python float
+literals are float64. Integer literals in Caffe become `Dtype` constants here (`x.dtype.type`),
+since Numba would promote `float32 + int` to float64 where C++ keeps float.
+"""
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit
+
+#: arrays at least this long are split over threads (each element is independent, so the
+#: result is the same bit for bit); the kernels release the GIL
+PARALLEL_MIN = 1 << 17
+_pool = None
+
+
+def _workers():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 8))
+
+
+def elementwise(kernel, *args):
+    """Call `kernel(*args)`, chunked over a thread pool when the arrays are long.
+
+    Arrays as long as the longest one are sliced; other arguments are passed as they are.
+    """
+    global _pool
+    n = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+    workers = _workers()
+    if n < PARALLEL_MIN or workers < 2:
+        kernel(*args)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(workers, thread_name_prefix="caffe-lite-neuron")
+    bounds = np.linspace(0, n, workers + 1).astype(np.int64)
+    jobs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        chunk = [a[lo:hi] if isinstance(a, np.ndarray) and a.size == n else a for a in args]
+        jobs.append(_pool.submit(kernel, *chunk))
+    for job in jobs:
+        job.result()
+
+
+# --- ReLU: y = max(x, 0) + negative_slope * min(x, 0) ---------------------------------------
+@njit(cache=True, nogil=True)
+def relu_forward(x, negative_slope, out):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        hi = zero if v < zero else v          # std::max(v, 0)
+        lo = zero if zero < v else v          # std::min(v, 0)
+        out[i] = hi + negative_slope * lo
+
+
+@njit(cache=True, nogil=True)
+def relu_backward(x, top_diff, negative_slope, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        # (x > 0) + slope * (x <= 0): both gates are 0 for a NaN input, as in C++
+        pos = one if v > zero else zero
+        neg = one if v <= zero else zero
+        out[i] = top_diff[i] * (pos + negative_slope * neg)
+
+
+# --- PReLU: y = max(x, 0) + a_c * min(x, 0) ---------------------------------------------------
+@njit(cache=True, nogil=True)
+def prelu_forward(x, slope, channels, dim, div_factor, out):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        c = (i // dim) % channels // div_factor
+        v = x[i]
+        hi = zero if v < zero else v
+        lo = zero if zero < v else v
+        out[i] = hi + slope[c] * lo
+
+
+@njit(cache=True, nogil=True)
+def prelu_backward_slope(x, top_diff, channels, dim, div_factor, slope_diff):
+    """slope_diff[c] += sum of top_diff * x over x <= 0 (accumulated in Caffe's order)."""
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        c = (i // dim) % channels // div_factor
+        v = x[i]
+        slope_diff[c] += top_diff[i] * v * (one if v <= zero else zero)
+
+
+@njit(cache=True, nogil=True)
+def prelu_backward(x, top_diff, slope, channels, dim, div_factor, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        c = (i // dim) % channels // div_factor
+        v = x[i]
+        pos = one if v > zero else zero
+        neg = one if v <= zero else zero
+        out[i] = top_diff[i] * (pos + slope[c] * neg)
+
+
+# --- ELU: y = max(x, 0) + alpha * (exp(min(x, 0)) - 1) ----------------------------------------
+@njit(cache=True, nogil=True)
+def elu_forward(x, alpha, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        hi = zero if v < zero else v
+        lo = zero if zero < v else v
+        out[i] = hi + alpha * (math.exp(lo) - one)
+
+
+@njit(cache=True, nogil=True)
+def elu_backward(x, y, top_diff, alpha, out):
+    """dy/dx = 1 for x > 0, else alpha + y (reads y, so in place x is y: fine for alpha > 0)."""
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        pos = one if v > zero else zero
+        neg = one if v <= zero else zero
+        out[i] = top_diff[i] * (pos + (alpha + y[i]) * neg)
+
+
+# --- Sigmoid: y = 0.5 * tanh(0.5 x) + 0.5 (Caffe 1.0's form, computed in double) -------------
+@njit(cache=True, nogil=True)
+def sigmoid_forward(x, out):
+    for i in range(x.size):
+        out[i] = 0.5 * math.tanh(0.5 * x[i]) + 0.5
+
+
+@njit(cache=True, nogil=True)
+def sigmoid_backward(y, top_diff, out):
+    for i in range(y.size):
+        s = y[i]
+        out[i] = top_diff[i] * s * (1. - s)
+
+
+# --- TanH ---------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def tanh_forward(x, out):
+    for i in range(x.size):
+        out[i] = math.tanh(x[i])
+
+
+@njit(cache=True, nogil=True)
+def tanh_backward(y, top_diff, out):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        t = y[i]
+        out[i] = top_diff[i] * (one - t * t)
+
+
+# --- AbsVal: y = |x|, dy/dx = sign(x) -----------------------------------------------------------
+@njit(cache=True, nogil=True)
+def absval_forward(x, out):
+    for i in range(x.size):
+        out[i] = abs(x[i])
+
+
+@njit(cache=True, nogil=True)
+def absval_backward(x, top_diff, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        sign = one if v > zero else (-one if v < zero else zero)
+        out[i] = sign * top_diff[i]
+
+
+# --- Power: y = (shift + scale * x) ^ power -------------------------------------------------------
+@njit(cache=True, nogil=True)
+def power_forward(x, power, scale, shift, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    if power * scale == zero:
+        # the input does not matter: scale or power is 0
+        value = one if power == zero else math.pow(shift, power)
+        for i in range(x.size):
+            out[i] = value
+        return
+    for i in range(x.size):
+        v = x[i]
+        if scale != one:
+            v = v * scale
+        if shift != zero:
+            v = v + shift
+        if power != one:
+            v = math.pow(v, power)
+        out[i] = v
+
+
+@njit(cache=True, nogil=True)
+def power_backward(x, y, top_diff, power, scale, shift, out):
+    """Caffe's cases: dy/dx = diff_scale * y / (shift + scale * x), diff_scale = power * scale."""
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    two = x.dtype.type(2)
+    diff_scale = power * scale
+    if diff_scale == zero:
+        for i in range(x.size):
+            out[i] = diff_scale
+        return
+    if power == one:
+        for i in range(x.size):
+            out[i] = top_diff[i] * diff_scale
+        return
+    for i in range(x.size):
+        if power == two:
+            # 2 * scale * (shift + scale * x), as diff_scale * shift + diff_scale * scale * x
+            g = (diff_scale * scale) * x[i]
+            if shift != zero:
+                g = g + diff_scale * shift
+        elif shift == zero:
+            # power * y / x
+            g = y[i] / x[i]
+            g = g * power
+        else:
+            v = x[i]
+            if scale != one:
+                v = v * scale
+            v = v + shift
+            g = y[i] / v
+            if diff_scale != one:
+                g = g * diff_scale
+        out[i] = top_diff[i] * g
+
+
+# --- Exp: y = base ^ (shift + scale * x) = outer_scale * exp(inner_scale * x) ---------------------
+@njit(cache=True, nogil=True)
+def exp_forward(x, inner_scale, outer_scale, out):
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        if inner_scale != one:
+            v = inner_scale * v
+        v = math.exp(v)
+        if outer_scale != one:
+            v = v * outer_scale
+        out[i] = v
+
+
+@njit(cache=True, nogil=True)
+def exp_backward(y, top_diff, inner_scale, out):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        g = y[i] * top_diff[i]
+        if inner_scale != one:
+            g = g * inner_scale
+        out[i] = g
+
+
+# --- Log: y = log_base(shift + scale * x) = base_scale * log(shift + scale * x) -------------------
+@njit(cache=True, nogil=True)
+def log_forward(x, scale, shift, base_scale, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        if scale != one:
+            v = v * scale
+        if shift != zero:
+            v = v + shift
+        v = math.log(v)
+        if base_scale != one:
+            v = v * base_scale
+        out[i] = v
+
+
+@njit(cache=True, nogil=True)
+def log_backward(x, top_diff, scale, shift, backward_num_scale, out):
+    """dy/dx = (scale / log(base)) / (shift + scale * x), Caffe's powx(v, -1) included."""
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        if scale != one:
+            v = v * scale
+        if shift != zero:
+            v = v + shift
+        v = math.pow(v, -one)
+        if backward_num_scale != one:
+            v = v * backward_num_scale
+        out[i] = top_diff[i] * v
+
+
+# --- BNLL: y = log(1 + exp(x)), computed stably -------------------------------------------------
+#: Caffe's kBNLL_THRESHOLD: backward clamps x before exp so the ratio stays finite
+BNLL_THRESHOLD = 50.0
+
+
+@njit(cache=True, nogil=True)
+def bnll_forward(x, out):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        if v > zero:
+            out[i] = v + math.log(1. + math.exp(-v))
+        else:
+            out[i] = math.log(1. + math.exp(v))
+
+
+@njit(cache=True, nogil=True)
+def bnll_backward(x, top_diff, out):
+    threshold = x.dtype.type(BNLL_THRESHOLD)
+    for i in range(x.size):
+        v = x[i]
+        expval = math.exp(threshold if threshold < v else v)
+        out[i] = top_diff[i] * expval / (expval + 1.)
+
+
+# --- Threshold: y = x > threshold ? 1 : 0 ------------------------------------------------------
+@njit(cache=True, nogil=True)
+def threshold_forward(x, threshold, out):
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        out[i] = one if x[i] > threshold else zero
+
+
+# --- scalar math as C++ does it on a Dtype (float: logf, expf, powf), for layer set-up ---------
+@njit(cache=True)
+def scalar_log(v):
+    return math.log(v)
+
+
+@njit(cache=True)
+def scalar_exp(v):
+    return math.exp(v)
+
+
+@njit(cache=True)
+def scalar_pow(v, p):
+    return math.pow(v, p)
