@@ -1,0 +1,226 @@
+"""BatchNorm: per-channel batch normalisation, BVLC's layer and NVCaffe's two forms.
+
+batch_norm_param: use_global_stats (unset: true in TEST), moving_average_fraction (.999),
+eps (1e-5); NVCaffe/caffe-jacinto add scale_bias (false), scale_filler, bias_filler.
+Channels are axis 1 (1 for a 1-axis input); statistics run over every other axis.
+
+BVLC (3 blobs [mean, variance, moving-average factor s], none learnable, lr_mult forced 0):
+  y = (x - mu) / sqrt(var + eps)
+  TRAIN-style (use_global_stats false): mu, var = batch mean and biased variance, and
+    s = s * maf + 1;  blob0 = maf * blob0 + mu;  blob1 = maf * blob1 + m/(m-1) var
+    (m = count / channels, correction 1 when m == 1)
+  global stats: mu = blob0 / s, var = blob1 / s (0 when s == 0).
+
+NVCaffe, as read from the fork sources (NVIDIA/caffe and tidsp/caffe-jacinto
+src/caffe/layers/batch_norm_layer.{cpp,cu}); both apply a learnable y = x_hat * scale + bias:
+  * 0.16 / 0.17 (`scale_bias: true`): 5 blobs [mean, variance, variance correction (1 element,
+    set to 1 and never read), scale (filler or 1), bias (filler or 0)]. (Without scale_bias
+    NVCaffe keeps 3 blobs [mean, variance, 1]; such a layer cannot be told from a BVLC one
+    and runs as BVLC.) The phase decides (TEST: stored statistics; TRAIN: batch statistics),
+    use_global_stats is ignored; eps is raised to at least 1e-5. Running statistics hold the
+    plain (biased) values: the first two TRAIN passes copy the batch mean/variance, later ones
+    do blob = maf * blob + (1 - maf) * batch. lr_mult/decay_mult are forced to 0 for blobs 0-2
+    and to 1 for scale and bias.
+  * 0.15 (scale_filler/bias_filler without scale_bias, the `param` entries usually 4): 5 blobs
+    [scale, bias, mean, variance, 1-element counter (never written)]; scale and bias come
+    from their fillers (an absent filler is constant 0). use_global_stats as in BVLC. The
+    running update is the 0.16 one, but the copy happens only on the first TRAIN pass, and
+    after 200 TRAIN passes the batch variance is clipped to
+    [var_g / 4, 4 * (var_g + mean(|var_g|))] (var_g = the stored variance).
+  The 0.15 form is told from the 0.16 one by the stored blob shapes when the layer carries
+  blobs, else by its first `param` having lr_mult 0 (statistics first) or not.
+  Where the NVCaffe CPU and GPU code disagree (0.17 CPU adds eps to the variance before the
+  running update) the GPU code, which the forks trained with, is followed. NVCaffe's backward
+  always uses the batch-statistics formula, also with stored statistics; so does this one.
+  NVCaffe overwrites the scale/bias diffs; here they accumulate, as every parameter diff does.
+"""
+import numpy as np
+
+from . import register
+from .base import Layer
+from ..common import TEST
+from ..fillers import fill
+from ..kernels import batch_norm as K
+from ..kernels.channel import channel_dot, channel_sum
+
+# Blob order of each form; the learnable blobs are named "scale" and "bias".
+LAYOUTS = {
+    "bvlc": ("mean", "variance", "moving_average_factor"),
+    "nvcaffe-0.16": ("mean", "variance", "variance_correction", "scale", "bias"),
+    "nvcaffe-0.15": ("scale", "bias", "mean", "variance", "counter"),
+}
+NV015_CLIP_START = 200
+NV015_CLIP_CONST = 4.0
+
+
+def _has(msg, field):
+    return field in msg.DESCRIPTOR.fields_by_name and msg.HasField(field)
+
+
+def _proto_count(bp):
+    if len(bp.shape.dim):
+        return int(np.prod(list(bp.shape.dim)))
+    return bp.num * bp.channels * bp.height * bp.width
+
+
+def detect_layout(param):
+    """Which BatchNorm form a LayerParameter asks for (a key of LAYOUTS)."""
+    bn = param.batch_norm_param
+    scale_bias = _has(bn, "scale_bias") and bn.scale_bias
+    fillers = _has(bn, "scale_filler") or _has(bn, "bias_filler")
+    if scale_bias:
+        return "nvcaffe-0.16"
+    if not fillers:
+        return "bvlc"
+    if len(param.blobs) == 5:
+        counts = [_proto_count(b) for b in param.blobs]
+        if counts[4] == 1 and counts[2] != 1:
+            return "nvcaffe-0.15"
+        if counts[2] == 1 and counts[4] != 1:
+            return "nvcaffe-0.16"
+    if len(param.param) and param.param[0].lr_mult == 0:
+        return "nvcaffe-0.16"
+    return "nvcaffe-0.15"
+
+
+@register("BatchNorm")
+class BatchNormLayer(Layer):
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        bn = self.param.batch_norm_param
+        self.layout = detect_layout(self.param)
+        self.names = LAYOUTS[self.layout]
+        self.maf = bn.moving_average_fraction
+        self.eps = bn.eps
+        self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
+        if self.layout == "nvcaffe-0.16":
+            # NVCaffe 0.16/0.17: the phase alone picks the statistics; eps >= 1e-5
+            self.use_global_stats = self.phase == TEST
+            self.eps = max(self.eps, float(np.float32(1e-5)))
+        else:
+            self.use_global_stats = (bn.use_global_stats if bn.HasField("use_global_stats")
+                                     else self.phase == TEST)
+        self.iter = 0
+        c = self.channels
+        shapes = {"moving_average_factor": (1,), "variance_correction": (1,), "counter": (1,)}
+        self.blobs = [self.make_blob(shapes.get(name, (c,))) for name in self.names]
+        b = dict(zip(self.names, self.blobs))
+        if "variance_correction" in b:
+            b["variance_correction"].data[...] = 1
+        if "scale" in b:
+            if self.layout == "nvcaffe-0.15":
+                # GetFiller on an absent filler gives constant 0, as in the fork
+                fill(b["scale"], bn.scale_filler)
+                fill(b["bias"], bn.bias_filler)
+            else:
+                if _has(bn, "scale_filler"):
+                    fill(b["scale"], bn.scale_filler)
+                else:
+                    b["scale"].data[...] = 1
+                if _has(bn, "bias_filler"):
+                    fill(b["bias"], bn.bias_filler)
+        self.param_propagate_down = [name in ("scale", "bias") for name in self.names]
+        self._fix_param_specs()
+
+    def _fix_param_specs(self):
+        """Mask the statistics from the solver through lr_mult, as each fork does."""
+        specs = self.param.param
+        if self.layout == "bvlc":
+            for i in range(3):
+                if len(specs) == i:
+                    specs.add().lr_mult = 0
+                elif specs[i].lr_mult != 0:
+                    raise self.error("Cannot configure batch normalization statistics as "
+                                     "layer parameters.")
+        elif self.layout == "nvcaffe-0.16":
+            for i, name in enumerate(self.names):
+                if len(specs) == i:
+                    specs.add()
+                value = 1.0 if name in ("scale", "bias") else 0.0
+                specs[i].lr_mult = value
+                specs[i].decay_mult = value
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes > 1 and bottom[0].shape[1] != self.channels:
+            raise self.error(f"bottom has {bottom[0].shape[1]} channels, the layer was set "
+                             f"up for {self.channels}")
+        top[0].reshape(bottom[0].shape)
+
+    def _view(self, arr):
+        return arr.reshape(arr.shape[0], self.channels, -1)
+
+    def forward_cpu(self, bottom, top):
+        x = self._view(bottom[0].data)
+        y = self._view(top[0].data)
+        c = self.channels
+        mean = np.empty(c, self.dtype)
+        var = np.empty(c, self.dtype)
+        b = dict(zip(self.names, (blob.data for blob in self.blobs)))
+        if self.layout == "bvlc":
+            if self.use_global_stats:
+                K.bvlc_global_stats(b["mean"], b["variance"], b["moving_average_factor"],
+                                    mean, var)
+                centered = x - mean[None, :, None]
+            else:
+                centered = K.bvlc_batch_stats(x, mean, var)
+                K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
+                                      mean, var, self.maf, x.size // c)
+            self._std = K.bvlc_normalize(centered, var, self.eps, y)
+            self._x_norm = y.copy()
+            return
+        dt = self.dtype.type
+        if self.use_global_stats:
+            np.copyto(mean, b["mean"])
+            np.copyto(var, b["variance"])
+            centered = x - mean[None, :, None]
+        else:
+            centered = K.nv_batch_stats(x, mean, var)
+            if self.layout == "nvcaffe-0.15":
+                if self.phase != TEST and self.iter <= NV015_CLIP_START:
+                    self.iter += 1
+                if self.iter > NV015_CLIP_START:
+                    g = b["variance"]
+                    upper = dt(np.abs(g).sum(dtype=self.dtype) / dt(c)) + g
+                    np.minimum(dt(NV015_CLIP_CONST) * upper, var, out=var)
+                    np.maximum(dt(1.0 / NV015_CLIP_CONST) * g, var, out=var)
+                ema = self.iter > 1
+            else:
+                ema = self.iter > 1
+                self.iter += 1
+            if ema:
+                keep, take = dt(self.maf), dt(1.0 - self.maf)
+                for blob, stat in ((b["mean"], mean), (b["variance"], var)):
+                    blob *= keep
+                    blob += take * stat
+            else:
+                np.copyto(b["mean"], mean)
+                np.copyto(b["variance"], var)
+        self._inv_std = K.nv_inv_std(var, self.eps)
+        np.multiply(centered, self._inv_std[None, :, None], out=y)
+        self._x_norm = y.copy()
+        if "scale" in b:
+            y *= b["scale"][None, :, None]
+            y += b["bias"][None, :, None]
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        dy = self._view(top[0].diff)
+        b = dict(zip(self.names, self.blobs))
+        if "scale" in b:
+            if self.param_propagate_down[self.names.index("scale")]:
+                tmp = np.empty(self.channels, self.dtype)
+                channel_dot(dy, self._x_norm, self.dtype.type(1), tmp)
+                b["scale"].diff[...] += tmp
+            if self.param_propagate_down[self.names.index("bias")]:
+                tmp = np.empty(self.channels, self.dtype)
+                channel_sum(dy, self.dtype.type(1), tmp)
+                b["bias"].diff[...] += tmp
+            dy = dy * b["scale"].data[None, :, None]
+        # Caffe's BatchNorm (BVLC and NVCaffe) ignores propagate_down and always writes the
+        # bottom diff; the golden nets rely on it (an Input blob's diff is filled).
+        dx = self._view(bottom[0].diff)
+        if self.layout == "bvlc":
+            K.bvlc_backward(self._x_norm, dy, self._std, self.use_global_stats, dx)
+        else:
+            K.nv_backward(self._x_norm, dy, self._inv_std, dx)
