@@ -189,6 +189,8 @@ class DBWriter:
             self.env.close()
         else:
             self.db.close()
+        # mkdtemp made the directory private (0700); readable by all, like a new directory
+        os.chmod(self.tmp, 0o755)
         os.replace(self.tmp, self.path)
 
     def abort(self):

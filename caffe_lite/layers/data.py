@@ -7,7 +7,6 @@ and optionally label (N,).
 """
 import numpy as np
 
-from ..common import rng
 from ..data.datum import datum_from_bytes, datum_to_array
 from ..data.db import open_reader
 from . import register
@@ -25,13 +24,23 @@ class DataLayer(PrefetchingDataLayer):
             raise self.error("data_param.batch_size must be positive")
         self.batch_size = int(p.batch_size)
         self.reader = open_reader(p.source, p.backend)
-        self.skip = int(rng().integers(0, p.rand_skip)) if p.rand_skip else 0
+        self.rand_skip = int(p.rand_skip)
+        self._set_skip()
         self._next_record = None
         first, _ = self._decode([self._peek()])
         item_shape = self.transformer.output_shape(*first.shape[1:])
         top[0].reshape((self.batch_size,) + item_shape)
         if self.output_labels:
             top[1].reshape((self.batch_size,))
+
+    def _set_skip(self):
+        # drawn from the layer seed, so the state (seed, batch_index) fixes it on resume
+        self.skip = (int(np.random.default_rng([self.seed, 2]).integers(0, self.rand_skip))
+                     if self.rand_skip else 0)
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._set_skip()
 
     def _peek(self):
         self.reader.seek(self.skip)
