@@ -1,2 +1,18 @@
-"""caffe-lite: a Caffe-compatible CNN training engine in pure Python."""
+"""caffe-lite: a Caffe-compatible CNN training engine in pure Python.
+
+`import caffe_lite as caffe` gives pycaffe's entry points:
+  caffe.Net(model, caffe.TEST), caffe.set_mode_cpu(), caffe.set_random_seed(0),
+  caffe.layer_type_list(), caffe.proto.caffe_pb2, caffe.io.blobproto_to_array(...)
+"""
 __version__ = "0.1.0"
+
+from . import io, proto
+from .common import TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu, set_random_seed
+from .layers import layer_types as layer_type_list
+from .layers.base import Layer
+from .net import Net
+
+__all__ = ["Net", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device",
+           "set_random_seed", "layer_type_list", "Layer", "proto", "io"]
+
+# --- solvers (added by the solver engineer: get_solver, SGDSolver, ...) --------------------

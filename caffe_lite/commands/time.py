@@ -1,0 +1,100 @@
+"""`caffe-lite time`: benchmark a model's execution time (tools/caffe.cpp time()).
+
+    caffe-lite time -model M [-weights W] [-iterations 50] [-phase TRAIN|TEST] [-level N]
+                    [-stage s1,s2] [-gpu ids]
+
+One clean forward and backward first (so allocations are done), then `iterations` passes
+timing every layer's forward and backward; logs Caffe's lines: "Iteration: i forward-backward
+time: X ms.", per layer "<name>\tforward: X ms." / "<name>\tbackward: Y ms.", then "Average
+Forward pass", "Average Backward pass", "Average Forward-Backward" and "Total Time". As in
+Caffe, the net is fed whatever its input blobs hold and every layer's backward is timed.
+"""
+import time
+
+from ..cli import Flag, command, parse_flags
+from ..errors import CaffeError
+from ..log import LOG, setup_logging
+from .train import stages_from_flag, warn_gpu
+
+FLAGS = [
+    Flag("model", "", str, "The model definition protocol buffer text file."),
+    Flag("weights", "", str, "Optional; trained weights to load (caffemodel, or several "
+                             "separated by ',')."),
+    Flag("iterations", 50, int, "The number of iterations to run."),
+    Flag("phase", "", str, "Optional; network phase (TRAIN or TEST); TRAIN by default."),
+    Flag("level", 0, int, "Optional; network level."),
+    Flag("stage", "", str, "Optional; network stages, separated by ','."),
+    Flag("gpu", "", str, "Accepted for compatibility; caffe-lite runs on the CPU."),
+]
+
+
+def _ms(seconds):
+    return seconds * 1000.0
+
+
+@command("time", "benchmark model execution time")
+def time_command(argv):
+    values, positional = parse_flags(argv, FLAGS, "time")
+    if not LOG.handlers:
+        setup_logging()
+    if positional:
+        raise CaffeError(f"time: unexpected argument '{positional[0]}'")
+    if not values["model"]:
+        raise CaffeError("time: Need a model definition to time (-model).")
+    from .. import common
+    phase = {"": common.TRAIN, "TRAIN": common.TRAIN, "TEST": common.TEST}.get(values["phase"])
+    if phase is None:
+        raise CaffeError(f"time: -phase must be \"TRAIN\" or \"TEST\", got \"{values['phase']}\"")
+    iterations = values["iterations"]
+    if iterations < 1:
+        raise CaffeError(f"time: -iterations must be >= 1, got {iterations}")
+    warn_gpu(values["gpu"])
+    LOG.info("Use CPU.")
+    from ..net import Net
+    net = Net(values["model"], phase=phase, level=values["level"],
+              stages=tuple(stages_from_flag(values["stage"])))
+    for name in values["weights"].split(","):
+        if name.strip():
+            net.copy_from(name.strip())
+
+    LOG.info("Performing Forward")
+    initial_loss = net.forward_prefilled()
+    LOG.info("Initial loss: %g", initial_loss)
+    LOG.info("Performing Backward")
+    net.backward_all()
+
+    layers, bottoms, tops = net.layers, net.bottom_vecs, net.top_vecs
+    need = net.bottom_need_backward
+    LOG.info("*** Benchmark begins ***")
+    LOG.info("Testing for %d iterations.", iterations)
+    clock = time.perf_counter
+    forward_per_layer = [0.0] * len(layers)
+    backward_per_layer = [0.0] * len(layers)
+    forward_time = backward_time = 0.0
+    total_start = clock()
+    for j in range(iterations):
+        iter_start = clock()
+        for i, layer in enumerate(layers):
+            t = clock()
+            layer.forward(bottoms[i], tops[i])
+            forward_per_layer[i] += clock() - t
+        forward_end = clock()
+        forward_time += forward_end - iter_start
+        for i in range(len(layers) - 1, -1, -1):
+            t = clock()
+            layers[i].backward(tops[i], need[i], bottoms[i])
+            backward_per_layer[i] += clock() - t
+        backward_time += clock() - forward_end
+        LOG.info("Iteration: %d forward-backward time: %g ms.", j + 1,
+                 _ms(clock() - iter_start))
+    LOG.info("Average time per layer: ")
+    for i, name in enumerate(net.layer_names):
+        LOG.info("%10s\tforward: %g ms.", name, _ms(forward_per_layer[i]) / iterations)
+        LOG.info("%10s\tbackward: %g ms.", name, _ms(backward_per_layer[i]) / iterations)
+    total = clock() - total_start
+    LOG.info("Average Forward pass: %g ms.", _ms(forward_time) / iterations)
+    LOG.info("Average Backward pass: %g ms.", _ms(backward_time) / iterations)
+    LOG.info("Average Forward-Backward: %g ms.", _ms(total) / iterations)
+    LOG.info("Total Time: %g ms.", _ms(total))
+    LOG.info("*** Benchmark ends ***")
+    return 0
