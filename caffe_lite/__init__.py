@@ -12,7 +12,10 @@ from .layers import layer_types as layer_type_list
 from .layers.base import Layer
 from .net import Net
 
-__all__ = ["Net", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device",
-           "set_random_seed", "layer_type_list", "Layer", "proto", "io"]
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
+                      RMSPropSolver, SGDSolver, get_solver)
 
-# --- solvers (added by the solver engineer: get_solver, SGDSolver, ...) --------------------
+__all__ = ["Net", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device",
+           "set_random_seed", "layer_type_list", "Layer", "proto", "io", "get_solver",
+           "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
+           "AdamSolver"]

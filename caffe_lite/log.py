@@ -23,9 +23,24 @@ class GlogFormatter(logging.Formatter):
 LOG = logging.getLogger("caffe_lite")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (tests swap it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(stream=None, level=logging.INFO):
-    """Send glog lines to `stream` (stderr by default, as glog does)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send glog lines to `stream` (the current stderr by default, as glog does)."""
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(GlogFormatter())
     LOG.handlers[:] = [handler]
     LOG.setLevel(level)

@@ -1,0 +1,89 @@
+"""`caffe-lite train`: train or finetune a model (tools/caffe.cpp train()).
+
+    caffe-lite train -solver S [-weights a.caffemodel[,b.caffemodel]] [-snapshot x.solverstate]
+                     [-sigint_effect stop|snapshot|none] [-sighup_effect snapshot|stop|none]
+                     [-level N] [-stage s1,s2] [-gpu ids|all] [-iterations N]
+
+As Caffe: -weights and -snapshot are exclusive; -level/-stage go into the solver's
+train_state; SIGINT stops (after the final snapshot) and SIGHUP snapshots unless told
+otherwise; -gpu is accepted (with one warning) and the CPU is used. -iterations, when given,
+replaces the solver's max_iter (Caffe's train ignores it). Logs go to stderr in glog's shape;
+a progress bar (iteration, loss, ETA) is added only when stderr is a terminal.
+"""
+import sys
+
+from ..cli import Flag, command, parse_flags
+from ..errors import CaffeError
+from ..log import LOG, setup_logging
+from ..solvers.progress import ProgressBar
+
+FLAGS = [
+    Flag("solver", "", str, "The solver definition protocol buffer text file."),
+    Flag("weights", "", str, "Optional; the pretrained weights to initialize finetuning, "
+                             "separated by ','. Cannot be set simultaneously with snapshot."),
+    Flag("snapshot", "", str, "Optional; the snapshot solver state to resume training."),
+    Flag("gpu", "", str, "Accepted for compatibility; caffe-lite runs on the CPU."),
+    Flag("sigint_effect", "stop", str, "Action on SIGINT: snapshot, stop or none."),
+    Flag("sighup_effect", "snapshot", str, "Action on SIGHUP: snapshot, stop or none."),
+    Flag("level", 0, int, "Optional; network level."),
+    Flag("stage", "", str, "Optional; network stages, separated by ','."),
+    Flag("iterations", None, int, "Optional; overrides max_iter."),
+]
+
+
+def stages_from_flag(value):
+    return [s for s in value.split(",") if s]
+
+
+def warn_gpu(value):
+    if value:
+        LOG.warning("-gpu %s requested; caffe-lite runs on the CPU.", value)
+        from .. import common
+        common._gpu_warned = True  # one warning in all, not one more from the solver
+
+
+@command("train", "train or finetune a model")
+def train(argv):
+    values, positional = parse_flags(argv, FLAGS, "train")
+    setup_logging()
+    if positional:
+        raise CaffeError(f"train: unexpected argument '{positional[0]}'")
+    if not values["solver"]:
+        raise CaffeError("train: Need a solver definition to train (-solver).")
+    if values["snapshot"] and values["weights"]:
+        raise CaffeError("train: Give a snapshot to resume training or weights to finetune "
+                         "but not both.")
+    from ..solvers.signals import SignalHandler, check_effect
+    check_effect(values["sigint_effect"], "sigint_effect")
+    check_effect(values["sighup_effect"], "sighup_effect")
+
+    from ..io.prototxt import read_solver_param
+    from ..solvers.factory import get_solver
+    solver_path = values["solver"]
+    param = read_solver_param(solver_path)
+    param.train_state.level = values["level"]
+    for stage in stages_from_flag(values["stage"]):
+        param.train_state.stage.append(stage)
+    if values["iterations"] is not None:
+        param.max_iter = values["iterations"]
+    warn_gpu(values["gpu"])
+    LOG.info("Use CPU.")
+    has_weights_field = "weights" in param.DESCRIPTOR.fields_by_name
+    if values["snapshot"] and has_weights_field:
+        param.ClearField("weights")
+    elif values["weights"] and has_weights_field:
+        param.ClearField("weights")
+
+    with SignalHandler(values["sigint_effect"], values["sighup_effect"]) as handler:
+        solver = get_solver(param, path=solver_path)
+        solver.set_action_function(handler.get_action)
+        if values["snapshot"]:
+            LOG.info("Resuming from %s", values["snapshot"])
+            solver.restore(values["snapshot"])
+        elif values["weights"]:
+            solver.load_weights(values["weights"])
+        with ProgressBar.for_solver(solver, sys.stderr):
+            LOG.info("Starting Optimization")
+            solver.solve()
+    LOG.info("Optimization Done.")
+    return 0
