@@ -100,6 +100,11 @@ class PycaffeNet:
             self._backward(start_ind, end_ind)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def set_input_arrays(self, data, labels):
+        """Feed a MemoryData first layer from arrays (pycaffe's Net.set_input_arrays)."""
+        from .layers.memory_data import set_input_arrays
+        return set_input_arrays(self, data, labels)
+
     def forward_all(self, blobs=None, **kwargs):
         """Forward whole batches of inputs through the net; returns {output: stacked data}."""
         outs = {name: [] for name in set(self.outputs + list(blobs or []))}

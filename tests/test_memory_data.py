@@ -73,3 +73,22 @@ def test_set_input_arrays_checks_like_pycaffe():
         set_input_arrays(_FakeNet([layer]), data, np.zeros(4))
     with pytest.raises(CaffeError, match="expected"):
         layer.reset(np.ones((2, 3, 2, 3), np.float32), np.zeros(2))
+
+
+def test_net_set_input_arrays_feeds_a_real_net(tmp_path):
+    import caffe_lite as caffe
+    path = tmp_path / "net.prototxt"
+    path.write_text("""
+layer { name: "d" type: "MemoryData" top: "data" top: "label"
+        memory_data_param { batch_size: 2 channels: 1 height: 2 width: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 1 weight_filler { type: "constant" value: 1 } } }
+""")
+    net = caffe.Net(str(path), caffe.TEST)
+    data = np.arange(16, dtype=np.float32).reshape(4, 1, 2, 2)
+    net.set_input_arrays(data, np.arange(4, dtype=np.float32))
+    out = net.forward()
+    np.testing.assert_allclose(out["ip"].ravel(), data[:2].sum(axis=(1, 2, 3)))
+    np.testing.assert_array_equal(net.blobs["label"].data, [0, 1])
+    out = net.forward()
+    np.testing.assert_allclose(out["ip"].ravel(), data[2:].sum(axis=(1, 2, 3)))

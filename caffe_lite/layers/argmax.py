@@ -28,7 +28,7 @@ class ArgMaxLayer(Layer):
         if self.top_k < 1:
             raise self.error("top_k must not be less than 1.")
         if self.has_axis:
-            self.axis = bottom[0].canonical_axis(p.axis)
+            self.axis = self.canonical_axis(bottom[0], p.axis)
             if bottom[0].shape[self.axis] < self.top_k:
                 raise self.error("top_k must be less than or equal to the dimension of the "
                                  "axis.")

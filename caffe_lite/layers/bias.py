@@ -18,7 +18,7 @@ from ..kernels.channel import channel_sum
 
 def param_shape(layer, bottom, axis, num_axes):
     """Shape of the learned blob of a one-bottom Bias/Scale layer."""
-    axis = bottom.canonical_axis(axis)
+    axis = layer.canonical_axis(bottom, axis)
     if num_axes < -1:
         raise layer.error("num_axes must be non-negative, or -1 to extend to the end of "
                           "bottom[0]")
@@ -31,7 +31,7 @@ def param_shape(layer, bottom, axis, num_axes):
 
 def broadcast_dims(layer, bottom, operand_shape, axis):
     """(outer, dim, inner) of Caffe's Bias/Scale Reshape; checks the shapes match."""
-    axis = 0 if len(operand_shape) == 0 else bottom.canonical_axis(axis)
+    axis = 0 if len(operand_shape) == 0 else layer.canonical_axis(bottom, axis)
     if bottom.num_axes < axis + len(operand_shape):
         raise layer.error(f"operand shape {operand_shape} extends past bottom[0]'s shape "
                           f"{bottom.shape} when applied starting with bottom[0] axis = {axis}")

@@ -34,10 +34,7 @@ class ConcatLayer(Layer):
             if axis >= n:
                 raise self.error(f"concat_dim {axis} out of range for a {n}-axis bottom")
         else:
-            try:
-                axis = bottom[0].canonical_axis(p.axis)
-            except IndexError as e:
-                raise self.error(str(e)) from None
+            axis = self.canonical_axis(bottom[0], p.axis)
         top_shape = list(shape0)
         for i, b in enumerate(bottom[1:], 1):
             if b.num_axes != n:

@@ -28,10 +28,7 @@ class CropLayer(Layer):
                              f"equal to the number of dimensions following axis {start}")
 
     def _start_axis(self, bottom):
-        try:
-            return bottom[0].canonical_axis(self.param.crop_param.axis)
-        except IndexError as e:
-            raise self.error(str(e)) from None
+        return self.canonical_axis(bottom[0], self.param.crop_param.axis)
 
     def reshape(self, bottom, top):
         p = self.param.crop_param

@@ -23,11 +23,8 @@ class FlattenLayer(Layer):
             raise self.error("Flatten Layer does not allow in-place computation.")
         p = self.param.flatten_param
         shape = bottom[0].shape
-        try:
-            start = bottom[0].canonical_axis(p.axis)
-            end = bottom[0].canonical_axis(p.end_axis)
-        except IndexError as e:
-            raise self.error(str(e)) from None
+        start = self.canonical_axis(bottom[0], p.axis)
+        end = self.canonical_axis(bottom[0], p.end_axis)
         if end < start:
             raise self.error(f"end_axis ({p.end_axis}) comes before axis ({p.axis}) for "
                              f"bottom {shape}")

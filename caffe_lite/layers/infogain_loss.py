@@ -51,10 +51,7 @@ class InfogainLossLayer(Layer):
             raise self.error(f"the data and label should have the same first dimension "
                              f"({x.shape} vs {bottom[1].shape})")
         top[0].reshape(())
-        try:
-            self.axis = x.canonical_axis(self.param.infogain_loss_param.axis)
-        except IndexError as err:
-            raise self.error(str(err)) from None
+        self.axis = self.canonical_axis(x, self.param.infogain_loss_param.axis)
         self.outer_num = x.count_range(0, self.axis)
         self.inner_num = x.count_range(self.axis + 1)
         self.num_labels = x.shape[self.axis]

@@ -34,10 +34,7 @@ class ReductionLayer(Layer):
 
     def reshape(self, bottom, top):
         p = self.param.reduction_param
-        try:
-            axis = bottom[0].canonical_axis(p.axis)
-        except IndexError as e:
-            raise self.error(str(e)) from None
+        axis = self.canonical_axis(bottom[0], p.axis)
         top[0].reshape(bottom[0].shape[:axis])
         self.num = bottom[0].count_range(0, axis)
         self.dim = bottom[0].count_range(axis)

@@ -37,10 +37,7 @@ class SliceLayer(Layer):
                 raise self.error(f"slice_dim {axis} out of range for a "
                                  f"{len(shape)}-axis bottom")
         else:
-            try:
-                axis = bottom[0].canonical_axis(p.axis)
-            except IndexError as e:
-                raise self.error(str(e)) from None
+            axis = self.canonical_axis(bottom[0], p.axis)
         dim = shape[axis]
         if self.slice_point:
             if len(self.slice_point) != len(top) - 1:

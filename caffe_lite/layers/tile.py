@@ -29,10 +29,7 @@ class TileLayer(Layer):
         self.tiles = p.tiles
 
     def reshape(self, bottom, top):
-        try:
-            axis = bottom[0].canonical_axis(self.param.tile_param.axis)
-        except IndexError as e:
-            raise self.error(str(e)) from None
+        axis = self.canonical_axis(bottom[0], self.param.tile_param.axis)
         shape = list(bottom[0].shape)
         self.outer = bottom[0].count_range(0, axis)
         self.inner = bottom[0].count_range(axis)
