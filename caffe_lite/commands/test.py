@@ -16,7 +16,8 @@ from ..errors import CaffeError
 from ..log import LOG, setup_logging
 from ..solvers.base import _outputs, fmt, _loss_note
 from ..solvers.progress import ProgressBar
-from .train import stages_from_flag, warn_gpu
+from ..common import TEST
+from .netflags import net_from_flags
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
@@ -39,21 +40,8 @@ def test(argv):
         raise CaffeError("test: Need a model definition to score (-model).")
     if not values["weights"]:
         raise CaffeError("test: Need model weights to score (-weights).")
-    from .. import common
-    phase = {"": common.TEST, "TEST": common.TEST, "TRAIN": common.TRAIN}.get(values["phase"])
-    if phase is None:
-        raise CaffeError(f"test: -phase must be \"TRAIN\" or \"TEST\", got \"{values['phase']}\"")
+    net = net_from_flags("test", values, TEST)
     iterations = values["iterations"]
-    if iterations < 1:
-        raise CaffeError(f"test: -iterations must be >= 1, got {iterations}")
-    warn_gpu(values["gpu"])
-    LOG.info("Use CPU.")
-    from ..net import Net
-    net = Net(values["model"], phase=phase, level=values["level"],
-              stages=tuple(stages_from_flag(values["stage"])))
-    for name in values["weights"].split(","):
-        if name.strip():
-            net.copy_from(name.strip())
     LOG.info("Running for %d iterations.", iterations)
     scores = None
     labels = []

@@ -14,7 +14,8 @@ import time
 from ..cli import Flag, command, parse_flags
 from ..errors import CaffeError
 from ..log import LOG, setup_logging
-from .train import stages_from_flag, warn_gpu
+from ..common import TRAIN
+from .netflags import net_from_flags
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
@@ -41,21 +42,8 @@ def time_command(argv):
         raise CaffeError(f"time: unexpected argument '{positional[0]}'")
     if not values["model"]:
         raise CaffeError("time: Need a model definition to time (-model).")
-    from .. import common
-    phase = {"": common.TRAIN, "TRAIN": common.TRAIN, "TEST": common.TEST}.get(values["phase"])
-    if phase is None:
-        raise CaffeError(f"time: -phase must be \"TRAIN\" or \"TEST\", got \"{values['phase']}\"")
+    net = net_from_flags("time", values, TRAIN)
     iterations = values["iterations"]
-    if iterations < 1:
-        raise CaffeError(f"time: -iterations must be >= 1, got {iterations}")
-    warn_gpu(values["gpu"])
-    LOG.info("Use CPU.")
-    from ..net import Net
-    net = Net(values["model"], phase=phase, level=values["level"],
-              stages=tuple(stages_from_flag(values["stage"])))
-    for name in values["weights"].split(","):
-        if name.strip():
-            net.copy_from(name.strip())
 
     LOG.info("Performing Forward")
     initial_loss = net.forward_prefilled()

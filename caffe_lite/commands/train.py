@@ -16,6 +16,7 @@ from ..cli import Flag, command, parse_flags
 from ..errors import CaffeError
 from ..log import LOG, setup_logging
 from ..solvers.progress import ProgressBar
+from .netflags import stages_from_flag, warn_gpu
 
 FLAGS = [
     Flag("solver", "", str, "The solver definition protocol buffer text file."),
@@ -29,17 +30,6 @@ FLAGS = [
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("iterations", None, int, "Optional; overrides max_iter."),
 ]
-
-
-def stages_from_flag(value):
-    return [s for s in value.split(",") if s]
-
-
-def warn_gpu(value):
-    if value:
-        LOG.warning("-gpu %s requested; caffe-lite runs on the CPU.", value)
-        from .. import common
-        common._gpu_warned = True  # one warning in all, not one more from the solver
 
 
 @command("train", "train or finetune a model")
