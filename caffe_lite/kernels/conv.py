@@ -1,0 +1,311 @@
+"""2-d convolution by lowering (im2col + GEMM), batched: pure functions over arrays.
+
+Notation (Caffe's BaseConvolutionLayer, in the "convolution view"): image x (N, C, H, W),
+weight w (M, C/g, kh, kw), output y (N, M, OH, OW), groups g, K = C/g*kh*kw, P = OH*OW.
+
+    forward          y = w_g @ col(x)_g  (+ bias)            per group g
+    backward weight  dw_g += dy_g @ col(x)_g^T               (accumulates, as Caffe)
+    backward data    dx = col2im(w_g^T @ dy_g)               (overwrites, as Caffe)
+    bias             db += sum over n, p of dy               (accumulates)
+
+Speed comes from lowering the whole batch at once (see kernels/im2col.py): x is moved to a
+batch-minor (C, H, W, n) array, col is (C*kh*kw, P*n), and each group is ONE GEMM
+(M/g, K) x (K, P*n) in NumPy's BLAS instead of Caffe's N small per-image GEMMs. The GEMM
+result (M, P, n) goes back to the blob's (n, M, P) in a tiled transpose that also adds the
+bias (forward) or sums the bias gradient (backward). A 1x1, stride 1, pad 0 convolution
+skips im2col: its lowered image is the batch-minor image itself.
+
+The batch is processed in chunks so that the column buffer stays under WORKSPACE_LIMIT bytes
+(it then stays in cache between im2col and the GEMM); buffers live in one module-level
+workspace shared by all layers (a net runs one layer at a time), so memory is the largest
+single lowering, not the sum over layers.
+
+Deconvolution is the same algebra with the roles of image and output swapped (its forward
+is the convolution's backward-data), so it lives here too.
+
+Engines: the forward product weight x lowered input goes through an engine object, so that
+SSL's sparse conv_mode kernels (LOWERED_CSRMM, LOWERED_CCNMM) plug in without touching the
+layer; training (backward) is always dense, as in SSL's fork.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .gemm import WORKSPACE, matmul_acc
+from .im2col import (batch_major, batch_minor, bias_grad_from_partials, col2im_bm,
+                     conv_out_size, im2col_bm, n_tiles)
+
+#: upper bound, in bytes, of the column buffer; larger batches are processed in chunks
+WORKSPACE_LIMIT = 64 << 20
+
+
+class ConvGeometry(NamedTuple):
+    kernel_h: int
+    kernel_w: int
+    pad_h: int = 0
+    pad_w: int = 0
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    group: int = 1
+
+    @property
+    def is_1x1(self):
+        """Caffe's is_1x1_: the lowered image is the image itself (dilation is irrelevant)."""
+        return (self.kernel_h == 1 and self.kernel_w == 1 and self.stride_h == 1
+                and self.stride_w == 1 and self.pad_h == 0 and self.pad_w == 0)
+
+    def output_shape(self, height, width):
+        """Convolution output (OH, OW) for an (H, W) image."""
+        return (conv_out_size(height, self.kernel_h, self.pad_h, self.stride_h,
+                              self.dilation_h),
+                conv_out_size(width, self.kernel_w, self.pad_w, self.stride_w,
+                              self.dilation_w))
+
+    def deconv_output_shape(self, height, width):
+        """Deconvolution output: s*(H-1) + d*(k-1)+1 - 2p per axis."""
+        return (self.stride_h * (height - 1) + self.dilation_h * (self.kernel_h - 1) + 1
+                - 2 * self.pad_h,
+                self.stride_w * (width - 1) + self.dilation_w * (self.kernel_w - 1) + 1
+                - 2 * self.pad_w)
+
+    @property
+    def im2col_args(self):
+        return (self.kernel_h, self.kernel_w, self.pad_h, self.pad_w, self.stride_h,
+                self.stride_w, self.dilation_h, self.dilation_w)
+
+
+class LoweredGemm:
+    """The dense engine: Caffe's im2col + GEMM (SSL's conv_mode LOWERED_GEMM).
+
+    `matmul(w3, col3, out3)` computes out3 = w3 @ col3 for w3 (g, M/g, K) and col3
+    (g, K, n*P). A sparse engine overrides it (and may cache a compressed weight, rebuilt
+    when `prepare` sees new weights); backward always uses the dense weight.
+    """
+    name = "LOWERED_GEMM"
+
+    def prepare(self, w3):
+        """Called once per forward with the effective weight, before any matmul."""
+
+    def matmul(self, w3, col3, out3):
+        np.matmul(w3, col3, out=out3)
+
+
+DENSE = LoweredGemm()
+_EMPTY = {}
+
+
+def _empty(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in _EMPTY:
+        _EMPTY[dtype] = np.empty(0, dtype)
+    return _EMPTY[dtype]
+
+
+def _chunks(n_img, per_image_elems, itemsize):
+    """Batch ranges whose largest lowered buffer (per_image_elems per image) fits
+    WORKSPACE_LIMIT, as even as possible."""
+    per_image = max(1, per_image_elems * itemsize)
+    most = max(1, WORKSPACE_LIMIT // per_image)
+    n_chunks = -(-n_img // most)
+    size = -(-n_img // n_chunks) if n_chunks else 0
+    return [(s, min(s + size, n_img)) for s in range(0, n_img, max(size, 1))]
+
+
+def _col_elems(c, m, geo, in_hw, out_hw):
+    """Per-image size of the largest column buffer a forward/backward pass lowers."""
+    kk = geo.kernel_h * geo.kernel_w
+    return max(c * kk * out_hw[0] * out_hw[1], m * kk * in_hw[0] * in_hw[1])
+
+
+def _lower(xt, geo, out_hw, ws):
+    """Lowered image (C*kh*kw, P*n) of a batch-minor image xt (C, H, W, n)."""
+    c, _, _, n = xt.shape
+    if geo.is_1x1:
+        return xt.reshape(c, -1)
+    kk = geo.kernel_h * geo.kernel_w
+    col = ws.get("col", (c * kk, out_hw[0] * out_hw[1] * n), xt.dtype)
+    im2col_bm(xt, *geo.im2col_args, out_hw[0], out_hw[1], col)
+    return col
+
+
+def _to_minor(a, ws, name, partial=None):
+    """Batch-minor copy (C, H, W, n) of a (n, C, H, W), optionally with bias partial sums."""
+    n, c, h, w = a.shape
+    out = ws.get(name, (c, h, w, n), a.dtype)
+    batch_minor(a.reshape(n, -1), h * w, out.reshape(-1, n),
+                _empty(a.dtype) if partial is None else partial)
+    return out
+
+
+def _to_major(at, out, bias=None):
+    """out (n, C, H, W) = batch-minor at (C, H, W, n) (+ bias per channel)."""
+    n, c, h, w = out.shape
+    batch_major(at.reshape(-1, n), h * w, _empty(out.dtype) if bias is None else bias,
+                out.reshape(n, -1))
+
+
+def _bias_partials(shape, dtype, ws):
+    n, c, h, w = shape
+    return ws.get("partial", (n_tiles(c, h * w, n),), dtype)
+
+
+def _check(x, w, geo, y):
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    g = geo.group
+    if c != w.shape[1] * g or m % g:
+        raise ValueError(f"weight {w.shape} does not fit {c} channels in {g} group(s)")
+    if y.shape[:2] != (n, m):
+        raise ValueError(f"output {y.shape} does not fit batch {n} and {m} outputs")
+
+
+def _weight3(w, g):
+    return np.ascontiguousarray(w).reshape(g, w.shape[0] // g, -1)
+
+
+# --- the three lowered products, on batch-minor images -------------------------------------
+# in_t (C, H, W, n) is the convolution's image, out_t (M, OH, OW, n) its output.
+
+def _forward(in_t, w3, geo, out_t, engine, ws):
+    """out_t = w * in_t: one GEMM per group over the lowered batch."""
+    g, mg, k = w3.shape
+    col = _lower(in_t, geo, out_t.shape[1:3], ws)
+    engine.matmul(w3, col.reshape(g, k, -1), out_t.reshape(g, mg, -1))
+
+
+def _backward_weight(in_t, out_t, geo, dw3, ws):
+    """dw3 += out_t-gradient x lowered image^T, per group (accumulates)."""
+    g, mg, k = dw3.shape
+    col = _lower(in_t, geo, out_t.shape[1:3], ws)
+    matmul_acc(out_t.reshape(g, mg, -1), col.reshape(g, k, -1).transpose(0, 2, 1), dw3, ws)
+
+
+def _backward_data(out_t, w, geo, in_t, ws):
+    """in_t = the image gradient of out_t (OVERWRITTEN).
+
+    Stride 1 (pad at most the kernel extent - 1): a forward convolution of out_t with the
+    flipped, transposed kernel, pad d*(k-1) - p. Its GEMM, (C/g, M/g*kh*kw) x (., H*W*n),
+    has the forward's good shape, where Caffe's w^T x out_t has an inner dimension of only
+    M/g (1.5x slower in OpenBLAS on cifar10 shapes) and needs a col2im after it.
+    Otherwise: col2im(w^T x out_t), Caffe's way.
+    """
+    g = geo.group
+    m, cg, kh, kw = w.shape[0], w.shape[1], geo.kernel_h, geo.kernel_w
+    mg = m // g
+    pad_h = geo.dilation_h * (kh - 1) - geo.pad_h
+    pad_w = geo.dilation_w * (kw - 1) - geo.pad_w
+    if geo.stride_h == 1 and geo.stride_w == 1 and pad_h >= 0 and pad_w >= 0:
+        flip = ws.get("wflip", (g, cg, mg, kh, kw), w.dtype)
+        flip[...] = w.reshape(g, mg, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        geo_t = ConvGeometry(kh, kw, pad_h, pad_w, 1, 1, geo.dilation_h, geo.dilation_w, g)
+        col = _lower(out_t, geo_t, in_t.shape[1:3], ws)
+        np.matmul(flip.reshape(g, cg, -1), col.reshape(g, mg * kh * kw, -1),
+                  out=in_t.reshape(g, cg, -1))
+        return
+    w3 = _weight3(w, g)
+    k = w3.shape[2]
+    if geo.is_1x1:
+        np.matmul(w3.transpose(0, 2, 1), out_t.reshape(g, mg, -1), out=in_t.reshape(g, k, -1))
+        return
+    n = out_t.shape[-1]
+    dcol = ws.get("col", (g * k, out_t.shape[1] * out_t.shape[2] * n), in_t.dtype)
+    np.matmul(w3.transpose(0, 2, 1), out_t.reshape(g, mg, -1), out=dcol.reshape(g, k, -1))
+    col2im_bm(dcol, *geo.im2col_args, out_t.shape[1], out_t.shape[2], in_t)
+
+
+# --- the public functions -------------------------------------------------------------------
+
+def conv2d_forward(x, w, bias, geo, y, engine=DENSE, ws=WORKSPACE):
+    """y (N, M, OH, OW) = conv(x (N, C, H, W), w (M, C/g, kh, kw)) + bias (M,) or None."""
+    _check(x, w, geo, y)
+    if y.size == 0 or x.size == 0:
+        y[...] = 0 if bias is None or y.size == 0 else bias[None, :, None, None]
+        return y
+    n_img, c, h, wd = x.shape
+    m, oh, ow = y.shape[1:]
+    w3 = _weight3(w, geo.group)
+    engine.prepare(w3)
+    for s, e in _chunks(n_img, _col_elems(c, m, geo, (h, wd), (oh, ow)), x.itemsize):
+        in_t = _to_minor(x[s:e], ws, "in_t")
+        out_t = ws.get("out_t", (m, oh, ow, e - s), y.dtype)
+        _forward(in_t, w3, geo, out_t, engine, ws)
+        _to_major(out_t, y[s:e], bias)
+    return y
+
+
+def conv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None, ws=WORKSPACE):
+    """Gradients of conv2d_forward given dy (N, M, OH, OW).
+
+    dx (N, C, H, W) is OVERWRITTEN; dw (M, C/g, kh, kw) and db (M,) are ACCUMULATED (+=).
+    Pass None for the ones not wanted.
+    """
+    _check(x, w, geo, dy)
+    if dy.size == 0 or x.size == 0:
+        if dx is not None:
+            dx[...] = 0
+        return dx
+    n_img, c, h, wd = x.shape
+    m, oh, ow = dy.shape[1:]
+    g = geo.group
+    for s, e in _chunks(n_img, _col_elems(c, m, geo, (h, wd), (oh, ow)), x.itemsize):
+        partial = None if db is None else _bias_partials(dy[s:e].shape, dy.dtype, ws)
+        out_t = _to_minor(dy[s:e], ws, "out_t", partial)
+        if db is not None:
+            bias_grad_from_partials(partial, m, db)
+        if dw is not None:
+            in_t = _to_minor(x[s:e], ws, "in_t")
+            _backward_weight(in_t, out_t, geo, dw.reshape(g, m // g, -1), ws)
+        if dx is not None:
+            in_t = ws.get("in_t", (c, h, wd, e - s), dx.dtype)
+            _backward_data(out_t, w, geo, in_t, ws)
+            _to_major(in_t, dx[s:e])
+    return dx
+
+
+def deconv2d_forward(x, w, bias, geo, y, ws=WORKSPACE):
+    """Caffe's DeconvolutionLayer forward: y = conv backward-data of x, + bias.
+
+    x (N, M, H, W) plays the convolution's output, y (N, C, OH, OW) its image; the weight is
+    (M, C/g, kh, kw) as Caffe's Deconvolution stores it (C = num_output). The bias is added
+    after the data gradient's sum, as Caffe does.
+    """
+    _check(y, w, geo, x)
+    if y.size == 0 or x.size == 0:
+        y[...] = 0 if bias is None or y.size == 0 else bias[None, :, None, None]
+        return y
+    n_img, m, h, wd = x.shape
+    c, oh, ow = y.shape[1:]
+    for s, e in _chunks(n_img, _col_elems(c, m, geo, (oh, ow), (h, wd)), x.itemsize):
+        out_t = _to_minor(x[s:e], ws, "out_t")
+        in_t = ws.get("in_t", (c, oh, ow, e - s), y.dtype)
+        _backward_data(out_t, w, geo, in_t, ws)
+        _to_major(in_t, y[s:e], bias)
+    return y
+
+
+def deconv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None, ws=WORKSPACE):
+    """Gradients of deconv2d_forward: dx OVERWRITTEN, dw and db ACCUMULATED."""
+    _check(dy, w, geo, x)
+    if dy.size == 0 or x.size == 0:
+        if dx is not None:
+            dx[...] = 0
+        return dx
+    n_img, m, h, wd = x.shape
+    c, oh, ow = dy.shape[1:]
+    g = geo.group
+    w3 = _weight3(w, g)
+    for s, e in _chunks(n_img, _col_elems(c, m, geo, (oh, ow), (h, wd)), x.itemsize):
+        partial = None if db is None else _bias_partials(dy[s:e].shape, dy.dtype, ws)
+        in_t = _to_minor(dy[s:e], ws, "in_t", partial)
+        if db is not None:
+            bias_grad_from_partials(partial, c, db)
+        if dw is not None:
+            out_t = _to_minor(x[s:e], ws, "out_t")
+            _backward_weight(in_t, out_t, geo, dw.reshape(g, m // g, -1), ws)
+        if dx is not None:
+            out_t = ws.get("out_t", (m, h, wd, e - s), dx.dtype)
+            _forward(in_t, w3, geo, out_t, DENSE, ws)
+            _to_major(out_t, dx[s:e])
+    return dx

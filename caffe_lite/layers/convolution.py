@@ -1,0 +1,218 @@
+"""Convolution (Caffe's ConvolutionLayer on BaseConvolutionLayer).
+
+    y[n, m] = sum_c w[m, c] (*) x[n, group(m) * C/g + c] + b[m]       (cross-correlation)
+    out = (in + 2 * pad - (dilation * (kernel - 1) + 1)) / stride + 1   (C division)
+
+convolution_param: num_output (required), bias_term true, pad 0 / kernel_size (required) /
+stride 1 / dilation 1 (repeated: once, or once per spatial axis), or pad_h/pad_w,
+kernel_h/kernel_w, stride_h/stride_w (2-d only), group 1, weight_filler (constant 0),
+bias_filler (constant 0), axis 1 (the channel axis: earlier axes are batch, later ones
+spatial), engine and force_nd_im2col (accepted; one CPU path). One or two spatial axes (one
+runs as 2-d with a unit height); more are refused with an error.
+
+blobs: [weight (num_output, C/group, kh, kw), bias (num_output,)]. Several bottom/top pairs
+share the weights, as in Caffe. Backward overwrites bottom diffs and accumulates the weight
+and bias diffs.
+
+The maths is in caffe_lite/kernels/conv.py. Two hooks are for the forks: `engine` (the
+forward product, e.g. SSL's sparse conv_mode) and `effective_weight()` (the weight forward
+and backward use: DNS/INQ masked or quantized layers override it).
+"""
+import numpy as np
+
+from .. import fillers
+from ..io.blobs import blob_proto_to_array
+from ..kernels.conv import DENSE, ConvGeometry, conv2d_backward, conv2d_forward
+from . import register
+from .base import Layer
+
+
+def _cdiv(a, b):
+    """C integer division (truncates toward zero), as Caffe's output-size formula."""
+    q = abs(a) // b
+    return q if a >= 0 else -q
+
+
+def _shape_string(shape):
+    return "".join(f"{d} " for d in shape) + f"({int(np.prod(shape, dtype=np.int64))})"
+
+
+def load_param_blobs(layer, shapes):
+    """Caffe's Layer constructor + the shape checks of LayerSetUp: when the LayerParameter
+    carries blobs, they become the layer's blobs and must have the expected shapes."""
+    param = layer.param
+    if len(param.blobs) != len(shapes):
+        raise layer.error(f"Incorrect number of weight blobs: expected {len(shapes)}, "
+                          f"got {len(param.blobs)}")
+    blobs = []
+    for i, (bp, shape) in enumerate(zip(param.blobs, shapes)):
+        data = blob_proto_to_array(bp, name=f"{layer.name} blob {i}")
+        if tuple(data.shape) != tuple(shape):
+            what = "weight" if i == 0 else "bias"
+            raise layer.error(f"Incorrect {what} shape: expected shape "
+                              f"{_shape_string(shape)}; instead, shape was "
+                              f"{_shape_string(data.shape)}")
+        blob = layer.make_blob(shape)
+        blob.data[...] = data
+        blobs.append(blob)
+    return blobs
+
+
+@register("Convolution")
+class ConvolutionLayer(Layer):
+    min_bottom = 1
+    min_top = 1
+    equal_num_bottom_top = True
+    #: Deconvolution swaps the roles of input and output channels
+    reverse_dimensions = False
+
+    # --- set up (BaseConvolutionLayer::LayerSetUp) -----------------------------------------
+    def layer_setup(self, bottom, top):
+        p = self.param.convolution_param
+        shape = bottom[0].shape
+        self.channel_axis = bottom[0].canonical_axis(p.axis)
+        self.num_spatial_axes = len(shape) - self.channel_axis - 1
+        if self.num_spatial_axes not in (1, 2):
+            raise self.error(f"{self.num_spatial_axes} spatial axes (bottom shape "
+                             f"{tuple(shape)}, axis {p.axis}): only 1-d and 2-d convolution "
+                             f"are supported")
+        kernel = self._spatial("kernel_size", "kernel_h", "kernel_w", None, p)
+        if any(k <= 0 for k in kernel):
+            raise self.error("Filter dimensions must be nonzero.")
+        stride = self._spatial("stride", "stride_h", "stride_w", 1, p)
+        if any(s <= 0 for s in stride):
+            raise self.error("Stride dimensions must be nonzero.")
+        pad = self._spatial("pad", "pad_h", "pad_w", 0, p)
+        dilation = self._spatial("dilation", None, None, 1, p)
+        if any(d <= 0 for d in dilation):
+            raise self.error("Dilation dimensions must be nonzero.")
+        if self.num_spatial_axes == 1:
+            # 1-d runs as 2-d over a unit height: the same sums, term for term
+            kernel, stride, pad, dilation = ((1,) + kernel, (1,) + stride, (0,) + pad,
+                                             (1,) + dilation)
+        self.channels = shape[self.channel_axis]
+        self.num_output = p.num_output
+        if self.num_output <= 0:
+            raise self.error("num_output must be > 0")
+        self.group = p.group
+        if self.group <= 0 or self.channels % self.group:
+            raise self.error(f"channels ({self.channels}) must be a multiple of group "
+                             f"({self.group})")
+        if self.num_output % self.group:
+            raise self.error("Number of output should be multiples of group.")
+        self.geometry = ConvGeometry(kernel[0], kernel[1], pad[0], pad[1], stride[0],
+                                     stride[1], dilation[0], dilation[1], self.group)
+        if self.reverse_dimensions:
+            conv_out, conv_in = self.channels, self.num_output
+        else:
+            conv_out, conv_in = self.num_output, self.channels
+        self.bias_term = p.bias_term
+        weight_shape = (conv_out, conv_in // self.group) + tuple(self.kernel_shape)
+        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
+        if len(self.param.blobs) and not self.blobs:
+            self.blobs = load_param_blobs(self, shapes)
+        elif not self.blobs:
+            self.blobs = [self.make_blob(s) for s in shapes]
+            fillers.fill(self.blobs[0], p.weight_filler)
+            if self.bias_term:
+                fillers.fill(self.blobs[1], p.bias_filler)
+        elif [b.shape for b in self.blobs] != shapes:
+            raise self.error(f"Incorrect weight blobs: expected shapes {shapes}, got "
+                             f"{[b.shape for b in self.blobs]}")
+        self.engine = self.make_engine()
+        self._shapes = None
+
+    def _spatial(self, name, name_h, name_w, default, p):
+        """One value per spatial axis from the repeated field or its _h/_w forms."""
+        n = self.num_spatial_axes
+        if name_h and (p.HasField(name_h) or p.HasField(name_w)):
+            if n != 2:
+                raise self.error(f"{name_h} & {name_w} can only be used for 2D convolution.")
+            if len(getattr(p, name)):
+                raise self.error(f"Either {name} or {name_h}/w should be specified; "
+                                 f"not both.")
+            return (getattr(p, name_h), getattr(p, name_w))
+        values = list(getattr(p, name))
+        if not values and default is None:
+            raise self.error(f"{name} (or {name_h}/{name_w}) is required")
+        if len(values) not in (0, 1, n):
+            raise self.error(f"{name} must be specified once, or once per spatial dimension "
+                             f"({name} specified {len(values)} times; {n} spatial dims).")
+        if not values:
+            return (default,) * n
+        return tuple(values) if len(values) == n else (values[0],) * n
+
+    @property
+    def kernel_shape(self):
+        g = self.geometry
+        return (g.kernel_w,) if self.num_spatial_axes == 1 else (g.kernel_h, g.kernel_w)
+
+    def make_engine(self):
+        """The forward-product engine (dense lowered GEMM; forks return sparse ones)."""
+        return DENSE
+
+    def effective_weight(self):
+        """The weight forward and backward use (masked/quantized fork layers override)."""
+        return self.blobs[0].data
+
+    # --- shapes ---------------------------------------------------------------------------
+    def output_spatial(self, spatial):
+        g = self.geometry
+        sizes = []
+        for size, k, pad, s, d in zip(spatial, (g.kernel_h, g.kernel_w), (g.pad_h, g.pad_w),
+                                      (g.stride_h, g.stride_w),
+                                      (g.dilation_h, g.dilation_w)):
+            sizes.append(_cdiv(size + 2 * pad - (d * (k - 1) + 1), s) + 1)
+        return tuple(sizes)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if self._shapes is not None and self._shapes[0] == shape and all(
+                b.shape == shape for b in bottom) and all(
+                t.shape == self._shapes[1] for t in top):
+            return
+        axis = self.channel_axis
+        if len(shape) != axis + 1 + self.num_spatial_axes:
+            raise self.error("bottom num_axes may not change.")
+        if shape[axis] != self.channels:
+            raise self.error(f"Input size incompatible with convolution kernel: bottom has "
+                             f"{shape[axis]} channels, the layer was set up for "
+                             f"{self.channels}")
+        for i, b in enumerate(bottom[1:], 1):
+            if b.shape != shape:
+                raise self.error(f"shape mismatch - bottom[0]: {_shape_string(shape)} vs. "
+                                 f"bottom[{i}]: {_shape_string(b.shape)}")
+        spatial = tuple(shape[axis + 1:])
+        if self.num_spatial_axes == 1:
+            spatial = (1,) + spatial
+        out = self.output_spatial(spatial)
+        if any(o < 0 for o in out):
+            raise self.error(f"output size {out} is negative: the input {spatial} is smaller "
+                             f"than the kernel extent")
+        num = int(np.prod(shape[:axis], dtype=np.int64))
+        # 4-d views (num, channels, H, W) of bottoms and tops for the kernels
+        self._in4 = (num, self.channels) + spatial
+        self._out4 = (num, self.num_output) + out
+        top_shape = tuple(shape[:axis]) + (self.num_output,) + (
+            out[1:] if self.num_spatial_axes == 1 else out)
+        for t in top:
+            t.reshape(top_shape)
+        self._shapes = (shape, top_shape)
+
+    # --- forward / backward ---------------------------------------------------------------
+    def forward_cpu(self, bottom, top):
+        w = self.effective_weight()
+        bias = self.blobs[1].data if self.bias_term else None
+        for b, t in zip(bottom, top):
+            conv2d_forward(b.data.reshape(self._in4), w, bias, self.geometry,
+                           t.data.reshape(self._out4), engine=self.engine)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        w = self.effective_weight()
+        dw = self.blobs[0].diff if self.param_propagate_down[0] else None
+        db = (self.blobs[1].diff if self.bias_term and self.param_propagate_down[1]
+              else None)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dx = b.diff.reshape(self._in4) if propagate_down[i] else None
+            conv2d_backward(b.data.reshape(self._in4), w, t.diff.reshape(self._out4),
+                            self.geometry, dx=dx, dw=dw, db=db)

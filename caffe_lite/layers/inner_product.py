@@ -1,0 +1,84 @@
+"""InnerProduct (Caffe's InnerProductLayer): a fully connected layer.
+
+    y = x W^T + b       x viewed as (M, K): M = count(0, axis), K = count(axis)
+    y = x W   + b       with transpose: true (W stored as K x N)
+
+inner_product_param: num_output N (required), bias_term true, weight_filler (constant 0),
+bias_filler (constant 0), axis 1, transpose false.
+blobs: [weight (N, K), or (K, N) with transpose; bias (N,)]. Top shape:
+bottom.shape[:axis] + (N,). Backward: dW += dy^T x (x^T dy with transpose), db += sum over
+rows of dy, dx = dy W (dy W^T with transpose), overwriting.
+"""
+import numpy as np
+
+from .. import fillers
+from ..kernels.gemm import matmul_acc
+from . import register
+from .base import Layer
+from .convolution import load_param_blobs
+
+
+@register("InnerProduct")
+class InnerProductLayer(Layer):
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.inner_product_param
+        self.num_output = p.num_output
+        if self.num_output <= 0:
+            raise self.error("num_output must be > 0")
+        self.bias_term = p.bias_term
+        self.transpose = p.transpose
+        self.axis = bottom[0].canonical_axis(p.axis)
+        self.k = bottom[0].count_range(self.axis)
+        n, k = self.num_output, self.k
+        shapes = [(k, n) if self.transpose else (n, k)]
+        if self.bias_term:
+            shapes.append((n,))
+        if self.blobs:
+            pass
+        elif len(self.param.blobs):
+            self.blobs = load_param_blobs(self, shapes)
+        else:
+            self.blobs = [self.make_blob(s) for s in shapes]
+            fillers.fill(self.blobs[0], p.weight_filler)
+            if self.bias_term:
+                fillers.fill(self.blobs[1], p.bias_filler)
+
+    def effective_weight(self):
+        """The weight forward and backward use (masked/quantized fork layers override)."""
+        return self.blobs[0].data
+
+    def reshape(self, bottom, top):
+        axis = bottom[0].canonical_axis(self.param.inner_product_param.axis)
+        k = bottom[0].count_range(axis)
+        if k != self.k:
+            raise self.error(f"Input size incompatible with inner product parameters: "
+                             f"bottom {bottom[0].shape} gives K = {k} from axis {axis}, "
+                             f"the weights expect {self.k}")
+        self.m = bottom[0].count_range(0, axis)
+        top[0].reshape(tuple(bottom[0].shape[:axis]) + (self.num_output,))
+
+    def forward_cpu(self, bottom, top):
+        w = self.effective_weight()
+        x = bottom[0].data.reshape(self.m, self.k)
+        y = top[0].data.reshape(self.m, self.num_output)
+        np.matmul(x, w if self.transpose else w.T, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(self.m, self.num_output)
+        x = bottom[0].data.reshape(self.m, self.k)
+        if self.param_propagate_down[0]:
+            if self.transpose:
+                matmul_acc(x.T, dy, self.blobs[0].diff)
+            else:
+                matmul_acc(dy.T, x, self.blobs[0].diff)
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=0)
+        if propagate_down[0]:
+            w = self.effective_weight()
+            np.matmul(dy, w.T if self.transpose else w,
+                      out=bottom[0].diff.reshape(self.m, self.k))
