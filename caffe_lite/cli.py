@@ -5,6 +5,7 @@ gflags as Caffe uses them: `-name value`, `-name=value`, `--name value`, and bar
 booleans. Any CaffeError becomes one line on stderr and exit code 1.
 """
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -116,6 +117,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"caffe-lite {name}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as err:
+        print(f"caffe-lite {name}: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("CAFFE_LITE_TRACEBACK"):
+            raise
+        detail = str(err).replace("\n", " ")
+        print(f"caffe-lite {name}: internal error: {type(err).__name__}: {detail} "
+              "(set CAFFE_LITE_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -161,3 +161,17 @@ def test_real_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and f"{src}:3:3: unknown field 'typo'" in proc.stderr
     assert not out.exists()
+
+
+def test_unexpected_exception_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from caffe_lite import cli
+
+    def broken(argv):
+        raise ValueError("boom\nsecond line")
+
+    cli._load_commands()
+    monkeypatch.setitem(cli.COMMANDS, "broken", (broken, ""))
+    monkeypatch.delenv("CAFFE_LITE_TRACEBACK", raising=False)
+    assert cli.main(["broken"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: ValueError: boom second line" in err[0]
