@@ -6,6 +6,12 @@
 """
 __version__ = "0.1.0"
 
+import os
+
+# OpenBLAS threads spin ~0.1 s after each GEMM, stealing a core from the Numba kernels that
+# run next; a short timeout gives it back (must be set before NumPy loads OpenBLAS).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from . import io, proto
 from .common import TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .layers import layer_types as layer_type_list

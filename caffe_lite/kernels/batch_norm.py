@@ -1,8 +1,8 @@
 """Batch normalisation kernels: BVLC batch_norm_layer.cpp and NVCaffe's forms.
 
 Arrays are viewed as (N, C, S) with S the product of the axes after the channel axis;
-statistics are per channel, over N and S. All arithmetic stays in the data type, in the
-order of the C++ code:
+statistics are per channel, over N and S. Arithmetic stays in the data type, in the order of
+the C++ code (row sums as in kernels/channel.py):
 
 BVLC (row sums scaled by 1/(N*S) before the sum over N, division by the standard deviation):
   mean = sum_n (1/(N S) sum_s x);   var = same over (x - mean)^2
@@ -10,28 +10,71 @@ BVLC (row sums scaled by 1/(N*S) before the sum over N, division by the standard
   dx = (dy - (1/(N S)) (sum(dy) + sum(dy * y) * y)) / sqrt(var + eps)
   global stats: mean = blob0 * f, var = blob1 * f with f = 1/blob2 (0 if blob2 == 0); dx = dy / std
 
-NVCaffe (sums first, then scaled; multiplication by (var + eps)^-0.5):
+NVCaffe (sums first, then scaled; multiplication by (var + eps)^-0.5; a learnable scale s and
+bias b follow, dy * s is what the normalisation's backward sees):
   mean = (1/(N S)) sum x;  y = (x - mean) * (var + eps)^-0.5
-  dx = (dy - mean(dy) - mean(dy * y) * y) * (var + eps)^-0.5
+  dx = (g - mean(g) - mean(g * y) * y) * (var + eps)^-0.5,  g = dy * s
+
+Each statistic or output is one fused pass per channel (no temporaries the size of x); the
+passes run over channel ranges, spread over threads by split_range. Per-channel vectors
+(sqrt, power) are computed with NumPy between the passes.
 """
 import numpy as np
+from numba import njit
 
-from .channel import channel_dot, channel_sum
+from .channel import row_dot, row_sum
+from .neuron import split_range
+
+_EMPTY = {}
 
 
-def _col(v):
-    return v[None, :, None]
+def _empty(dtype, ndim=1):
+    key = (np.dtype(dtype), ndim)
+    if key not in _EMPTY:
+        _EMPTY[key] = np.empty((0,) * ndim, dtype)
+    return _EMPTY[key]
 
 
-# --- BVLC -------------------------------------------------------------------------------------
+# --- statistics -------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _centered_sq_sum(a, m):
+    total = a.dtype.type(0)
+    for i in range(a.size):
+        d = a[i] - m
+        total += d * d
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _batch_stats(x, pre, post, mean, var, lo, hi):
+    """mean = post * sum_o pre * rowsum(x); var likewise over (x - mean)^2."""
+    zero = x.dtype.type(0)
+    for c in range(lo, hi):
+        total = zero
+        for o in range(x.shape[0]):
+            total += pre * row_sum(x[o, c])
+        m = total * post
+        total = zero
+        for o in range(x.shape[0]):
+            total += pre * _centered_sq_sum(x[o, c], m)
+        mean[c] = m
+        var[c] = total * post
+
+
 def bvlc_batch_stats(x, mean, var):
-    """Batch mean and biased variance into mean, var (C,); returns x - mean."""
-    n_img, _, spatial = x.shape
-    inv = x.dtype.type(1.0 / (n_img * spatial))
-    channel_sum(x, inv, mean)
-    centered = x - _col(mean)
-    channel_dot(centered, centered, inv, var)
-    return centered
+    """Batch mean and biased variance (rows scaled before the sum) into mean, var (C,)."""
+    n_img, channels, spatial = x.shape
+    dt = x.dtype.type
+    split_range(_batch_stats, channels, 2 * x.size, x, dt(1.0 / (n_img * spatial)), dt(1),
+                mean, var)
+
+
+def nv_batch_stats(x, mean, var):
+    """Batch mean and biased variance (sum, then scale) into mean, var (C,)."""
+    n_img, channels, spatial = x.shape
+    dt = x.dtype.type
+    split_range(_batch_stats, channels, 2 * x.size, x, dt(1), dt(1.0 / (n_img * spatial)),
+                mean, var)
 
 
 def bvlc_global_stats(blob_mean, blob_var, blob_factor, mean, var):
@@ -54,45 +97,8 @@ def bvlc_update_running(blobs, mean, var, maf, m):
     blobs[1] += correction * var
 
 
-def bvlc_normalize(centered, var, eps, top):
-    """std = sqrt(var + eps) (returned); top = centered / std."""
-    std = np.sqrt(var + var.dtype.type(eps))
-    np.divide(centered, _col(std), out=top)
-    return std
-
-
-def bvlc_backward(x_norm, top_diff, std, use_global_stats, bottom_diff):
-    if use_global_stats:
-        np.divide(top_diff, _col(std), out=bottom_diff)
-        return
-    n_img, channels, spatial = x_norm.shape
-    dt = x_norm.dtype.type
-    one = dt(1)
-    sum_dy_y = np.empty(channels, x_norm.dtype)
-    sum_dy = np.empty(channels, x_norm.dtype)
-    channel_dot(top_diff, x_norm, one, sum_dy_y)
-    channel_sum(top_diff, one, sum_dy)
-    tmp = _col(sum_dy_y) * x_norm
-    tmp += _col(sum_dy)
-    tmp *= dt(-1.0 / (n_img * spatial))
-    tmp += top_diff
-    np.divide(tmp, _col(std), out=bottom_diff)
-
-
-# --- NVCaffe ----------------------------------------------------------------------------------
-def nv_channel_mean(x, out):
-    n_img, _, spatial = x.shape
-    dt = x.dtype.type
-    channel_sum(x, dt(1), out)
-    out *= dt(1.0 / (n_img * spatial))
-
-
-def nv_batch_stats(x, mean, var):
-    """Batch mean and biased variance (sum, then scale); returns x - mean."""
-    nv_channel_mean(x, mean)
-    centered = x - _col(mean)
-    nv_channel_mean(centered * centered, var)
-    return centered
+def bvlc_std(var, eps):
+    return np.sqrt(var + var.dtype.type(eps))
 
 
 def nv_inv_std(var, eps):
@@ -100,14 +106,153 @@ def nv_inv_std(var, eps):
     return np.power(var + dt(eps), dt(-0.5))
 
 
-def nv_backward(x_norm, dx_norm, inv_std, bottom_diff):
-    """bottom = (dxn - mean(dxn) - mean(dxn * y) * y) * inv_std."""
-    channels = x_norm.shape[1]
-    mean_dy_y = np.empty(channels, x_norm.dtype)
-    mean_dy = np.empty(channels, x_norm.dtype)
-    nv_channel_mean(dx_norm * x_norm, mean_dy_y)
-    tmp = _col(mean_dy_y) * x_norm
-    nv_channel_mean(dx_norm, mean_dy)
-    tmp += _col(mean_dy)
-    np.subtract(dx_norm, tmp, out=tmp)
-    np.multiply(tmp, _col(inv_std), out=bottom_diff)
+# --- normalisation ----------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, lo, hi):
+    """x_norm = (x - mean) / std (BVLC; inv_std empty) or (x - mean) * inv_std (NVCaffe);
+    y = x_norm, then y * scale + bias when scale is given."""
+    divide = inv_std.size == 0
+    affine = scale.size > 0
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            m = mean[c]
+            f = std[c] if divide else inv_std[c]
+            s = scale[c] if affine else f
+            b = bias[c] if affine else f
+            xr, yr, nr = x[o, c], y[o, c], x_norm[o, c]
+            for i in range(xr.size):
+                d = xr[i] - m
+                v = d / f if divide else d * f
+                nr[i] = v
+                yr[i] = v * s + b if affine else v
+
+
+def bvlc_normalize(x, mean, std, top, x_norm):
+    """x_norm = top = (x - mean) / std; top may alias x."""
+    dt = x.dtype
+    split_range(_normalize, x.shape[1], 3 * x.size, x, mean, std, _empty(dt), _empty(dt),
+                _empty(dt), top, x_norm)
+
+
+def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm):
+    """x_norm = (x - mean) * inv_std; top = x_norm * scale + bias (scale, bias may be
+    empty: top = x_norm); top may alias x."""
+    split_range(_normalize, x.shape[1], 3 * x.size, x, mean, _empty(x.dtype), inv_std,
+                scale, bias, top, x_norm)
+
+
+# --- backward ---------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _scaled_dot(a, s, b):
+    """sum (a * s) * b: the row sum of g * y with g = dy * s."""
+    total = a.dtype.type(0)
+    for i in range(a.size):
+        total += (a[i] * s) * b[i]
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _scaled_sum(a, s):
+    total = a.dtype.type(0)
+    for i in range(a.size):
+        total += a[i] * s
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _grad_sums(dy, x_norm, scale, sums, lo, hi):
+    """sums[0] = sum dy * y, sums[1] = sum dy; with a scale also sums[2] = sum g * y and
+    sums[3] = sum g for g = dy * scale (NVCaffe's scale/bias gradients, then its x_hat
+    gradient)."""
+    zero = dy.dtype.type(0)
+    affine = scale.size > 0
+    for c in range(lo, hi):
+        t0 = zero
+        t1 = zero
+        t2 = zero
+        t3 = zero
+        for o in range(dy.shape[0]):
+            g, xn = dy[o, c], x_norm[o, c]
+            t0 += row_dot(g, xn)
+            t1 += row_sum(g)
+            if affine:
+                s = scale[c]
+                t2 += _scaled_dot(g, s, xn)
+                t3 += _scaled_sum(g, s)
+        sums[0, c] = t0
+        sums[1, c] = t1
+        if affine:
+            sums[2, c] = t2
+            sums[3, c] = t3
+
+
+@njit(cache=True, nogil=True)
+def _bvlc_backward(x_norm, dy, std, sum_dy_y, sum_dy, k, dx, lo, hi):
+    """dx = ((sum_dy_y * y + sum_dy) * k + dy) / std, k = -1/(N S)."""
+    for o in range(dy.shape[0]):
+        for c in range(lo, hi):
+            a, b, s = sum_dy_y[c], sum_dy[c], std[c]
+            xr, gr, dr = x_norm[o, c], dy[o, c], dx[o, c]
+            for i in range(xr.size):
+                t = a * xr[i]
+                t = t + b
+                t = t * k
+                t = t + gr[i]
+                dr[i] = t / s
+
+
+@njit(cache=True, nogil=True)
+def _divide(dy, std, dx, lo, hi):
+    for o in range(dy.shape[0]):
+        for c in range(lo, hi):
+            s = std[c]
+            gr, dr = dy[o, c], dx[o, c]
+            for i in range(gr.size):
+                dr[i] = gr[i] / s
+
+
+def bvlc_backward(x_norm, top_diff, std, use_global_stats, bottom_diff):
+    if use_global_stats:
+        split_range(_divide, top_diff.shape[1], 2 * top_diff.size, top_diff, std,
+                    bottom_diff)
+        return
+    n_img, channels, spatial = x_norm.shape
+    dt = x_norm.dtype.type
+    sums = np.empty((2, channels), x_norm.dtype)
+    split_range(_grad_sums, channels, 2 * x_norm.size, top_diff, x_norm, _empty(dt), sums)
+    split_range(_bvlc_backward, channels, 3 * x_norm.size, x_norm, top_diff, std, sums[0],
+                sums[1], dt(-1.0 / (n_img * spatial)), bottom_diff)
+
+
+@njit(cache=True, nogil=True)
+def _nv_backward(x_norm, dy, scale, inv_std, mean_dy_y, mean_dy, dx, lo, hi):
+    """dx = (g - (mean_dy_y * y + mean_dy)) * inv_std, g = dy (* scale)."""
+    affine = scale.size > 0
+    for o in range(dy.shape[0]):
+        for c in range(lo, hi):
+            a, b, f = mean_dy_y[c], mean_dy[c], inv_std[c]
+            s = scale[c] if affine else f
+            xr, gr, dr = x_norm[o, c], dy[o, c], dx[o, c]
+            for i in range(xr.size):
+                g = gr[i] * s if affine else gr[i]
+                t = a * xr[i]
+                t = t + b
+                dr[i] = (g - t) * f
+
+
+def nv_backward(x_norm, top_diff, scale, inv_std, bottom_diff):
+    """NVCaffe's backward for top_diff through `scale` (may be empty: none) and the
+    normalisation; bottom_diff may alias top_diff. Returns sums (2, C): sum dy * x_norm and
+    sum dy, the scale and bias gradients."""
+    n_img, channels, spatial = x_norm.shape
+    dt = x_norm.dtype.type
+    affine = scale.size > 0
+    sums = np.empty((4 if affine else 2, channels), x_norm.dtype)
+    split_range(_grad_sums, channels, 2 * x_norm.size, top_diff, x_norm, scale, sums)
+    inv = dt(1.0 / (n_img * spatial))
+    g_sums = sums[2:] if affine else sums
+    mean_dy_y = g_sums[0] * inv
+    mean_dy = g_sums[1] * inv
+    split_range(_nv_backward, channels, 3 * x_norm.size, x_norm, top_diff, scale, inv_std,
+                mean_dy_y, mean_dy, bottom_diff)
+    return sums[:2]

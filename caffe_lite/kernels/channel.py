@@ -1,38 +1,122 @@
-"""Per-channel reductions over an (outer, channels, inner) view, in Caffe's gemv order.
+"""Per-channel reductions and scalings over an (outer, channels, inner) view.
 
 Caffe sums such blobs with two matrix-vector products against vectors of ones: first each
 (outer, channel) row over `inner`, then the row sums over `outer`. These kernels keep that
-order, in the data type, one channel per task:
+structure, in the data type:
   channel_sum(x, alpha, out):    out[c] = sum_o alpha * sum_i x[o, c, i]
   channel_dot(a, b, alpha, out): out[c] = sum_o alpha * sum_i a[o, c, i] * b[o, c, i]
-Used by BatchNorm, Scale and Bias.
+A row sum is reassociated (several vector accumulators, as OpenBLAS's gemv sums), the sum
+over `outer` runs in order; a strictly sequential row sum is latency-bound (one add per 4
+cycles) and no closer to Caffe, whose gemv reassociates too.
+Used by BatchNorm, Scale and Bias, with Scale's fused forward and backward:
+  scale_forward:  y = x * s[c] (+ b[c]), optionally keeping a copy of x (Scale in place)
+  scale_backward: db[c] = sum dy;  ds[c] = sum dy * x;  dx = dy * s[c]   (one pass)
+Every kernel runs over a range of channels; split_range spreads the ranges over threads.
 """
-from numba import njit, prange
+from numba import njit
+
+from .neuron import split_range
+
+_REASSOC = {"reassoc"}
 
 
-@njit(cache=True, parallel=True)
-def channel_sum(x, alpha, out):
-    n_outer, channels, inner = x.shape
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def row_sum(a):
+    total = a.dtype.type(0)
+    for i in range(a.size):
+        total += a[i]
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def row_dot(a, b):
+    total = a.dtype.type(0)
+    for i in range(a.size):
+        total += a[i] * b[i]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _channel_sum(x, alpha, out, lo, hi):
     zero = x.dtype.type(0)
-    for c in prange(channels):
+    for c in range(lo, hi):
         total = zero
-        for o in range(n_outer):
-            row = zero
-            for i in range(inner):
-                row += x[o, c, i]
-            total += alpha * row
+        for o in range(x.shape[0]):
+            total += alpha * row_sum(x[o, c])
         out[c] = total
 
 
-@njit(cache=True, parallel=True)
-def channel_dot(a, b, alpha, out):
-    n_outer, channels, inner = a.shape
+@njit(cache=True, nogil=True)
+def _channel_dot(a, b, alpha, out, lo, hi):
     zero = a.dtype.type(0)
-    for c in prange(channels):
+    for c in range(lo, hi):
         total = zero
-        for o in range(n_outer):
-            row = zero
-            for i in range(inner):
-                row += a[o, c, i] * b[o, c, i]
-            total += alpha * row
+        for o in range(a.shape[0]):
+            total += alpha * row_dot(a[o, c], b[o, c])
         out[c] = total
+
+
+def channel_sum(x, alpha, out):
+    split_range(_channel_sum, x.shape[1], x.size, x, alpha, out)
+
+
+def channel_dot(a, b, alpha, out):
+    split_range(_channel_dot, a.shape[1], 2 * a.size, a, b, alpha, out)
+
+
+@njit(cache=True, nogil=True)
+def _scale_forward(x, s, b, y, keep, lo, hi):
+    has_bias = b.size > 0
+    has_keep = keep.size > 0
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            sc = s[c]
+            bc = b[c] if has_bias else sc
+            xr, yr = x[o, c], y[o, c]
+            if has_keep:
+                kr = keep[o, c]
+                for i in range(xr.size):
+                    kr[i] = xr[i]
+            if has_bias:
+                for i in range(xr.size):
+                    yr[i] = xr[i] * sc + bc
+            else:
+                for i in range(xr.size):
+                    yr[i] = xr[i] * sc
+
+
+def scale_forward(x, s, b, y, keep):
+    """y = x * s (+ b) over (outer, C, inner); b and keep may be empty; keep receives x
+    before y is written (y may alias x)."""
+    split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep)
+
+
+@njit(cache=True, nogil=True)
+def _scale_backward(dy, x, s, ds, db, dx, lo, hi):
+    zero = dy.dtype.type(0)
+    want_ds, want_db, want_dx = ds.size > 0, db.size > 0, dx.size > 0
+    for c in range(lo, hi):
+        total_s = zero
+        total_b = zero
+        sc = s[c]
+        for o in range(dy.shape[0]):
+            g = dy[o, c]
+            # sums first: dx may alias dy (Scale in place)
+            if want_db:
+                total_b += row_sum(g)
+            if want_ds:
+                total_s += row_dot(g, x[o, c])
+            if want_dx:
+                d = dx[o, c]
+                for i in range(g.size):
+                    d[i] = g[i] * sc
+        if want_ds:
+            ds[c] = total_s
+        if want_db:
+            db[c] = total_b
+
+
+def scale_backward(dy, x, s, ds, db, dx):
+    """ds[c] = sum dy * x, db[c] = sum dy (overwritten), dx = dy * s; any of ds, db, dx
+    may be empty to skip it (x may then be empty too)."""
+    split_range(_scale_backward, dy.shape[1], 3 * dy.size, dy, x, s, ds, db, dx)

@@ -12,18 +12,19 @@ Power(power -beta, scale alpha, shift 1) and Eltwise(PROD); `k` is not used:
 The functions below run the same operations in the same order.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .neuron import split_range
 from .pooling import AVE, pool_backward, pool_forward
 
 _NO_MASK = np.zeros((1, 1, 1, 1), np.int64)
 
 
-@njit(cache=True, parallel=True)
-def lrn_across_forward(x, size, alpha_over_size, neg_beta, k, scale, top):
+@njit(cache=True, nogil=True)
+def _lrn_across_forward(x, size, alpha_over_size, neg_beta, k, scale, top, lo, hi):
     n_img, channels, height, width = x.shape
     pre_pad = (size - 1) // 2
-    for task in prange(n_img * height):
+    for task in range(lo, hi):
         n = task // height
         h = task % height
         # one running sum per pixel of the row; channel p of the padded stack is x[p - pre_pad]
@@ -56,11 +57,18 @@ def lrn_across_forward(x, size, alpha_over_size, neg_beta, k, scale, top):
                 top[n, c, h, w] = scale[n, c, h, w] ** neg_beta * x[n, c, h, w]
 
 
-@njit(cache=True, parallel=True)
-def lrn_across_backward(x, top, scale, top_diff, size, neg_beta, cache_ratio, bottom_diff):
+def lrn_across_forward(x, size, alpha_over_size, neg_beta, k, scale, top):
+    """scale and top (N, C, H, W); the (image, row) tasks run over threads."""
+    split_range(_lrn_across_forward, x.shape[0] * x.shape[2], x.size * (size + 2), x, size,
+                alpha_over_size, neg_beta, k, scale, top)
+
+
+@njit(cache=True, nogil=True)
+def _lrn_across_backward(x, top, scale, top_diff, size, neg_beta, cache_ratio, bottom_diff,
+                         lo, hi):
     n_img, channels, height, width = x.shape
     pre_pad = size - (size + 1) // 2
-    for task in prange(n_img * height):
+    for task in range(lo, hi):
         n = task // height
         h = task % height
         # padded ratio dy * y / scale, zero outside the channels
@@ -79,6 +87,11 @@ def lrn_across_backward(x, top, scale, top_diff, size, neg_beta, cache_ratio, bo
                 accum[w] += ratio[c + size - 1, w]
                 bottom_diff[n, c, h, w] += -cache_ratio * (x[n, c, h, w] * accum[w])
                 accum[w] += -ratio[c, w]
+
+
+def lrn_across_backward(x, top, scale, top_diff, size, neg_beta, cache_ratio, bottom_diff):
+    split_range(_lrn_across_backward, x.shape[0] * x.shape[2], x.size * 6, x, top, scale,
+                top_diff, size, neg_beta, cache_ratio, bottom_diff)
 
 
 def lrn_within_forward(x, size, alpha, neg_beta, pooled, power, top):

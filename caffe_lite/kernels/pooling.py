@@ -9,14 +9,16 @@ Arrays are NCHW. Window (ph, pw) covers rows hstart = ph * stride_h - pad_h .. +
   STOCHASTIC  (Caffe has it on the GPU only; no padding) TRAIN: thres = r * sum(window),
               r ~ U(0, 1]; the first element whose running sum reaches thres is picked, its
               index kept for backward. TEST: sum(x^2) / (FLT_MIN + sum(x)).
-Kernels are dtype-generic; forward and backward run parallel over (image, channel) planes
-(one kernel each for the three methods, `method` = 0 MAX, 1 AVE, 2 STOCHASTIC); sums run
-in the data type in Caffe's loop order.
+Kernels are dtype-generic and work on (planes, H, W) views; pool_forward / pool_backward
+dispatch on `method` (0 MAX, 1 AVE, 2 STOCHASTIC) and spread the planes over threads
+(split_range); sums run in the data type in Caffe's loop order.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .neuron import split_range
 
 FLT_MAX = 3.4028234663852886e38
 FLT_MIN = 1.1754943508222875e-38
@@ -36,97 +38,248 @@ def pooled_size(size, kernel, pad, stride, ceil_mode=True):
 MAX, AVE, STOCHASTIC = 0, 1, 2
 
 
-@njit(cache=True, parallel=True)
-def pool_forward(x, method, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
-    """MAX (mask = h * W + w of the winner, -1 if none), AVE, or STOCHASTIC's TEST output."""
-    n_img, channels, height, width = x.shape
-    out_h, out_w = top.shape[2], top.shape[3]
-    zero = x.dtype.type(0)
+@njit(cache=True, nogil=True, inline="always")
+def _pick(v, i, best, idx):
+    """One step of the window scan: strict '>' as a select (a branch per element
+    mispredicts on about every third element of random data)."""
+    take = v > best
+    return (v if take else best), (i if take else idx)
+
+
+@njit(cache=True, nogil=True)
+def _max_clipped(xp, hstart, hend, wstart, wend, width, lowest):
+    """(max, h * W + w) over rows hstart..hend, columns wstart..wend (clipped window)."""
+    best = lowest
+    idx = -1
+    for h in range(hstart, hend):
+        row = xp[h]
+        base = h * width
+        for w in range(wstart, wend):
+            best, idx = _pick(row[w], base + w, best, idx)
+    return best, idx
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _max_row_2x2(xp, hstart, width, c0, c1, stride, pad_w, lowest, t_row, m_row):
+    """Outputs c0..c1 of one row of 2x2 windows inside the image."""
+    r0 = xp[hstart]
+    r1 = xp[hstart + 1]
+    b0 = hstart * width
+    for pw in range(c0, c1):
+        w = pw * stride - pad_w
+        best, idx = _pick(r0[w], b0 + w, lowest, -1)
+        best, idx = _pick(r0[w + 1], b0 + w + 1, best, idx)
+        best, idx = _pick(r1[w], b0 + width + w, best, idx)
+        best, idx = _pick(r1[w + 1], b0 + width + w + 1, best, idx)
+        t_row[pw] = best
+        m_row[pw] = idx
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _max_row_3x3(xp, hstart, width, c0, c1, stride, pad_w, lowest, t_row, m_row):
+    """Outputs c0..c1 of one row of 3x3 windows inside the image."""
+    r0 = xp[hstart]
+    r1 = xp[hstart + 1]
+    r2 = xp[hstart + 2]
+    b0 = hstart * width
+    b1 = b0 + width
+    b2 = b1 + width
+    for pw in range(c0, c1):
+        w = pw * stride - pad_w
+        best, idx = _pick(r0[w], b0 + w, lowest, -1)
+        best, idx = _pick(r0[w + 1], b0 + w + 1, best, idx)
+        best, idx = _pick(r0[w + 2], b0 + w + 2, best, idx)
+        best, idx = _pick(r1[w], b1 + w, best, idx)
+        best, idx = _pick(r1[w + 1], b1 + w + 1, best, idx)
+        best, idx = _pick(r1[w + 2], b1 + w + 2, best, idx)
+        best, idx = _pick(r2[w], b2 + w, best, idx)
+        best, idx = _pick(r2[w + 1], b2 + w + 1, best, idx)
+        best, idx = _pick(r2[w + 2], b2 + w + 2, best, idx)
+        t_row[pw] = best
+        m_row[pw] = idx
+
+
+@njit(cache=True, nogil=True)
+def _max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask, lo, hi):
+    """Planes lo..hi of (P, H, W): max with strict '>' from -FLT_MAX, first maximum in
+    row-major order. Windows inside the image take a fixed-size path (2x2 and 3x3 unrolled,
+    else a flat offset table); those that overhang the image are clipped."""
+    _, height, width = x.shape
+    out_h, out_w = top.shape[1], top.shape[2]
     lowest = x.dtype.type(-FLT_MAX)
-    tiny = x.dtype.type(FLT_MIN)
-    for task in prange(n_img * channels):
-        n = task // channels
-        c = task % channels
+    # output columns whose window lies inside the image
+    c_lo = min((pad_w + stride_w - 1) // stride_w, out_w)
+    c_hi = (width + pad_w - kernel_w) // stride_w + 1 if width + pad_w >= kernel_w else 0
+    c_hi = max(min(c_hi, out_w), c_lo)
+    offsets = np.empty(kernel_h * kernel_w, np.int64)
+    for a in range(kernel_h):
+        for b in range(kernel_w):
+            offsets[a * kernel_w + b] = a * width + b
+    for p in range(lo, hi):
+        xp = x[p]
+        xf = xp.ravel()
+        tp = top[p]
+        mp = mask[p]
         for ph in range(out_h):
-            for pw in range(out_w):
-                hstart = ph * stride_h - pad_h
+            hstart = ph * stride_h - pad_h
+            hend = min(hstart + kernel_h, height)
+            inside = hstart >= 0 and hstart + kernel_h <= height
+            c0 = c_lo if inside else out_w
+            c1 = c_hi if inside else out_w
+            for pw in range(c0):
                 wstart = pw * stride_w - pad_w
-                if method == MAX:
-                    hend = min(hstart + kernel_h, height)
-                    wend = min(wstart + kernel_w, width)
-                    hstart = max(hstart, 0)
-                    wstart = max(wstart, 0)
-                    best = lowest
-                    idx = -1
-                    for h in range(hstart, hend):
-                        for w in range(wstart, wend):
-                            v = x[n, c, h, w]
-                            if v > best:
-                                best = v
-                                idx = h * width + w
-                    top[n, c, ph, pw] = best
-                    mask[n, c, ph, pw] = idx
-                elif method == AVE:
-                    hend = min(hstart + kernel_h, height + pad_h)
-                    wend = min(wstart + kernel_w, width + pad_w)
-                    pool_size = (hend - hstart) * (wend - wstart)
-                    hstart = max(hstart, 0)
-                    wstart = max(wstart, 0)
-                    hend = min(hend, height)
-                    wend = min(wend, width)
-                    acc = zero
-                    for h in range(hstart, hend):
-                        for w in range(wstart, wend):
-                            acc += x[n, c, h, w]
-                    top[n, c, ph, pw] = acc / x.dtype.type(pool_size)
+                tp[ph, pw], mp[ph, pw] = _max_clipped(
+                    xp, max(hstart, 0), hend, max(wstart, 0), min(wstart + kernel_w, width),
+                    width, lowest)
+            if c1 > c0:
+                if kernel_h == 2 and kernel_w == 2:
+                    _max_row_2x2(xp, hstart, width, c0, c1, stride_w, pad_w, lowest, tp[ph],
+                                 mp[ph])
+                elif kernel_h == 3 and kernel_w == 3:
+                    _max_row_3x3(xp, hstart, width, c0, c1, stride_w, pad_w, lowest, tp[ph],
+                                 mp[ph])
                 else:
-                    hend = min(hstart + kernel_h, height)
-                    wend = min(wstart + kernel_w, width)
-                    # FLT_MIN keeps an all-zero window from dividing by zero
-                    cumsum = tiny
-                    cumvalues = zero
-                    for h in range(hstart, hend):
-                        for w in range(wstart, wend):
-                            v = x[n, c, h, w]
-                            cumsum += v
-                            cumvalues += v * v
-                    top[n, c, ph, pw] = cumvalues / cumsum
+                    b0 = hstart * width - pad_w
+                    for pw in range(c0, c1):
+                        base = b0 + pw * stride_w
+                        best = lowest
+                        idx = -1
+                        for j in range(offsets.size):
+                            i = base + offsets[j]
+                            best, idx = _pick(xf[i], i, best, idx)
+                        tp[ph, pw] = best
+                        mp[ph, pw] = idx
+            for pw in range(c1, out_w):
+                wstart = pw * stride_w - pad_w
+                tp[ph, pw], mp[ph, pw] = _max_clipped(
+                    xp, max(hstart, 0), hend, max(wstart, 0), min(wstart + kernel_w, width),
+                    width, lowest)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
+def _ave_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, lo, hi):
+    _, height, width = x.shape
+    out_h, out_w = top.shape[1], top.shape[2]
+    zero = x.dtype.type(0)
+    for p in range(lo, hi):
+        xp = x[p]
+        for ph in range(out_h):
+            hstart = ph * stride_h - pad_h
+            hend = min(hstart + kernel_h, height + pad_h)
+            for pw in range(out_w):
+                wstart = pw * stride_w - pad_w
+                wend = min(wstart + kernel_w, width + pad_w)
+                pool_size = (hend - hstart) * (wend - wstart)
+                h0, w0 = max(hstart, 0), max(wstart, 0)
+                h1, w1 = min(hend, height), min(wend, width)
+                acc = zero
+                for h in range(h0, h1):
+                    row = xp[h]
+                    for w in range(w0, w1):
+                        acc += row[w]
+                top[p, ph, pw] = acc / x.dtype.type(pool_size)
+
+
+@njit(cache=True, nogil=True)
+def _sto_test_forward(x, kernel_h, kernel_w, stride_h, stride_w, top, lo, hi):
+    _, height, width = x.shape
+    out_h, out_w = top.shape[1], top.shape[2]
+    zero = x.dtype.type(0)
+    tiny = x.dtype.type(FLT_MIN)
+    for p in range(lo, hi):
+        xp = x[p]
+        for ph in range(out_h):
+            hstart = ph * stride_h
+            hend = min(hstart + kernel_h, height)
+            for pw in range(out_w):
+                wstart = pw * stride_w
+                wend = min(wstart + kernel_w, width)
+                # FLT_MIN keeps an all-zero window from dividing by zero
+                cumsum = tiny
+                cumvalues = zero
+                for h in range(hstart, hend):
+                    for w in range(wstart, wend):
+                        v = xp[h, w]
+                        cumsum += v
+                        cumvalues += v * v
+                top[p, ph, pw] = cumvalues / cumsum
+
+
+def _planes(a):
+    return a.reshape(-1, a.shape[-2], a.shape[-1])
+
+
+def pool_forward(x, method, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask):
+    """MAX (mask = h * W + w of the winner, -1 if none), AVE, or STOCHASTIC's TEST output.
+    x, top, mask are NCHW; the planes run over threads."""
+    x3, t3 = _planes(x), _planes(top)
+    n = x3.shape[0]
+    work = x.size + top.size * kernel_h * kernel_w
+    if method == MAX:
+        split_range(_max_forward, n, work, x3, kernel_h, kernel_w, stride_h, stride_w, pad_h,
+                    pad_w, t3, _planes(mask))
+    elif method == AVE:
+        split_range(_ave_forward, n, work, x3, kernel_h, kernel_w, stride_h, stride_w, pad_h,
+                    pad_w, t3)
+    else:
+        split_range(_sto_test_forward, n, work, x3, kernel_h, kernel_w, stride_h, stride_w,
+                    t3)
+
+
+@njit(cache=True, nogil=True)
+def _mask_backward(top_diff, mask, bottom_diff, lo, hi):
+    """bottom = 0, then each top diff added at its mask index (-1: nowhere)."""
+    zero = bottom_diff.dtype.type(0)
+    for p in range(lo, hi):
+        bp, tp, mp = bottom_diff[p].ravel(), top_diff[p].ravel(), mask[p].ravel()
+        for i in range(bp.size):
+            bp[i] = zero
+        for i in range(tp.size):
+            idx = int(mp[i])
+            if idx >= 0:
+                bp[idx] += tp[i]
+
+
+@njit(cache=True, nogil=True)
+def _ave_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                  bottom_diff, lo, hi):
+    """bottom = 0, then top diff / pool_size spread over each window, in Caffe's order."""
+    _, height, width = bottom_diff.shape
+    out_h, out_w = top_diff.shape[1], top_diff.shape[2]
+    zero = bottom_diff.dtype.type(0)
+    for p in range(lo, hi):
+        bp = bottom_diff[p]
+        for h in range(height):
+            for w in range(width):
+                bp[h, w] = zero
+        for ph in range(out_h):
+            hstart = ph * stride_h - pad_h
+            hend = min(hstart + kernel_h, height + pad_h)
+            for pw in range(out_w):
+                wstart = pw * stride_w - pad_w
+                wend = min(wstart + kernel_w, width + pad_w)
+                pool_size = (hend - hstart) * (wend - wstart)
+                h0, w0 = max(hstart, 0), max(wstart, 0)
+                h1, w1 = min(hend, height), min(wend, width)
+                g = top_diff[p, ph, pw] / bottom_diff.dtype.type(pool_size)
+                for h in range(h0, h1):
+                    row = bp[h]
+                    for w in range(w0, w1):
+                        row[w] += g
+
+
 def pool_backward(top_diff, method, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                   mask, bottom_diff):
     """bottom_diff = 0, then MAX/STOCHASTIC add each top diff at its mask index, AVE spreads
     top diff / pool_size over the window, in Caffe's loop order."""
-    n_img, channels, height, width = bottom_diff.shape
-    out_h, out_w = top_diff.shape[2], top_diff.shape[3]
-    zero = bottom_diff.dtype.type(0)
-    for task in prange(n_img * channels):
-        n = task // channels
-        c = task % channels
-        for h in range(height):
-            for w in range(width):
-                bottom_diff[n, c, h, w] = zero
-        for ph in range(out_h):
-            for pw in range(out_w):
-                if method != AVE:
-                    idx = int(mask[n, c, ph, pw])
-                    if idx >= 0:
-                        bottom_diff[n, c, idx // width, idx % width] += top_diff[n, c, ph, pw]
-                    continue
-                hstart = ph * stride_h - pad_h
-                wstart = pw * stride_w - pad_w
-                hend = min(hstart + kernel_h, height + pad_h)
-                wend = min(wstart + kernel_w, width + pad_w)
-                pool_size = (hend - hstart) * (wend - wstart)
-                hstart = max(hstart, 0)
-                wstart = max(wstart, 0)
-                hend = min(hend, height)
-                wend = min(wend, width)
-                g = top_diff[n, c, ph, pw] / bottom_diff.dtype.type(pool_size)
-                for h in range(hstart, hend):
-                    for w in range(wstart, wend):
-                        bottom_diff[n, c, h, w] += g
+    d3, b3 = _planes(top_diff), _planes(bottom_diff)
+    n = b3.shape[0]
+    work = bottom_diff.size + top_diff.size * (kernel_h * kernel_w if method == AVE else 1)
+    if method == AVE:
+        split_range(_ave_backward, n, work, d3, kernel_h, kernel_w, stride_h, stride_w,
+                    pad_h, pad_w, b3)
+    else:
+        split_range(_mask_backward, n, work, d3, _planes(mask), b3)
 
 
 @njit(cache=True)

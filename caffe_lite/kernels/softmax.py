@@ -7,15 +7,17 @@ Loss (per (i, j) with a non-ignored label l = int(label)):
   loss = -sum log(max(prob[i, l, j], FLT_MIN));  d x = prob - onehot(l)  (0 where ignored)
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from .neuron import split_range
 
 FLT_MIN = 1.1754943508222875e-38
 
 
-@njit(cache=True, parallel=True)
-def softmax_forward(x, top):
+@njit(cache=True, nogil=True)
+def _softmax_forward(x, top, lo, hi):
     outer, channels, inner = x.shape
-    for task in prange(outer * inner):
+    for task in range(lo, hi):
         i = task // inner
         k = task % inner
         m = x[i, 0, k]
@@ -32,10 +34,15 @@ def softmax_forward(x, top):
             top[i, j, k] = top[i, j, k] / s
 
 
-@njit(cache=True, parallel=True)
-def softmax_backward(top, top_diff, bottom_diff):
+def softmax_forward(x, top):
+    """(outer, channels, inner) arrays; the (outer, inner) columns run over threads."""
+    split_range(_softmax_forward, x.shape[0] * x.shape[2], 3 * x.size, x, top)
+
+
+@njit(cache=True, nogil=True)
+def _softmax_backward(top, top_diff, bottom_diff, lo, hi):
     outer, channels, inner = top.shape
-    for task in prange(outer * inner):
+    for task in range(lo, hi):
         i = task // inner
         k = task % inner
         dot = top.dtype.type(0)
@@ -43,6 +50,11 @@ def softmax_backward(top, top_diff, bottom_diff):
             dot += top_diff[i, j, k] * top[i, j, k]
         for j in range(channels):
             bottom_diff[i, j, k] = (top_diff[i, j, k] - dot) * top[i, j, k]
+
+
+def softmax_backward(top, top_diff, bottom_diff):
+    split_range(_softmax_backward, top.shape[0] * top.shape[2], 3 * top.size, top, top_diff,
+                bottom_diff)
 
 
 @njit(cache=True)

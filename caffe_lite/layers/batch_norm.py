@@ -41,7 +41,6 @@ from .base import Layer
 from ..common import TEST
 from ..fillers import fill
 from ..kernels import batch_norm as K
-from ..kernels.channel import channel_dot, channel_sum
 
 # Blob order of each form; the learnable blobs are named "scale" and "bias".
 LAYOUTS = {
@@ -151,9 +150,18 @@ class BatchNormLayer(Layer):
     def _view(self, arr):
         return arr.reshape(arr.shape[0], self.channels, -1)
 
+    def _x_norm_buffer(self, shape):
+        """x_norm, kept for backward in a buffer reused across calls (the top may be
+        overwritten by a later in-place layer, so it cannot serve)."""
+        buf = getattr(self, "_x_norm", None)
+        if buf is None or buf.shape != shape:
+            buf = self._x_norm = np.empty(shape, self.dtype)
+        return buf
+
     def forward_cpu(self, bottom, top):
         x = self._view(bottom[0].data)
         y = self._view(top[0].data)
+        x_norm = self._x_norm_buffer(x.shape)
         c = self.channels
         mean = np.empty(c, self.dtype)
         var = np.empty(c, self.dtype)
@@ -162,21 +170,19 @@ class BatchNormLayer(Layer):
             if self.use_global_stats:
                 K.bvlc_global_stats(b["mean"], b["variance"], b["moving_average_factor"],
                                     mean, var)
-                centered = x - mean[None, :, None]
             else:
-                centered = K.bvlc_batch_stats(x, mean, var)
+                K.bvlc_batch_stats(x, mean, var)
                 K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
                                       mean, var, self.maf, x.size // c)
-            self._std = K.bvlc_normalize(centered, var, self.eps, y)
-            self._x_norm = y.copy()
+            self._std = K.bvlc_std(var, self.eps)
+            K.bvlc_normalize(x, mean, self._std, y, x_norm)
             return
         dt = self.dtype.type
         if self.use_global_stats:
             np.copyto(mean, b["mean"])
             np.copyto(var, b["variance"])
-            centered = x - mean[None, :, None]
         else:
-            centered = K.nv_batch_stats(x, mean, var)
+            K.nv_batch_stats(x, mean, var)
             if self.layout == "nvcaffe-0.15":
                 if self.phase != TEST and self.iter <= NV015_CLIP_START:
                     self.iter += 1
@@ -198,29 +204,25 @@ class BatchNormLayer(Layer):
                 np.copyto(b["mean"], mean)
                 np.copyto(b["variance"], var)
         self._inv_std = K.nv_inv_std(var, self.eps)
-        np.multiply(centered, self._inv_std[None, :, None], out=y)
-        self._x_norm = y.copy()
         if "scale" in b:
-            y *= b["scale"][None, :, None]
-            y += b["bias"][None, :, None]
+            K.nv_normalize(x, mean, self._inv_std, b["scale"], b["bias"], y, x_norm)
+        else:
+            empty = np.empty(0, self.dtype)
+            K.nv_normalize(x, mean, self._inv_std, empty, empty, y, x_norm)
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = self._view(top[0].diff)
-        b = dict(zip(self.names, self.blobs))
-        if "scale" in b:
-            if self.param_propagate_down[self.names.index("scale")]:
-                tmp = np.empty(self.channels, self.dtype)
-                channel_dot(dy, self._x_norm, self.dtype.type(1), tmp)
-                b["scale"].diff[...] += tmp
-            if self.param_propagate_down[self.names.index("bias")]:
-                tmp = np.empty(self.channels, self.dtype)
-                channel_sum(dy, self.dtype.type(1), tmp)
-                b["bias"].diff[...] += tmp
-            dy = dy * b["scale"].data[None, :, None]
         # Caffe's BatchNorm (BVLC and NVCaffe) ignores propagate_down and always writes the
         # bottom diff; the golden nets rely on it (an Input blob's diff is filled).
         dx = self._view(bottom[0].diff)
         if self.layout == "bvlc":
             K.bvlc_backward(self._x_norm, dy, self._std, self.use_global_stats, dx)
-        else:
-            K.nv_backward(self._x_norm, dy, self._inv_std, dx)
+            return
+        b = dict(zip(self.names, self.blobs))
+        scale = b["scale"].data if "scale" in b else np.empty(0, self.dtype)
+        sums = K.nv_backward(self._x_norm, dy, scale, self._inv_std, dx)
+        if "scale" in b:
+            if self.param_propagate_down[self.names.index("scale")]:
+                b["scale"].diff[...] += sums[0]
+            if self.param_propagate_down[self.names.index("bias")]:
+                b["bias"].diff[...] += sums[1]

@@ -15,7 +15,7 @@ from . import register
 from .base import Layer
 from .bias import broadcast_dims, param_shape
 from ..fillers import fill
-from ..kernels.channel import channel_dot, channel_sum
+from ..kernels.channel import scale_backward, scale_forward
 
 
 @register("Scale")
@@ -54,30 +54,49 @@ class ScaleLayer(Layer):
     def forward_cpu(self, bottom, top):
         s = self._scale(bottom).data.reshape(-1)
         x = bottom[0].data.reshape(self.dims)
-        # in place, keep the input for the scale gradient
-        self._x = x.copy() if bottom[0] is top[0] else x
         y = top[0].data.reshape(self.dims)
-        np.multiply(x, s[None, :, None], out=y)
-        if self.bias_index is not None:
-            y += self.blobs[self.bias_index].data.reshape(-1)[None, :, None]
+        b = (self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None
+             else _empty(self.dtype, 1))
+        if bottom[0] is top[0]:
+            # in place: keep the input for the scale gradient (a buffer reused across calls)
+            if getattr(self, "_keep", None) is None or self._keep.shape != x.shape:
+                self._keep = np.empty(x.shape, self.dtype)
+            self._x = self._keep
+            scale_forward(x, s, b, y, self._keep)
+        else:
+            self._x = x
+            scale_forward(x, s, b, y, _empty(self.dtype, 3))
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.dims)
-        one = self.dtype.type(1)
-        if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
-            total = np.empty(self.dims[1], self.dtype)
-            channel_sum(dy, one, total)
-            self.blobs[self.bias_index].diff.reshape(-1)[...] += total
+        c = self.dims[1]
+        want_db = self.bias_index is not None and self.param_propagate_down[self.bias_index]
         as_param = len(bottom) == 1
         scale = self._scale(bottom)
-        if (as_param and self.param_propagate_down[0]) or (not as_param and propagate_down[1]):
-            x = self._x if bottom[0] is top[0] else bottom[0].data.reshape(self.dims)
-            total = np.empty(self.dims[1], self.dtype)
-            channel_dot(dy, x, one, total)
+        want_ds = (as_param and self.param_propagate_down[0]) or \
+            (not as_param and propagate_down[1])
+        if not (want_db or want_ds or propagate_down[0]):
+            return
+        x = self._x if bottom[0] is top[0] else bottom[0].data.reshape(self.dims)
+        ds = np.empty(c, self.dtype) if want_ds else _empty(self.dtype, 1)
+        db = np.empty(c, self.dtype) if want_db else _empty(self.dtype, 1)
+        dx = bottom[0].diff.reshape(self.dims) if propagate_down[0] else _empty(self.dtype, 3)
+        scale_backward(dy, x if want_ds else _empty(self.dtype, 3), scale.data.reshape(-1),
+                       ds, db, dx)
+        if want_db:
+            self.blobs[self.bias_index].diff.reshape(-1)[...] += db
+        if want_ds:
             if as_param:
-                scale.diff.reshape(-1)[...] += total
+                scale.diff.reshape(-1)[...] += ds
             else:
-                scale.diff.reshape(-1)[...] = total
-        if propagate_down[0]:
-            s = scale.data.reshape(-1)
-            np.multiply(dy, s[None, :, None], out=bottom[0].diff.reshape(self.dims))
+                scale.diff.reshape(-1)[...] = ds
+
+
+_EMPTY = {}
+
+
+def _empty(dtype, ndim):
+    key = (np.dtype(dtype), ndim)
+    if key not in _EMPTY:
+        _EMPTY[key] = np.empty((0,) * ndim, dtype)
+    return _EMPTY[key]
