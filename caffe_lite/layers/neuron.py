@@ -5,6 +5,8 @@ the bottom data sets `backward_needs_bottom`; an in-place forward then keeps a c
 input first, so the gradient is the out-of-place one (Caffe's PReLU does this; we do it for
 every such layer).
 """
+from abc import abstractmethod
+
 import numpy as np
 
 from .base import Layer
@@ -55,10 +57,12 @@ class NeuronLayer(Layer):
         return self.dtype.type(value)
 
     # --- what a subclass writes -------------------------------------------------------------
+    @abstractmethod
     def forward_flat(self, x, y):
         """y = f(x) over flat arrays (y may be x)."""
-        raise NotImplementedError
 
     def backward_flat(self, x, y, dy, dx):
-        """dx = dy * f'(x); x is the forward input, y the output (dx may be dy)."""
-        raise NotImplementedError
+        """dx = dy * f'(x); x is the forward input, y the output (dx may be dy). Layers whose
+        backward needs more than this (PReLU's slope, Threshold's refusal) override
+        backward_cpu instead."""
+        raise self.error("this layer does not backpropagate element-wise")

@@ -28,6 +28,7 @@ Extension points for forks (all no-ops unless used):
 import copy
 import os
 import time
+from abc import ABC, abstractmethod
 
 import numpy as np
 from google.protobuf import text_format
@@ -58,7 +59,7 @@ class _Callback:
         self.after_update = after_update
 
 
-class Solver:
+class Solver(ABC):
     #: the `type` string this class registers under (set by @register_solver)
     type = None
 
@@ -115,8 +116,9 @@ class Solver:
         """Allocate the update rule's history."""
         self.history = []
 
+    @abstractmethod
     def apply_update(self):
-        raise NotImplementedError
+        """One update of every learnable parameter from its accumulated diff."""
 
     # --- nets -------------------------------------------------------------------------------
     def _read_net(self, path, field, index=0):
