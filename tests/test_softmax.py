@@ -4,7 +4,7 @@ import pytest
 
 from gradcheck import check_gradient, check_gradient_exhaustive, make_layer
 from caffe_lite.errors import CaffeError
-from caffe_lite.layers.softmax_loss import get_normalizer
+from caffe_lite.kernels.losses import normalizer as get_normalizer
 
 
 def oracle_softmax(x, axis):

@@ -16,6 +16,16 @@ FULL, VALID, BATCH_SIZE, NONE = 0, 1, 2, 3
 LOG_THRESHOLD = 1e-20
 
 
+def normalization_mode(has_normalization, normalization, has_normalize, normalize, default):
+    """LossParameter's mode: `normalization` when given, else the deprecated `normalize`
+    (true VALID, false BATCH_SIZE), else the layer's historic default."""
+    if has_normalization:
+        return normalization
+    if has_normalize:
+        return VALID if normalize else BATCH_SIZE
+    return default
+
+
 def normalizer(mode, outer_num, inner_num, valid_count):
     """Caffe's LossLayer::GetNormalizer; at least 1 (a multi-task net may give no labels)."""
     if mode == FULL:

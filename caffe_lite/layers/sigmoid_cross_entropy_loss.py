@@ -25,12 +25,9 @@ class SigmoidCrossEntropyLossLayer(Layer):
         lp = self.param.loss_param
         self.has_ignore_label = lp.HasField("ignore_label")
         self.ignore_label = int(lp.ignore_label)
-        if lp.HasField("normalization"):
-            self.normalization = lp.normalization
-        elif lp.HasField("normalize"):
-            self.normalization = L.VALID if lp.normalize else L.BATCH_SIZE
-        else:
-            self.normalization = L.BATCH_SIZE
+        self.normalization = L.normalization_mode(
+            lp.HasField("normalization"), lp.normalization, lp.HasField("normalize"),
+            lp.normalize, L.BATCH_SIZE)
         self._prob = None
         self._normalizer = self.dtype.type(1)
 

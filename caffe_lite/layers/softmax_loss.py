@@ -17,32 +17,8 @@ import numpy as np
 from . import register
 from .base import Layer
 from .softmax import softmax_dims
+from ..kernels.losses import VALID, normalization_mode, normalizer
 from ..kernels.softmax import softmax_forward, softmax_loss_backward, softmax_loss_forward
-
-FULL, VALID, BATCH_SIZE, NONE = 0, 1, 2, 3
-
-
-def normalization_mode(loss_param):
-    """Caffe's rule for the deprecated `normalize` flag."""
-    if not loss_param.HasField("normalization") and loss_param.HasField("normalize"):
-        return VALID if loss_param.normalize else BATCH_SIZE
-    return loss_param.normalization
-
-
-def get_normalizer(mode, outer, inner, valid_count):
-    """LossLayer::GetNormalizer: the divisor of the summed loss, at least 1."""
-    if mode == FULL:
-        normalizer = outer * inner
-    elif mode == VALID:
-        normalizer = outer * inner if valid_count == -1 else valid_count
-    elif mode == BATCH_SIZE:
-        normalizer = outer
-    elif mode == NONE:
-        normalizer = 1
-    else:
-        raise ValueError(f"Unknown normalization mode: {mode}")
-    return max(1.0, float(normalizer))
-
 
 @register("SoftmaxWithLoss")
 class SoftmaxWithLossLayer(Layer):
@@ -55,7 +31,8 @@ class SoftmaxWithLossLayer(Layer):
         lp = self.param.loss_param
         self.has_ignore = lp.HasField("ignore_label")
         self.ignore_label = lp.ignore_label
-        self.mode = normalization_mode(lp)
+        self.mode = normalization_mode(lp.HasField("normalization"), lp.normalization,
+                                       lp.HasField("normalize"), lp.normalize, VALID)
         self.prob = self.make_blob(())
 
     def allow_force_backward(self, bottom_index):
@@ -97,8 +74,8 @@ class SoftmaxWithLossLayer(Layer):
         loss, count = softmax_loss_forward(prob, label, self.has_ignore, self.ignore_label)
         self.valid_count = count
         outer, _, inner = self.dims
-        normalizer = get_normalizer(self.mode, outer, inner, count)
-        top[0].data[...] = self.dtype.type(loss) / self.dtype.type(normalizer)
+        norm = normalizer(self.mode, outer, inner, count)
+        top[0].data[...] = self.dtype.type(loss) / self.dtype.type(norm)
         if len(top) == 2:
             top[1].share_data(self.prob)
 
@@ -108,8 +85,8 @@ class SoftmaxWithLossLayer(Layer):
         if not propagate_down[0]:
             return
         outer, _, inner = self.dims
-        normalizer = get_normalizer(self.mode, outer, inner, self.valid_count)
-        scale = self.dtype.type(top[0].diff.reshape(-1)[0]) / self.dtype.type(normalizer)
+        norm = normalizer(self.mode, outer, inner, self.valid_count)
+        scale = self.dtype.type(top[0].diff.reshape(-1)[0]) / self.dtype.type(norm)
         softmax_loss_backward(self.prob.data.reshape(self.dims),
                               bottom[1].data.reshape(outer, inner), self.has_ignore,
                               self.ignore_label, scale, bottom[0].diff.reshape(self.dims))
