@@ -426,3 +426,37 @@ def test_golden_layer(case, name, bottom_name, top_name, dx_name, relu_top, relu
         if relu_bottom is not None:
             dx = np.where(x > 0, dx, relu_bottom * dx)
         np.testing.assert_allclose(dx, golden[f"train/diff/{dx_name}"], rtol=1e-4, atol=1e-5)
+
+
+def test_split_batch_slices_restores_blas_threads_and_raises():
+    from caffe_lite.kernels import gemm
+    before = gemm.batch_workers()
+    assert gemm.split_batch(5, lambda w, s, e: (w, s, e), workers=2) == [(0, 0, 2), (1, 2, 5)]
+    assert gemm.split_batch(1, lambda w, s, e: (w, s, e), workers=2) == [(0, 0, 1)]
+    assert gemm.batch_workers() == before
+
+    def boom(worker, start, stop):
+        if worker == 1:
+            raise RuntimeError("worker failed")
+    if before > 1:
+        with pytest.raises(RuntimeError, match="worker failed"):
+            gemm.split_batch(4, boom, workers=2)
+        assert gemm.batch_workers() == before
+
+
+def test_one_worker_matches_two(monkeypatch):
+    """Splitting the batch over workers changes only the order of the gradient sums."""
+    from caffe_lite.kernels import gemm
+    x = np.random.default_rng(12).standard_normal((6, 4, 7, 7))
+    results = []
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(gemm, "batch_workers", lambda: workers)
+        monkeypatch.setattr(gemm, "_blas", lambda: (lambda: 1, lambda n: None))
+        layer, bottom, top = build(conv_text("Convolution", 4, (3, 3), pad=(1, 1), group=2), x)
+        top[0].diff[...] = np.linspace(-1, 1, top[0].count).reshape(top[0].shape)
+        layer.backward(top, [True], bottom)
+        results.append([top[0].data.copy(), bottom[0].diff.copy()]
+                       + [p.diff.copy() for p in layer.blobs])
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

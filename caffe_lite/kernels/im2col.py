@@ -11,28 +11,22 @@ so that a convolution is ONE GEMM per group, W (M, K) @ col (K, P*n), P = out_h 
 image is first moved to a "batch-minor" (C, H, W, n) array (`batch_minor`); then every column
 segment the lowering copies is a contiguous run of n (stride > 1) or (ow_hi - ow_lo) * n
 (stride 1) elements, which Numba vectorizes, where Caffe's layout copies runs of out_w (8-32)
-elements. Measured on cifar10_quick's conv2 (batch 25): 0.6 ms against 2.5 ms for the best
-per-image-layout kernel. With n = 1 the layout is exactly Caffe's, so `im2col` / `col2im`
-below are Caffe's single-image functions.
+elements (measured 2-5x slower, on cifar10_quick's shapes). With n = 1 the layout is exactly
+Caffe's, so `im2col` / `col2im` below are Caffe's single-image functions.
 
 Sizes, as Caffe computes them:
     out_h = (H + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) // stride_h + 1
 
-Kernels are dtype-generic (Numba compiles float32 and float64 separately) and parallel over
-tasks that write disjoint outputs. col2im sums each pixel's contributions in Caffe's order
-(ki, then kj, ascending). Inner loops index sub-views with range variables only: an index
-such as `a[base + t]` makes Numba emit a negative-index check that blocks vectorization
-(about 10x slower on short rows).
+Kernels are dtype-generic (Numba compiles float32 and float64 separately), single-threaded
+and release the GIL: kernels/gemm.py's split_batch runs them on slices of the batch, one per
+core, next to single-threaded GEMMs (one fork/join per layer pass instead of one per kernel).
+col2im sums each pixel's contributions in Caffe's order (ki, then kj, ascending).
+
+Inner loops index flat views with unsigned offsets (`dst[row + U(t)]`): with a signed index
+such as `a[base + t]` Numba emits a negative-index wraparound check that blocks vectorization,
+and slicing a view per short row costs more than the copy (both measured 2-7x slower).
 """
-import os
-
-# Numba's OpenMP workers spin ~300k iterations after each parallel loop by default, which
-# steals one of the two cores from the OpenBLAS GEMM that follows (measured 2-4x slower
-# GEMMs). A short spin keeps back-to-back kernels cheap and leaves the cores to BLAS. It only
-# takes effect if set before Numba starts its thread pool (the first parallel call).
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-from numba import njit, prange  # noqa: E402
+from numba import njit, uint64 as U
 
 #: tile edge of the batch-major <-> batch-minor transposes (elements)
 _TILE = 32
@@ -60,71 +54,71 @@ def _valid_range(pad, k, dilation, stride, size, out_size):
     return off, lo, hi
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def im2col_bm(xt, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
               dilation_w, out_h, out_w, col):
     """xt (C, H, W, n) -> col (C*kh*kw, out_h*out_w*n); every element of col is written."""
     channels, height, width, n = xt.shape
-    zero = col.dtype.type(0)
     kk = kernel_h * kernel_w
     rowlen = out_w * n
     if col.shape[0] != channels * kk or col.shape[1] != out_h * rowlen:
         raise ValueError("im2col: col does not have shape (C*kh*kw, out_h*out_w*n)")
-    for task in prange(channels * kk * out_h):
-        r = task // out_h
-        oh = task - r * out_h
+    src = xt.reshape(-1)
+    dst = col.reshape(-1)
+    zero = col.dtype.type(0)
+    for r in range(channels * kk):
         c = r // kk
         ki = (r - c * kk) // kernel_w
         kj = r - c * kk - ki * kernel_w
-        dst = col[r, oh * rowlen:(oh + 1) * rowlen]
-        ih = oh * stride_h - pad_h + ki * dilation_h
-        if ih < 0 or ih >= height:
-            for t in range(rowlen):
-                dst[t] = zero
-            continue
         off_w, ow_lo, ow_hi = _valid_range(pad_w, kj, dilation_w, stride_w, width, out_w)
-        d = dst[:ow_lo * n]
-        for t in range(d.shape[0]):
-            d[t] = zero
-        d = dst[ow_hi * n:]
-        for t in range(d.shape[0]):
-            d[t] = zero
-        srow = xt[c, ih]
-        if stride_w == 1:
-            s = srow.reshape(-1)[(ow_lo + off_w) * n:(ow_hi + off_w) * n]
-            d = dst[ow_lo * n:ow_hi * n]
-            for t in range(d.shape[0]):
-                d[t] = s[t]
-        else:
-            for ow in range(ow_lo, ow_hi):
-                s = srow[ow * stride_w + off_w]
-                d = dst[ow * n:(ow + 1) * n]
-                for t in range(n):
-                    d[t] = s[t]
+        for oh in range(out_h):
+            row = U((r * out_h + oh) * rowlen)
+            ih = oh * stride_h - pad_h + ki * dilation_h
+            if ih < 0 or ih >= height:
+                for t in range(rowlen):
+                    dst[row + U(t)] = zero
+                continue
+            for t in range(ow_lo * n):
+                dst[row + U(t)] = zero
+            for t in range(ow_hi * n, rowlen):
+                dst[row + U(t)] = zero
+            image_row = U((c * height + ih) * width * n)
+            if stride_w == 1:
+                s0 = image_row + U((ow_lo + off_w) * n)
+                d0 = row + U(ow_lo * n)
+                for t in range((ow_hi - ow_lo) * n):
+                    dst[d0 + U(t)] = src[s0 + U(t)]
+            else:
+                for ow in range(ow_lo, ow_hi):
+                    s0 = image_row + U((ow * stride_w + off_w) * n)
+                    d0 = row + U(ow * n)
+                    for t in range(n):
+                        dst[d0 + U(t)] = src[s0 + U(t)]
     return col
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def col2im_bm(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
               dilation_w, out_h, out_w, xt):
     """col (C*kh*kw, out_h*out_w*n) -> xt (C, H, W, n), OVERWRITING xt (Caffe zeroes first).
 
-    One task per image row (c, ih): it gathers every (ki, oh) that lands on that row, so
-    tasks never write the same element and each pixel sums over (ki, kj) ascending.
+    Row by row of the image (c, ih): each gathers every (ki, oh) that lands on it, so each
+    pixel sums its contributions over (ki, kj) ascending, Caffe's order.
     """
     channels, height, width, n = xt.shape
-    zero = xt.dtype.type(0)
     kk = kernel_h * kernel_w
     rowlen = out_w * n
     if col.shape[0] != channels * kk or col.shape[1] != out_h * rowlen:
         raise ValueError("col2im: col does not have shape (C*kh*kw, out_h*out_w*n)")
-    for task in prange(channels * height):
+    src = col.reshape(-1)
+    dst = xt.reshape(-1)
+    zero = xt.dtype.type(0)
+    for task in range(channels * height):
         c = task // height
         ih = task - c * height
-        drow = xt[c, ih]
-        dflat = drow.reshape(-1)
-        for t in range(dflat.shape[0]):
-            dflat[t] = zero
+        image_row = U(task * width * n)
+        for t in range(width * n):
+            dst[image_row + U(t)] = zero
         for ki in range(kernel_h):
             num = ih + pad_h - ki * dilation_h
             if num < 0 or num % stride_h != 0:
@@ -134,20 +128,20 @@ def col2im_bm(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilatio
                 continue
             for kj in range(kernel_w):
                 r = c * kk + ki * kernel_w + kj
-                src = col[r, oh * rowlen:(oh + 1) * rowlen]
+                row = U((r * out_h + oh) * rowlen)
                 off_w, ow_lo, ow_hi = _valid_range(pad_w, kj, dilation_w, stride_w, width,
                                                    out_w)
                 if stride_w == 1:
-                    d = dflat[(ow_lo + off_w) * n:(ow_hi + off_w) * n]
-                    s = src[ow_lo * n:ow_hi * n]
-                    for t in range(d.shape[0]):
-                        d[t] += s[t]
+                    d0 = image_row + U((ow_lo + off_w) * n)
+                    s0 = row + U(ow_lo * n)
+                    for t in range((ow_hi - ow_lo) * n):
+                        dst[d0 + U(t)] += src[s0 + U(t)]
                 else:
                     for ow in range(ow_lo, ow_hi):
-                        d = drow[ow * stride_w + off_w]
-                        s = src[ow * n:(ow + 1) * n]
+                        d0 = image_row + U((ow * stride_w + off_w) * n)
+                        s0 = row + U(ow * n)
                         for t in range(n):
-                            d[t] += s[t]
+                            dst[d0 + U(t)] += src[s0 + U(t)]
     return xt
 
 
@@ -155,18 +149,21 @@ def col2im_bm(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilatio
 # Tiles never straddle a plane boundary, so each tile has one channel: its bias (forward)
 # or its partial bias-gradient sum (backward) is a scalar.
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def batch_minor(a, plane, out, partial):
     """out (R, n) = a (n, R)^T. With len(partial) == number of tiles, partial[t] = sum of
-    tile t (tiles ordered channel-major); see `bias_grad_from_partials`."""
+    tile t (tiles ordered channel-major); see `bias_grad_from_partials`. The tile sums are
+    reassociated (vectorized): the same order on every call, but not Caffe's gemv order."""
     n, big_r = a.shape
     if out.shape[0] != big_r or out.shape[1] != n or big_r % plane != 0:
         raise ValueError("batch_minor: out must be a's transpose, R a multiple of plane")
+    src = a.reshape(-1)
+    dst = out.reshape(-1)
     tiles_q = (plane + _TILE - 1) // _TILE
     tiles_n = (n + _TILE - 1) // _TILE
     channels = big_r // plane
     want_sum = partial.shape[0] > 0
-    for task in prange(channels * tiles_q * tiles_n):
+    for task in range(channels * tiles_q * tiles_n):
         ch = task // (tiles_q * tiles_n)
         rest = task - ch * (tiles_q * tiles_n)
         tq = rest // tiles_n
@@ -176,29 +173,33 @@ def batch_minor(a, plane, out, partial):
         i0 = tn * _TILE
         i1 = min(i0 + _TILE, n)
         s = a.dtype.type(0)
-        for r in range(r0, r1):
-            orow = out[r, i0:i1]
-            acol = a[i0:i1, r]
-            for t in range(i1 - i0):
-                v = acol[t]
-                orow[t] = v
-                s += v
+        for i in range(i0, i1):
+            # read a contiguous row piece, write with the small stride n
+            s0 = U(i * big_r + r0)
+            d0 = U(r0 * n + i)
+            for t in range(r1 - r0):
+                dst[d0 + U(t * n)] = src[s0 + U(t)]
+            if want_sum:
+                for t in range(r1 - r0):
+                    s += src[s0 + U(t)]
         if want_sum:
             partial[task] = s
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def batch_major(a, plane, bias, out):
     """out (n, R) = a (R, n)^T (+ bias[r // plane] when bias is non-empty)."""
     big_r, n = a.shape
     if out.shape[0] != n or out.shape[1] != big_r or big_r % plane != 0:
         raise ValueError("batch_major: out must be a's transpose, R a multiple of plane")
+    src = a.reshape(-1)
+    dst = out.reshape(-1)
     tiles_q = (plane + _TILE - 1) // _TILE
     tiles_n = (n + _TILE - 1) // _TILE
     channels = big_r // plane
     has_bias = bias.shape[0] > 0
-    for task in prange(channels * tiles_q * tiles_n):
+    for task in range(channels * tiles_q * tiles_n):
         ch = task // (tiles_q * tiles_n)
         rest = task - ch * (tiles_q * tiles_n)
         tq = rest // tiles_n
@@ -209,18 +210,18 @@ def batch_major(a, plane, bias, out):
         i1 = min(i0 + _TILE, n)
         b = bias[ch] if has_bias else a.dtype.type(0)
         for i in range(i0, i1):
-            orow = out[i, r0:r1]
-            acol = a[r0:r1, i]
+            d0 = U(i * big_r + r0)
+            s0 = U(r0 * n + i)
             if has_bias:
                 for t in range(r1 - r0):
-                    orow[t] = acol[t] + b
+                    dst[d0 + U(t)] = src[s0 + U(t * n)] + b
             else:
                 for t in range(r1 - r0):
-                    orow[t] = acol[t]
+                    dst[d0 + U(t)] = src[s0 + U(t * n)]
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bias_grad_from_partials(partial, channels, bias_diff):
     """bias_diff[c] += the tile sums of channel c, in a fixed (deterministic) order."""
     per = partial.shape[0] // channels
