@@ -136,8 +136,8 @@ def main():
 
     print(f"caffe-lite Convolution layer, forward + backward, {dtype.name}, "
           f"{args.reps} repetitions")
-    head = (f"| layer | batch | GFLOP | caffe-lite ms (min / median) | GFLOP/s | "
-            f"PyTorch ms (min / median) | GFLOP/s | ratio (min / median) |")
+    head = ("| layer | batch | GFLOP | caffe-lite ms (min / median) | GFLOP/s | "
+            "PyTorch ms (min / median) | GFLOP/s | ratio (min / median) |")
     print(head)
     print("|" + "---|" * 8)
     min_ours = min_torch = 0.0

@@ -211,27 +211,36 @@ def _backward_weight(in_t, out_t, geo, dw3, ws):
     dw3 += part.transpose(0, 2, 1)
 
 
-def _backward_data(out_t, w, geo, in_t, ws):
+def _flipped_weight(w, geo):
+    """(g, C/g, M/g*kh*kw): each group's kernel transposed and rotated 180 degrees, the
+    weight of the data gradient's convolution on the flipped path."""
+    g = geo.group
+    m, cg = w.shape[:2]
+    w5 = w.reshape(g, m // g, cg, geo.kernel_h, geo.kernel_w)
+    return np.ascontiguousarray(w5[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)).reshape(
+        g, cg, -1)
+
+
+def _backward_data(out_t, w, flip, geo, in_t, ws):
     """in_t = the image gradient of out_t (OVERWRITTEN).
 
-    On the flipped path (see _flipped_data_path): a forward convolution of out_t with the
-    flipped, transposed kernel, pad d*(k-1) - p. Its GEMM, (C/g, M/g*kh*kw) x (., H*W*n),
-    has the forward's good shape, where Caffe's w^T x out_t has an inner dimension of only
-    M/g (1.5x slower in OpenBLAS on cifar10 shapes) and needs a col2im after it.
+    With `flip` (_flipped_weight, on the flipped path, see _flipped_data_path): a forward
+    convolution of out_t with the flipped kernel, pad d*(k-1) - p, and no col2im. Its GEMM,
+    (C/g, M/g*kh*kw) x (., H*W*n), has the forward's shape; Caffe's w^T x out_t has an
+    inner dimension of only M/g, which OpenBLAS ran at 0.65x the rate with two threads on
+    cifar10_quick's conv2 (about the same rate with one).
     Otherwise: col2im(w^T x out_t), Caffe's way.
     """
     g = geo.group
-    m, cg, kh, kw = w.shape[0], w.shape[1], geo.kernel_h, geo.kernel_w
+    m, cg = w.shape[:2]
     mg = m // g
-    pad_h = geo.dilation_h * (kh - 1) - geo.pad_h
-    pad_w = geo.dilation_w * (kw - 1) - geo.pad_w
-    if _flipped_data_path(geo, in_t.shape[1:3], out_t.shape[1:3]):
-        flip = ws.get("wflip", (g, cg, mg, kh, kw), w.dtype)
-        flip[...] = w.reshape(g, mg, cg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-        geo_t = ConvGeometry(kh, kw, pad_h, pad_w, 1, 1, geo.dilation_h, geo.dilation_w, g)
+    if flip is not None:
+        kh, kw = geo.kernel_h, geo.kernel_w
+        geo_t = ConvGeometry(kh, kw, geo.dilation_h * (kh - 1) - geo.pad_h,
+                             geo.dilation_w * (kw - 1) - geo.pad_w, 1, 1, geo.dilation_h,
+                             geo.dilation_w, g)
         col = _lower(out_t, geo_t, in_t.shape[1:3], ws)
-        np.matmul(flip.reshape(g, cg, -1), col.reshape(g, mg * kh * kw, -1),
-                  out=in_t.reshape(g, cg, -1))
+        np.matmul(flip, col.reshape(g, mg * kh * kw, -1), out=in_t.reshape(g, cg, -1))
         return
     w3 = _weight3(w, g)
     k = w3.shape[2]
@@ -242,6 +251,11 @@ def _backward_data(out_t, w, geo, in_t, ws):
     dcol = ws.get("col", (g * k, out_t.shape[1] * out_t.shape[2] * n), in_t.dtype)
     np.matmul(w3.transpose(0, 2, 1), out_t.reshape(g, mg, -1), out=dcol.reshape(g, k, -1))
     col2im_bm(dcol, *geo.im2col_args, out_t.shape[1], out_t.shape[2], in_t)
+
+
+def _data_weight(w, geo, in_hw, out_hw):
+    """The flipped weight when the data gradient takes the flipped path, else None."""
+    return _flipped_weight(w, geo) if _flipped_data_path(geo, in_hw, out_hw) else None
 
 
 # --- the public functions -------------------------------------------------------------------
@@ -291,11 +305,13 @@ def conv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None):
     n_img, c, h, wd = x.shape
     m, oh, ow = dy.shape[1:]
     g = geo.group
+    k = w[0].size
     col_elems = _col_elems(c, m, geo, (h, wd), (oh, ow), dx is not None)
+    flip = None if dx is None else _data_weight(w, geo, (h, wd), (oh, ow))
 
     def work(worker, start, stop):
         ws = workspace(worker)
-        dw_part = None if dw is None else ws.zeros("dw_part", (g, m // g, dw[0].size), dw.dtype)
+        dw_part = None if dw is None else ws.zeros("dw_part", (g, m // g, k), dw.dtype)
         db_part = None if db is None else ws.zeros("db_part", (m,), db.dtype)
         for s, e in _chunks(start, stop, col_elems, x.itemsize):
             partial = None if db is None else _bias_partials(dy[s:e].shape, dy.dtype, ws)
@@ -307,7 +323,7 @@ def conv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None):
                 _backward_weight(in_t, out_t, geo, dw_part, ws)
             if dx is not None:
                 in_t = ws.get("in_t", (c, h, wd, e - s), dx.dtype)
-                _backward_data(out_t, w, geo, in_t, ws)
+                _backward_data(out_t, w, flip, geo, in_t, ws)
                 _to_major(in_t, dx[s:e])
         return dw_part, db_part
 
@@ -337,13 +353,14 @@ def deconv2d_forward(x, w, bias, geo, y):
     n_img, m, h, wd = x.shape
     c, oh, ow = y.shape[1:]
     col_elems = _col_elems(c, m, geo, (oh, ow), (h, wd))
+    flip = _data_weight(w, geo, (oh, ow), (h, wd))
 
     def work(worker, start, stop):
         ws = workspace(worker)
         for s, e in _chunks(start, stop, col_elems, x.itemsize):
             out_t = _to_minor(x[s:e], ws, "out_t")
             in_t = ws.get("in_t", (c, oh, ow, e - s), y.dtype)
-            _backward_data(out_t, w, geo, in_t, ws)
+            _backward_data(out_t, w, flip, geo, in_t, ws)
             _to_major(in_t, y[s:e], bias)
 
     split_batch(n_img, work)
@@ -361,11 +378,12 @@ def deconv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None):
     c, oh, ow = dy.shape[1:]
     g = geo.group
     w3 = _weight3(w, g)
-    col_elems = _col_elems(c, m, geo, (oh, ow), (h, wd))
+    k = w3.shape[2]
+    col_elems = _col_elems(c, m, geo, (oh, ow), (h, wd), False)
 
     def work(worker, start, stop):
         ws = workspace(worker)
-        dw_part = None if dw is None else ws.zeros("dw_part", (g, m // g, dw[0].size), dw.dtype)
+        dw_part = None if dw is None else ws.zeros("dw_part", (g, m // g, k), dw.dtype)
         db_part = None if db is None else ws.zeros("db_part", (c,), db.dtype)
         for s, e in _chunks(start, stop, col_elems, x.itemsize):
             partial = None if db is None else _bias_partials(dy[s:e].shape, dy.dtype, ws)

@@ -49,7 +49,6 @@ class Layer(ABC):
         self.blobs = []
         self.param_propagate_down = []
         self.loss_weights = []
-        self._blobs_from_proto = len(param.blobs) > 0
 
     @property
     def name(self):
@@ -117,6 +116,25 @@ class Layer(ABC):
     def make_blob(self, shape):
         return Blob(shape, self.dtype)
 
+    def blobs_from_param(self, shapes):
+        """Caffe's Layer constructor + LayerSetUp checks: the blobs carried inside the
+        LayerParameter become the layer's blobs and must have the expected shapes."""
+        from ..io.blobs import blob_proto_to_array
+        if len(self.param.blobs) != len(shapes):
+            raise self.error(f"Incorrect number of weight blobs: expected {len(shapes)}, "
+                             f"got {len(self.param.blobs)}")
+        blobs = []
+        for i, (bp, shape) in enumerate(zip(self.param.blobs, shapes)):
+            data = blob_proto_to_array(bp, name=f"{self.name} blob {i}")
+            if tuple(data.shape) != tuple(shape):
+                what = "weight" if i == 0 else "bias"
+                raise self.error(f"Incorrect {what} shape: expected shape {shape_string(shape)}; "
+                                 f"instead, shape was {shape_string(data.shape)}")
+            blob = self.make_blob(shape)
+            blob.data[...] = data
+            blobs.append(blob)
+        return blobs
+
     def check_blob_counts(self, bottom, top):
         def check(kind, n, exact, lo, hi):
             if exact is not None and n != exact:
@@ -144,3 +162,8 @@ class Layer(ABC):
     def error(self, message):
         """A CaffeError naming this layer."""
         return CaffeError(f"layer '{self.name}' ({self.type}): {message}")
+
+
+def shape_string(shape):
+    """Caffe's Blob::shape_string: "2 3 4 (24)"."""
+    return "".join(f"{d} " for d in shape) + f"({int(np.prod(shape, dtype=np.int64))})"

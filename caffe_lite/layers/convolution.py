@@ -21,7 +21,6 @@ and backward use: DNS/INQ masked or quantized layers override it).
 import numpy as np
 
 from .. import fillers
-from ..io.blobs import blob_proto_to_array
 from ..kernels.conv import DENSE, ConvGeometry, conv2d_backward, conv2d_forward
 from . import register
 from .base import Layer
@@ -33,29 +32,7 @@ def _cdiv(a, b):
     return q if a >= 0 else -q
 
 
-def _shape_string(shape):
-    return "".join(f"{d} " for d in shape) + f"({int(np.prod(shape, dtype=np.int64))})"
-
-
-def load_param_blobs(layer, shapes):
-    """Caffe's Layer constructor + the shape checks of LayerSetUp: when the LayerParameter
-    carries blobs, they become the layer's blobs and must have the expected shapes."""
-    param = layer.param
-    if len(param.blobs) != len(shapes):
-        raise layer.error(f"Incorrect number of weight blobs: expected {len(shapes)}, "
-                          f"got {len(param.blobs)}")
-    blobs = []
-    for i, (bp, shape) in enumerate(zip(param.blobs, shapes)):
-        data = blob_proto_to_array(bp, name=f"{layer.name} blob {i}")
-        if tuple(data.shape) != tuple(shape):
-            what = "weight" if i == 0 else "bias"
-            raise layer.error(f"Incorrect {what} shape: expected shape "
-                              f"{_shape_string(shape)}; instead, shape was "
-                              f"{_shape_string(data.shape)}")
-        blob = layer.make_blob(shape)
-        blob.data[...] = data
-        blobs.append(blob)
-    return blobs
+from .base import shape_string as _shape_string
 
 
 @register("Convolution")
@@ -110,7 +87,7 @@ class ConvolutionLayer(Layer):
         weight_shape = (conv_out, conv_in // self.group) + tuple(self.kernel_shape)
         shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
         if len(self.param.blobs) and not self.blobs:
-            self.blobs = load_param_blobs(self, shapes)
+            self.blobs = self.blobs_from_param(shapes)
         elif not self.blobs:
             self.blobs = [self.make_blob(s) for s in shapes]
             fillers.fill(self.blobs[0], p.weight_filler)

@@ -14,7 +14,6 @@ import numpy as np
 from .. import fillers
 from . import register
 from .base import Layer
-from .convolution import load_param_blobs
 
 
 @register("Embed")
@@ -37,7 +36,7 @@ class EmbedLayer(Layer):
         if self.blobs:
             pass
         elif len(self.param.blobs):
-            self.blobs = load_param_blobs(self, shapes)
+            self.blobs = self.blobs_from_param(shapes)
         else:
             self.blobs = [self.make_blob(s) for s in shapes]
             fillers.fill(self.blobs[0], p.weight_filler)

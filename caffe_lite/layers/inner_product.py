@@ -15,7 +15,6 @@ from .. import fillers
 from ..kernels.gemm import matmul_acc
 from . import register
 from .base import Layer
-from .convolution import load_param_blobs
 
 
 @register("InnerProduct")
@@ -39,7 +38,7 @@ class InnerProductLayer(Layer):
         if self.blobs:
             pass
         elif len(self.param.blobs):
-            self.blobs = load_param_blobs(self, shapes)
+            self.blobs = self.blobs_from_param(shapes)
         else:
             self.blobs = [self.make_blob(s) for s in shapes]
             fillers.fill(self.blobs[0], p.weight_filler)
