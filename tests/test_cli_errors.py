@@ -175,3 +175,16 @@ def test_unexpected_exception_is_one_line_not_a_traceback(monkeypatch, capsys):
     assert cli.main(["broken"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error: ValueError: boom second line" in err[0]
+
+
+def test_out_of_range_axis_names_file_line_and_layer(tmp_path, capsys):
+    from caffe_lite import cli
+    path = tmp_path / "net.prototxt"
+    path.write_text(
+        'layer { name: "d" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "sm" type: "Softmax" bottom: "data" top: "sm" softmax_param { axis: 7 } }\n')
+    assert cli.main(["time", "-model", str(path), "-iterations", "1"]) == 1
+    # the INFO log echoes the net; the error itself is the one "error:" line
+    err = [l for l in capsys.readouterr().err.splitlines() if "error:" in l]
+    assert len(err) == 1 and f"{path}:2:" in err[0] and "'sm' (Softmax)" in err[0]
+    assert "axis 7 out of range" in err[0]

@@ -32,7 +32,7 @@ class AccuracyLayer(Layer):
             raise self.error(f"top_k must be less than or equal to the number of classes "
                              f"(top_k {self.top_k}, scores {bottom[0].shape}, labels "
                              f"{bottom[1].shape})")
-        self.axis, self.dims = softmax_dims(bottom[0], self.param.accuracy_param.axis)
+        self.axis, self.dims = softmax_dims(self, bottom[0], self.param.accuracy_param.axis)
         outer, classes, inner = self.dims
         if outer * inner != bottom[1].count:
             raise self.error(

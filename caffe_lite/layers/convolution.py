@@ -47,7 +47,7 @@ class ConvolutionLayer(Layer):
     def layer_setup(self, bottom, top):
         p = self.param.convolution_param
         shape = bottom[0].shape
-        self.channel_axis = bottom[0].canonical_axis(p.axis)
+        self.channel_axis = self.canonical_axis(bottom[0], p.axis)
         self.num_spatial_axes = len(shape) - self.channel_axis - 1
         if self.num_spatial_axes not in (1, 2):
             raise self.error(f"{self.num_spatial_axes} spatial axes (bottom shape "

@@ -29,7 +29,7 @@ class InnerProductLayer(Layer):
             raise self.error("num_output must be > 0")
         self.bias_term = p.bias_term
         self.transpose = p.transpose
-        self.axis = bottom[0].canonical_axis(p.axis)
+        self.axis = self.canonical_axis(bottom[0], p.axis)
         self.k = bottom[0].count_range(self.axis)
         n, k = self.num_output, self.k
         shapes = [(k, n) if self.transpose else (n, k)]
@@ -50,7 +50,7 @@ class InnerProductLayer(Layer):
         return self.blobs[0].data
 
     def reshape(self, bottom, top):
-        axis = bottom[0].canonical_axis(self.param.inner_product_param.axis)
+        axis = self.canonical_axis(bottom[0], self.param.inner_product_param.axis)
         k = bottom[0].count_range(axis)
         if k != self.k:
             raise self.error(f"Input size incompatible with inner product parameters: "

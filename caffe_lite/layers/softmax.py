@@ -10,8 +10,9 @@ from .base import Layer
 from ..kernels.softmax import softmax_backward, softmax_forward
 
 
-def softmax_dims(blob, axis):
-    axis = blob.canonical_axis(axis)
+def softmax_dims(layer, blob, axis):
+    """(axis, (outer, channels, inner)) of `blob` around `axis`, errors naming `layer`."""
+    axis = layer.canonical_axis(blob, axis)
     return axis, (blob.count_range(0, axis), blob.shape[axis], blob.count_range(axis + 1))
 
 
@@ -21,7 +22,7 @@ class SoftmaxLayer(Layer):
     exact_num_top = 1
 
     def reshape(self, bottom, top):
-        self.axis, self.dims = softmax_dims(bottom[0], self.param.softmax_param.axis)
+        self.axis, self.dims = softmax_dims(self, bottom[0], self.param.softmax_param.axis)
         if top[0] is not bottom[0]:
             top[0].reshape(bottom[0].shape)
 

@@ -42,7 +42,7 @@ class SoftmaxWithLossLayer(Layer):
         if bottom[0].shape[0] != bottom[1].shape[0]:
             raise self.error(f"The data and label should have the same first dimension "
                              f"({bottom[0].shape} vs {bottom[1].shape}).")
-        self.axis, self.dims = softmax_dims(bottom[0], self.param.softmax_param.axis)
+        self.axis, self.dims = softmax_dims(self, bottom[0], self.param.softmax_param.axis)
         outer, channels, inner = self.dims
         if outer * inner != bottom[1].count:
             raise self.error(
