@@ -35,6 +35,7 @@ from .io.hdf5 import read_net_hdf5, write_net_hdf5
 from .io.netstate import filter_net
 from .io.prototxt import read_net_param
 from .io.upgrade import net_needs_upgrade, upgrade_net_param
+from .kernels.gemm import blas_single_threaded
 from .layers import create_layer
 from .log import LOG
 from .proto import caffe_pb2
@@ -526,10 +527,11 @@ class Net(PycaffeNet):
             raise IndexError(f"forward_from_to({start}, {end}) out of range for "
                              f"{len(self.layers)} layers")
         loss = 0.0
-        for i in range(start, end + 1):
-            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
-            if self.debug_info:
-                self._forward_debug_info(i)
+        with blas_single_threaded():
+            for i in range(start, end + 1):
+                loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+                if self.debug_info:
+                    self._forward_debug_info(i)
         return loss
 
     def forward_from(self, start):
@@ -547,12 +549,13 @@ class Net(PycaffeNet):
         if end < 0 or start >= len(self.layers):
             raise IndexError(f"backward_from_to({start}, {end}) out of range for "
                              f"{len(self.layers)} layers")
-        for i in range(start, end - 1, -1):
-            if self.layer_need_backward[i]:
-                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
-                                        self.bottom_vecs[i])
-                if self.debug_info:
-                    self._backward_debug_info(i)
+        with blas_single_threaded():
+            for i in range(start, end - 1, -1):
+                if self.layer_need_backward[i]:
+                    self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
+                                            self.bottom_vecs[i])
+                    if self.debug_info:
+                        self._backward_debug_info(i)
 
     def backward_from(self, start):
         self.backward_from_to(start, 0)

@@ -16,12 +16,21 @@ convolution with per-kernel parallelism has dozens of them per pass. Measured wi
 busy-loop process on one of the two cores, cifar10_quick's conv2 forward + backward:
 87 ms split this way, 710 ms with OpenBLAS's own two threads; on an idle machine the two
 are within noise of each other.
+
+OpenBLAS's own threads must stay idle during a net pass: after a multi-threaded call they
+spin for OPENBLAS_THREAD_TIMEOUT (2^28 cycles, about 0.1 s, unless that variable was set
+before NumPy loaded OpenBLAS), holding a core that the next layer's workers need. Measured
+on cifar10_quick after InnerProduct ran on two OpenBLAS threads: conv2's backward 43 ms
+instead of 20. So `blas_single_threaded()` switches OpenBLAS to one thread for a whole net
+pass (Net and Solver enter it), `split_batch` runs inside it, and the products that are not
+lowered convolutions split over the cores with `parallel_matmul`.
 """
 import ctypes
 import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -67,14 +76,6 @@ def workspace(worker):
 
 def workspace_nbytes():
     return sum(ws.nbytes for ws in _WORKSPACES)
-
-
-def matmul_acc(a, b, out, ws=WORKSPACE):
-    """out += a @ b (a, b may be transposed views; stacked operands allowed)."""
-    part = ws.get("matmul_acc", out.shape, out.dtype)
-    np.matmul(a, b, out=part)
-    out += part
-    return out
 
 
 # --- OpenBLAS thread control ---------------------------------------------------------------
@@ -127,32 +128,78 @@ def _blas():
     return _BLAS
 
 
-def batch_workers():
-    """How many slices split_batch makes: OpenBLAS's thread count (1 if unknown)."""
+_SCOPE_LOCK = threading.Lock()
+_scope_depth = 0
+_scope_threads = 1      # OpenBLAS's thread count when the outermost scope was entered
+
+
+@contextmanager
+def blas_single_threaded():
+    """OpenBLAS on one thread inside, its previous thread count restored on leaving.
+
+    Re-entrant and shared by all Python threads: the count is saved when the first one
+    enters and restored when the last one leaves. `batch_workers()` inside still answers
+    the saved count, so the work is split over as many cores as OpenBLAS would have used.
+    """
+    global _scope_depth, _scope_threads
     blas = _blas()
-    return max(1, int(blas[0]())) if blas else 1
+    with _SCOPE_LOCK:
+        if _scope_depth == 0 and blas:
+            _scope_threads = max(1, int(blas[0]()))
+            blas[1](1)
+        _scope_depth += 1
+    try:
+        yield
+    finally:
+        with _SCOPE_LOCK:
+            _scope_depth -= 1
+            if _scope_depth == 0 and blas:
+                blas[1](_scope_threads)
+
+
+def batch_workers():
+    """How many slices split_batch makes: OpenBLAS's thread count outside any
+    blas_single_threaded scope (1 if OpenBLAS is not found)."""
+    blas = _blas()
+    if not blas:
+        return 1
+    with _SCOPE_LOCK:
+        return _scope_threads if _scope_depth else max(1, int(blas[0]()))
 
 
 def split_batch(n, work, workers=None):
     """Run work(worker, start, stop) over [0, n) split into contiguous slices.
 
     Slices run in parallel with OpenBLAS on one thread each; worker 0 is the calling thread.
-    With one worker (one BLAS thread, a batch of one, or OpenBLAS not found), work runs
-    once over the whole range with BLAS as configured. Returns the list of results in
-    worker order. Calls are serialized process-wide: the workers' workspaces are shared, so
-    two threads running layers at once take turns.
+    With one worker (one core, a batch of one, or OpenBLAS not found), work runs once over
+    the whole range with OpenBLAS on all its threads, so that a batch of one still uses
+    every core inside its GEMMs. Returns the list of results in worker order. Calls are
+    serialized process-wide: the workers' workspaces are shared, so two threads running
+    layers at once take turns.
     """
     with _RUN_LOCK:
-        blas = _blas()
         if workers is None:
             workers = batch_workers()
         workers = min(workers, n)
         if workers <= 1:
-            return [work(0, 0, n)]
-        return _run_split(n, work, workers, blas)
+            return [_run_whole(n, work)]
+        with blas_single_threaded():
+            return _run_split(n, work, workers)
 
 
-def _run_split(n, work, workers, blas):
+def _run_whole(n, work):
+    blas = _blas()
+    threads = batch_workers()
+    if not blas or threads <= 1 or int(blas[0]()) == threads:
+        return work(0, 0, n)
+    blas[1](threads)
+    try:
+        return work(0, 0, n)
+    finally:
+        blas[1](1)
+
+
+def _run_split(n, work, workers):
     global _POOL, _POOL_KEY
     bounds = [n * i // workers for i in range(workers + 1)]
     workspace(workers - 1)                  # create the workers' workspaces here, not racing
@@ -160,10 +207,7 @@ def _run_split(n, work, workers, blas):
         _POOL = ThreadPoolExecutor(max_workers=workers - 1,
                                    thread_name_prefix="caffe-lite-batch")
         _POOL_KEY = (os.getpid(), workers - 1)
-    get, put = blas if blas else (lambda: 1, lambda count: None)
-    old = get()
     old_switch = sys.getswitchinterval()
-    put(1)
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         futures = [_POOL.submit(work, i, bounds[i], bounds[i + 1])
@@ -177,4 +221,43 @@ def _run_split(n, work, workers, blas):
         return [first] + [f.result() for f in futures]
     finally:
         sys.setswitchinterval(old_switch)
-        put(old)
+
+
+#: products of fewer multiply-adds run on the calling thread: below this a fork/join
+#: (tens of microseconds) costs more than the second core saves
+SPLIT_MIN_MACS = 1 << 20
+
+
+def parallel_matmul(a, b, out, accumulate=False):
+    """out = a @ b, or out += a @ b with accumulate, for 2-d a (m, k) and b (k, n)
+    (transposed views allowed): split over the rows or the columns of out, whichever is
+    longer, one single-threaded GEMM per core. Each element of out is one worker's dot
+    product, so no sums are reordered across workers."""
+    m, n = out.shape
+    rows = m >= n
+    if m * n * a.shape[1] < SPLIT_MIN_MACS:
+        with blas_single_threaded():
+            _matmul_into(a, b, out, accumulate, WORKSPACE)
+        return out
+
+    def work(worker, start, stop):
+        if rows:
+            _matmul_into(a[start:stop], b, out[start:stop], accumulate, workspace(worker))
+        else:
+            _matmul_into(a, b[:, start:stop], out[:, start:stop], accumulate,
+                         workspace(worker))
+
+    split_batch(m if rows else n, work)
+    return out
+
+
+def _matmul_into(a, b, out, accumulate, ws):
+    if not accumulate and out.flags.c_contiguous:
+        np.matmul(a, b, out=out)
+        return
+    part = ws.get("matmul_part", out.shape, out.dtype)
+    np.matmul(a, b, out=part)
+    if accumulate:
+        out += part
+    else:
+        out[...] = part

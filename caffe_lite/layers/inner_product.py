@@ -9,10 +9,8 @@ blobs: [weight (N, K), or (K, N) with transpose; bias (N,)]. Top shape:
 bottom.shape[:axis] + (N,). Backward: dW += dy^T x (x^T dy with transpose), db += sum over
 rows of dy, dx = dy W (dy W^T with transpose), overwriting.
 """
-import numpy as np
-
 from .. import fillers
-from ..kernels.gemm import matmul_acc
+from ..kernels.gemm import parallel_matmul
 from . import register
 from .base import Layer
 
@@ -63,7 +61,7 @@ class InnerProductLayer(Layer):
         w = self.effective_weight()
         x = bottom[0].data.reshape(self.m, self.k)
         y = top[0].data.reshape(self.m, self.num_output)
-        np.matmul(x, w if self.transpose else w.T, out=y)
+        parallel_matmul(x, w if self.transpose else w.T, y)
         if self.bias_term:
             y += self.blobs[1].data
 
@@ -72,12 +70,14 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         if self.param_propagate_down[0]:
             if self.transpose:
-                matmul_acc(x.T, dy, self.blobs[0].diff)
+                dw = self.blobs[0].diff.reshape(self.k, self.num_output)
+                parallel_matmul(x.T, dy, dw, accumulate=True)
             else:
-                matmul_acc(dy.T, x, self.blobs[0].diff)
+                dw = self.blobs[0].diff.reshape(self.num_output, self.k)
+                parallel_matmul(dy.T, x, dw, accumulate=True)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             w = self.effective_weight()
-            np.matmul(dy, w.T if self.transpose else w,
-                      out=bottom[0].diff.reshape(self.m, self.k))
+            parallel_matmul(dy, w.T if self.transpose else w,
+                            bottom[0].diff.reshape(self.m, self.k))

@@ -35,6 +35,7 @@ from google.protobuf import text_format
 
 from .. import common
 from ..errors import CaffeError
+from ..kernels.gemm import blas_single_threaded
 from ..log import LOG
 from ..proto import caffe_pb2
 from . import regularizers, snapshot as _snapshot
@@ -291,6 +292,12 @@ class Solver(ABC):
 
     # --- the loop ---------------------------------------------------------------------------
     def step(self, iters):
+        """Run `iters` iterations (Caffe's Solver::Step), the update included with OpenBLAS
+        kept off its own threads (kernels/gemm.py: blas_single_threaded)."""
+        with blas_single_threaded():
+            self._step(iters)
+
+    def _step(self, iters):
         p = self.param
         start_iter = self.iter
         stop_iter = self.iter + int(iters)
