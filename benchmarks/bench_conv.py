@@ -1,18 +1,23 @@
 """Forward + backward time of the Convolution layer on cifar10_quick's and LeNet's shapes,
 against PyTorch's CPU conv2d (fwd + bwd) measured in the same run when torch imports.
 
-    python benchmarks/bench_conv.py [--reps 30] [--dtype float32]
+    python benchmarks/bench_conv.py [--reps 30] [--rounds 3] [--dtype float32] [--gate]
 
-Each repetition waits for an idle machine (at most 10 s; --no-gate skips it), then times
-caffe-lite and PyTorch back to back, so the two see the same conditions (the machines are
-shared and noisy: a second busy process makes every 2-thread GEMM wait for a descheduled
-thread). The table gives the minimum and the median over repetitions, GFLOP/s from the
-minimum, and the ratio caffe-lite / PyTorch of the minima and of the medians.
+Each framework runs in its own process (PyTorch's idle OpenMP threads spin, and would take the
+cores from caffe-lite's next call in a shared process), in --rounds alternating rounds so a
+slow spell of the shared machine hits both. Repetitions run back to back, as in training.
+With --gate each first waits for an idle machine (at most 10 s) and makes one untimed call;
+on these VMs the calls after an idle spell stay slow for a while (caffe-lite's cifar10 conv2:
+37-40 ms against 30 back to back; its worker threads sleep between passes, PyTorch's spin).
+The table gives the minimum and the median over repetitions, GFLOP/s from the minimum, and
+the ratio caffe-lite / PyTorch of the minima and of the medians.
 The first layer of each net computes no bottom diff (the data needs none), in both.
 FLOPs: forward 2*N*M*K*P (K = C/g*kh*kw, P = OH*OW); backward the same for the weight
 gradient and again for the bottom gradient when computed.
 """
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,46 +101,90 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def measure(kind, reps, dtype, gate):
+    """{layer name: [seconds per repetition]} for one framework ("caffe" or "torch"), in this
+    process alone; None for torch when it does not import."""
+    if kind == "torch":
+        try:
+            import torch
+        except ImportError:
+            return None
+        torch.set_num_threads(2)
+    times = {}
+    for name, batch, chw, m, k, pad, needs_dx in SHAPES:
+        if kind == "torch":
+            step = torch_step(batch, chw, m, k, pad, needs_dx, dtype)
+        else:
+            layer, bottom, top = make_conv(batch, chw, m, k, pad, dtype)
+
+            def step(layer=layer, bottom=bottom, top=top, needs_dx=needs_dx):
+                layer.forward(bottom, top)
+                layer.backward(top, [needs_dx], bottom)
+        for _ in range(3):
+            step()
+        times[name] = []
+        for _ in range(reps):
+            if gate:
+                wait_idle()
+                # untimed: the first call after an idle spell pays for waking the virtual
+                # CPUs (measured 2x slower on these VMs), which a training loop never sees
+                step()
+            times[name].append(timed(step))
+    return times
+
+
+def spawn(kind, reps, dtype, gate):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--reps", str(reps),
+           "--dtype", dtype] + (["--gate"] if gate else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    sys.stderr.write(proc.stderr[-4000:])
+    raise RuntimeError(f"{kind} worker failed (exit {proc.returncode})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=30, help="timed repetitions per layer, in all")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating caffe-lite / PyTorch processes, reps split among them")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--no-gate", action="store_true",
-                    help="do not wait for an idle machine before each repetition")
+    ap.add_argument("--gate", action="store_true",
+                    help="wait for an idle machine before each repetition (the wake-up after "
+                         "the idle spell then slows the next calls; see the module doc)")
+    ap.add_argument("--worker", choices=["caffe", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     dtype = np.dtype(args.dtype)
-    try:
-        import torch
-        torch.set_num_threads(2)
-        have_torch = True
-    except ImportError:
-        have_torch = False
+    if args.worker:
+        print("RESULT " + json.dumps(measure(args.worker, args.reps, dtype, args.gate)))
+        return
+    rounds = max(1, min(args.rounds, args.reps))
+    per_round = [args.reps * (i + 1) // rounds - args.reps * i // rounds for i in range(rounds)]
+    t_ours = {name: [] for name, *_ in SHAPES}
+    t_torch = {name: [] for name, *_ in SHAPES}
+    have_torch = True
+    for reps in per_round:
+        for kind, into in (("caffe", t_ours), ("torch", t_torch)):
+            if kind == "torch" and not have_torch:
+                continue
+            result = spawn(kind, reps, args.dtype, args.gate)
+            if result is None:
+                have_torch = False
+                continue
+            for name, values in result.items():
+                into[name].extend(values)
 
     rows = []
     for name, batch, chw, m, k, pad, needs_dx in SHAPES:
-        layer, bottom, top = make_conv(batch, chw, m, k, pad, dtype)
-
-        def ours():
-            layer.forward(bottom, top)
-            layer.backward(top, [needs_dx], bottom)
-        theirs = torch_step(batch, chw, m, k, pad, needs_dx, dtype) if have_torch else None
-        for _ in range(3):
-            ours()
-            if theirs:
-                theirs()
-        t_ours, t_torch = [], []
-        for _ in range(args.reps):
-            if not args.no_gate:
-                wait_idle()
-            t_ours.append(timed(ours))
-            if theirs:
-                t_torch.append(timed(theirs))
-        oh, ow = top[0].shape[2:]
+        oh = chw[1] + 2 * pad - k + 1
+        ow = chw[2] + 2 * pad - k + 1
         flops = 2 * batch * m * chw[0] * k * k * oh * ow * (3 if needs_dx else 2)
-        rows.append((name, batch, flops, t_ours, t_torch))
+        rows.append((name, batch, flops, t_ours[name], t_torch[name] if have_torch else []))
 
     print(f"caffe-lite Convolution layer, forward + backward, {dtype.name}, "
-          f"{args.reps} repetitions")
+          f"{args.reps} repetitions in {rounds} alternating rounds, each framework in its own "
+          "process" + ("" if have_torch else "; PyTorch not installed"))
     head = ("| layer | batch | GFLOP | caffe-lite ms (min / median) | GFLOP/s | "
             "PyTorch ms (min / median) | GFLOP/s | ratio (min / median) |")
     print(head)

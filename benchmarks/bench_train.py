@@ -10,7 +10,9 @@ in caffe-lite, and zero_grad + forward + backward + torch.optim.SGD.step in PyTo
 (benchmarks/torch_from_prototxt.py builds the same net as torch.nn, torch.set_num_threads(2)).
 Warm-up iterations (Numba compilation, allocation) are excluded; the table gives the median
 of the timed ones. Every (net, framework) runs in its own subprocess, so the peak RSS
-(getrusage ru_maxrss) is that run's alone and the frameworks' thread pools never meet.
+(getrusage ru_maxrss) is that run's alone and the frameworks' thread pools never meet; the
+two frameworks' runs alternate, --rounds times each, and their iterations are pooled, so a
+slow spell of a shared machine hits both columns rather than one.
 The ratio is PyTorch time / caffe-lite time: 1.0 is parity, 0.5 means PyTorch takes half as
 long. Without torch the PyTorch columns read n/a ("PyTorch not installed").
 """
@@ -214,6 +216,7 @@ def torch_layer_times(layer, bottom, top, needs_dx, iters):
 
 
 def profile(name, iters, warmup, with_torch=True):
+    from caffe_lite.kernels.gemm import blas_single_threaded
     param, batch, classes = input_net_param(name)
     solver = make_solver(param)
     net = solver.net
@@ -227,24 +230,25 @@ def profile(name, iters, warmup, with_torch=True):
     upd = np.zeros(iters)
     total = np.zeros(iters)
     clock = time.perf_counter
-    for it in range(iters):
-        t_start = clock()
-        net.clear_param_diffs()
-        for i, layer in enumerate(net.layers):
-            t = clock()
-            layer.forward(net.bottom_vecs[i], net.top_vecs[i])
-            fwd[it, i] = clock() - t
-        for i in range(n - 1, -1, -1):
-            if net.layer_need_backward[i]:
+    with blas_single_threaded():            # as Solver.step runs a pass
+        for it in range(iters):
+            t_start = clock()
+            net.clear_param_diffs()
+            for i, layer in enumerate(net.layers):
                 t = clock()
-                net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i],
-                                       net.bottom_vecs[i])
-                bwd[it, i] = clock() - t
-        t = clock()
-        solver.apply_update()
-        solver.iter += 1
-        upd[it] = clock() - t
-        total[it] = clock() - t_start
+                layer.forward(net.bottom_vecs[i], net.top_vecs[i])
+                fwd[it, i] = clock() - t
+            for i in range(n - 1, -1, -1):
+                if net.layer_need_backward[i]:
+                    t = clock()
+                    net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i],
+                                           net.bottom_vecs[i])
+                    bwd[it, i] = clock() - t
+            t = clock()
+            solver.apply_update()
+            solver.iter += 1
+            upd[it] = clock() - t
+            total[it] = clock() - t_start
     f_med, b_med = np.median(fwd, 0) * 1e3, np.median(bwd, 0) * 1e3
     tot = float(np.median(total)) * 1e3
     theirs = {}
@@ -305,6 +309,14 @@ def profile(name, iters, warmup, with_torch=True):
               f"(the same layers alone), ratio {ours / ref:.2f}")
 
 
+def pooled(runs):
+    """One result from several runs of a worker: all timed iterations, the largest RSS."""
+    out = dict(runs[0])
+    out["times"] = [t for r in runs for t in r["times"]]
+    out["rss"] = max(r["rss"] for r in runs)
+    return out
+
+
 # --- main ---------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -312,6 +324,9 @@ def main():
                     ", ".join(NETS))
     ap.add_argument("--iters", type=int, default=10, help="timed iterations (median)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating caffe-lite / PyTorch runs per net, pooled (a slow spell "
+                         "of a shared machine then hits both)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     ap.add_argument("--profile", metavar="NET", choices=list(NETS),
                     help="per-layer forward/backward breakdown of one net instead")
@@ -335,14 +350,18 @@ def main():
             have_torch = False
     rows = []
     for n in names:
-        ours = spawn("caffe", n, args.iters, args.warmup)
-        theirs = spawn("torch", n, args.iters, args.warmup) if have_torch else None
-        if theirs is not None and "error" in theirs:
-            print(theirs["error"])
-            have_torch, theirs = False, None
-        rows.append((n, ours, theirs))
+        ours, theirs = [], []
+        for _ in range(max(1, args.rounds)):
+            ours.append(spawn("caffe", n, args.iters, args.warmup))
+            if have_torch:
+                theirs.append(spawn("torch", n, args.iters, args.warmup))
+                if "error" in theirs[-1]:
+                    print(theirs[-1]["error"])
+                    have_torch, theirs = False, []
+        rows.append((n, pooled(ours), pooled(theirs) if theirs else None))
     print(f"Training iteration (forward + backward + SGD update), float32, median of "
-          f"{args.iters} after {args.warmup} warm-up; {os.cpu_count()} CPUs")
+          f"{max(1, args.rounds)} x {args.iters} iterations, each run after {args.warmup} "
+          f"warm-up; {os.cpu_count()} CPUs")
     print("| net | batch | caffe-lite img/s | ms/iter | PyTorch img/s | PyTorch ms/iter | "
           "ratio (PyTorch / caffe-lite time) | peak RSS caffe-lite | peak RSS PyTorch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
