@@ -460,3 +460,33 @@ def test_one_worker_matches_two(monkeypatch):
     for other in results[1:]:
         for a, b in zip(other, results[0]):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("g, rows, cols", [(1, 1, 1), (1, 33, 70), (3, 40, 5), (2, 64, 64)])
+def test_add_transposed_adds_each_group_transposed(g, rows, cols):
+    from caffe_lite.kernels.im2col import add_transposed
+    rng = np.random.default_rng(rows * cols)
+    src = rng.standard_normal((g, cols, rows)).astype(np.float32)
+    dst = rng.standard_normal((g, rows, cols)).astype(np.float32)
+    expected = dst + src.transpose(0, 2, 1)
+    add_transposed(src, dst)
+    np.testing.assert_array_equal(dst, expected)
+    with pytest.raises(ValueError):
+        add_transposed(src, np.zeros((g, cols + 1, rows), np.float32))
+
+
+def test_weight_gradient_into_a_non_contiguous_array():
+    """conv2d_backward accumulates into whatever dw it is given, a strided view included."""
+    from caffe_lite.kernels.conv import ConvGeometry, conv2d_backward
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 6, 6))
+    w = rng.standard_normal((6, 2, 3, 3))
+    dy = rng.standard_normal((3, 6, 6, 6))
+    geo = ConvGeometry(3, 3, 1, 1, group=2)
+    dense = np.ones_like(w)
+    conv2d_backward(x, w, dy, geo, dw=dense)
+    holder = np.ones((12, 2, 3, 3))
+    strided = holder[::2]
+    conv2d_backward(x, w, dy, geo, dw=strided)
+    np.testing.assert_allclose(strided, dense, rtol=1e-12)
+    assert (holder[1::2] == 1).all()
