@@ -8,8 +8,11 @@ __version__ = "0.1.0"
 
 import os
 
-# OpenBLAS threads spin ~0.1 s after each GEMM, stealing a core from the Numba kernels that
-# run next; a short timeout gives it back (must be set before NumPy loads OpenBLAS).
+# OpenBLAS threads spin ~0.1 s after each multi-threaded GEMM, stealing a core from the
+# kernels that run next. Net passes keep OpenBLAS on one thread (kernels/gemm.py:
+# blas_single_threaded), which covers every import order; this short timeout also covers the
+# one case that scope leaves multi-threaded, a batch of one, when caffe_lite is imported
+# before NumPy (it is read when NumPy loads OpenBLAS).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import io, proto
