@@ -216,7 +216,7 @@ def torch_layer_times(layer, bottom, top, needs_dx, iters):
 
 
 def profile(name, iters, warmup, with_torch=True):
-    from caffe_lite.kernels.gemm import blas_single_threaded
+    from caffe_lite.threads import blas_single_threaded
     param, batch, classes = input_net_param(name)
     solver = make_solver(param)
     net = solver.net

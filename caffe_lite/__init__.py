@@ -3,28 +3,52 @@
 `import caffe_lite as caffe` gives pycaffe's entry points:
   caffe.Net(model, caffe.TEST), caffe.set_mode_cpu(), caffe.set_random_seed(0),
   caffe.layer_type_list(), caffe.proto.caffe_pb2, caffe.io.blobproto_to_array(...)
+and caffe.set_num_threads(n) / caffe.get_num_threads() (caffe_lite/threads.py).
 """
 __version__ = "0.1.0"
 
-import os
+import importlib
 
-# OpenBLAS threads spin ~0.1 s after each multi-threaded GEMM, stealing a core from the
-# kernels that run next. Net passes keep OpenBLAS on one thread (kernels/gemm.py:
-# blas_single_threaded), which covers every import order; this short timeout also covers the
-# one case that scope leaves multi-threaded, a batch of one, when caffe_lite is imported
-# before NumPy (it is read when NumPy loads OpenBLAS).
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+from .threads import get_num_threads, set_num_threads
 
-from . import io, proto
-from .common import TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu, set_random_seed
-from .layers import layer_types as layer_type_list
-from .layers.base import Layer
-from .net import Net
+# Everything else loads on first use (PEP 562), so that importing the package imports
+# neither NumPy nor anything that loads OpenBLAS: the caffe-lite command configures its own
+# process before that (threads.configure_command_process).
+_LAZY = {
+    "io": (".io", None),
+    "proto": (".proto", None),
+    "TEST": (".common", "TEST"),
+    "TRAIN": (".common", "TRAIN"),
+    "set_device": (".common", "set_device"),
+    "set_mode_cpu": (".common", "set_mode_cpu"),
+    "set_mode_gpu": (".common", "set_mode_gpu"),
+    "set_random_seed": (".common", "set_random_seed"),
+    "layer_type_list": (".layers", "layer_types"),
+    "Layer": (".layers.base", "Layer"),
+    "Net": (".net", "Net"),
+    "get_solver": (".solvers", "get_solver"),
+    "SGDSolver": (".solvers", "SGDSolver"),
+    "NesterovSolver": (".solvers", "NesterovSolver"),
+    "AdaGradSolver": (".solvers", "AdaGradSolver"),
+    "RMSPropSolver": (".solvers", "RMSPropSolver"),
+    "AdaDeltaSolver": (".solvers", "AdaDeltaSolver"),
+    "AdamSolver": (".solvers", "AdamSolver"),
+}
 
-from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
-                      RMSPropSolver, SGDSolver, get_solver)
+__all__ = list(_LAZY) + ["set_num_threads", "get_num_threads"]
 
-__all__ = ["Net", "TRAIN", "TEST", "set_mode_cpu", "set_mode_gpu", "set_device",
-           "set_random_seed", "layer_type_list", "Layer", "proto", "io", "get_solver",
-           "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver",
-           "AdamSolver"]
+
+def __getattr__(name):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = importlib.import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

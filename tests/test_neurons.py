@@ -342,12 +342,13 @@ def test_golden_parity(shared, type_, params, src, dst, src_diff):
 
 
 def test_threaded_chunks_give_the_same_bits(monkeypatch):
+    from caffe_lite import threads
     from caffe_lite.kernels import neuron as K
     x = away_from_zero((3, 50, 7), seed=9).astype(np.float32)
     results = []
     for limit in (1 << 30, 16):
         monkeypatch.setattr(K, "PARALLEL_MIN", limit)
-        monkeypatch.setattr(K, "_workers", lambda: 3)
+        monkeypatch.setattr(threads, "get_num_threads", lambda: 3)
         layer, bottom, top = make_layer(text("ELU", "elu_param { alpha: 0.7 }"), [x],
                                         dtype=np.float32)
         layer.forward(bottom, top)

@@ -1,8 +1,11 @@
 """A background thread that produces batches in order, Caffe's BasePrefetchingDataLayer.
 
 Batch k is a pure function of k (the reader is positioned for it and its random draws come
-from a generator seeded with (seed, k)), so a resumed run sees the same batches.
+from a generator seeded with (seed, k)), so a resumed run sees the same batches. That also
+makes a forked child simple: its producer thread stayed in the parent, so the child starts
+its own at the next batch it needs.
 """
+import os
 import queue
 import threading
 
@@ -15,6 +18,7 @@ class Prefetcher:
         self._thread = None
         self._queue = None
         self._stop = None
+        self._pid = None
 
     def start(self, first):
         self.stop()
@@ -23,6 +27,7 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, args=(first, self._queue, self._stop),
                                         name=self.name, daemon=True)
         self._thread.start()
+        self._pid = os.getpid()
 
     def _run(self, k, out, stop):
         while not stop.is_set():
@@ -48,10 +53,14 @@ class Prefetcher:
 
     @property
     def running(self):
-        return self._thread is not None
+        return self._thread is not None and self._pid == os.getpid()
 
     def stop(self):
         if self._thread is None:
+            return
+        if self._pid != os.getpid():
+            # a forked child: the thread stayed in the parent, maybe holding the queue's lock
+            self._thread = self._queue = self._stop = None
             return
         self._stop.set()
         while self._thread.is_alive():

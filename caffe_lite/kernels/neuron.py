@@ -13,71 +13,48 @@ literals are float64. Integer literals in Caffe become `Dtype` constants here (`
 since Numba would promote `float32 + int` to float64 where C++ keeps float.
 """
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
+from .. import threads
+
 #: arrays at least this long are split over threads (each element is independent, so the
 #: result is the same bit for bit); the kernels release the GIL
 PARALLEL_MIN = 1 << 17
-_pool = None
-_n_workers = None
-
-
-def _workers():
-    global _n_workers
-    if _n_workers is None:
-        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                else os.cpu_count())
-        _n_workers = max(1, min(cpus or 1, 8))
-    return _n_workers
 
 
 def elementwise(kernel, *args):
-    """Call `kernel(*args)`, chunked over a thread pool when the arrays are long.
+    """Call `kernel(*args)`, chunked over caffe-lite's threads when the arrays are long.
 
     Arrays as long as the longest one are sliced; other arguments are passed as they are.
     """
-    global _pool
     n = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-    workers = _workers()
+    workers = threads.get_num_threads()
     if n < PARALLEL_MIN or workers < 2:
         kernel(*args)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(workers, thread_name_prefix="caffe-lite-neuron")
     bounds = [n * i // workers for i in range(workers + 1)]
-    chunks = [[a[lo:hi] if isinstance(a, np.ndarray) and a.size == n else a for a in args]
-              for lo, hi in zip(bounds[:-1], bounds[1:])]
-    jobs = [_pool.submit(kernel, *chunk) for chunk in chunks[:-1]]
-    kernel(*chunks[-1])
-    for job in jobs:
-        job.result()
+    threads.run_parallel(kernel, [
+        [a[lo:hi] if isinstance(a, np.ndarray) and a.size == n else a for a in args]
+        for lo, hi in zip(bounds[:-1], bounds[1:])])
 
 
 def split_range(kernel, total, work, *args):
-    """Call `kernel(*args, lo, hi)` over [0, total) in contiguous ranges, one per worker
-    thread, when `work` (elements touched) reaches PARALLEL_MIN; else once over everything.
+    """Call `kernel(*args, lo, hi)` over [0, total) in contiguous ranges, one per thread,
+    when `work` (elements touched) reaches PARALLEL_MIN; else once over everything.
 
-    `kernel` must be a nogil Numba function whose ranges write disjoint outputs. The calling
-    thread runs the last range itself. Plain threads rather than Numba's parallel=True: they
-    never enter Numba's threading layer, so a kernel may run here while another thread (the
-    Data layer's prefetch) is inside Numba code, and no OpenMP team spins after the call.
+    `kernel` must be a nogil Numba function whose ranges write disjoint outputs. Plain
+    threads (threads.run_parallel) rather than Numba's parallel=True: they never enter
+    Numba's threading layer, so a kernel may run here while another thread (the Data
+    layer's prefetch) is inside Numba code, and no OpenMP team spins after the call.
     """
-    global _pool
-    workers = min(_workers(), total)
+    workers = min(threads.get_num_threads(), total)
     if work < PARALLEL_MIN or workers < 2:
         kernel(*args, 0, total)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_workers(), thread_name_prefix="caffe-lite-neuron")
     bounds = [total * i // workers for i in range(workers + 1)]
-    jobs = [_pool.submit(kernel, *args, lo, hi) for lo, hi in zip(bounds[:-2], bounds[1:-1])]
-    kernel(*args, bounds[-2], bounds[-1])
-    for job in jobs:
-        job.result()
+    threads.run_parallel(kernel, [(*args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])])
 
 
 # --- ReLU: y = max(x, 0) + negative_slope * min(x, 0) ---------------------------------------
