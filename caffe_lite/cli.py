@@ -2,21 +2,32 @@
 
 Each module in caffe_lite/commands registers its commands with @command; flags follow
 gflags as Caffe uses them: `-name value`, `-name=value`, `--name value`, and bare `-flag` for
-booleans. Any CaffeError becomes one line on stderr and exit code 1.
+booleans. `caffe-lite COMMAND -help` (or --help, -h, `caffe-lite help COMMAND`) prints the
+command's usage and flags, as gflags does. main() configures the glog logging for every
+command (caffe_lite.log); any CaffeError becomes one line on stderr,
+`caffe-lite COMMAND: error: MESSAGE`, and exit code 1, so messages raised inside a command
+do not name the command again.
 """
 import importlib
 import os
 import pkgutil
 import sys
+from collections import namedtuple
 
 from .errors import CaffeError
+from .threads import configure_command_process
 
+# usage: the arguments after `caffe-lite NAME`, as in `usage: caffe-lite train -solver S`
+Command = namedtuple("Command", "fn help usage")
 COMMANDS = {}
+HELP_FLAGS = ("help", "h", "helpfull", "helpshort")
+# gflags' names for the types of its flags
+_TYPE_NAMES = {bool: "bool", int: "int32", float: "double", str: "string"}
 
 
-def command(name, help=""):
+def command(name, help="", usage="[flags]"):
     def wrap(fn):
-        COMMANDS[name] = (fn, help)
+        COMMANDS[name] = Command(fn, help, usage)
         return fn
     return wrap
 
@@ -25,8 +36,28 @@ class Flag:
     def __init__(self, name, default=None, type=str, help=""):
         self.name, self.default, self.type, self.help = name, default, type, help
 
+    def describe(self):
+        """gflags' line: `-name (meaning) type: string default: ""`."""
+        if self.default is None:
+            default = "none"
+        elif self.type is bool:
+            default = "true" if self.default else "false"
+        elif self.type is str:
+            default = f'"{self.default}"'
+        else:
+            default = str(self.default)
+        return f"-{self.name} ({self.help}) type: {_TYPE_NAMES[self.type]} default: {default}"
 
-def parse_flags(argv, flags, command_name=""):
+
+class HelpRequested(Exception):
+    """-help among a command's flags: main() prints the command's help instead of running it."""
+
+    def __init__(self, flags):
+        super().__init__("help")
+        self.flags = flags
+
+
+def parse_flags(argv, flags):
     """Parse gflags-style `argv` against `flags` (a list of Flag). Returns (values, positional)."""
     spec = {f.name: f for f in flags}
     values = {f.name: f.default for f in flags}
@@ -39,24 +70,26 @@ def parse_flags(argv, flags, command_name=""):
             value = None
             if "=" in name:
                 name, value = name.split("=", 1)
+            if name in HELP_FLAGS and name not in spec:
+                raise HelpRequested(flags)
             if name not in spec and name.startswith("no") and name[2:] in spec \
                     and spec[name[2:]].type is bool and value is None:
                 values[name[2:]] = False
                 i += 1
                 continue
             if name not in spec:
-                known = " ".join("-" + f for f in sorted(spec))
-                raise CaffeError(f"{command_name}: unknown flag -{name} (flags: {known})")
+                known = " ".join("-" + f for f in sorted(spec)) or "none"
+                raise CaffeError(f"unknown flag -{name} (flags: {known}; -help explains them)")
             flag = spec[name]
             if value is None:
                 if flag.type is bool:
                     value = "true"
                 else:
                     if i + 1 >= len(argv):
-                        raise CaffeError(f"{command_name}: flag -{name} needs a value")
+                        raise CaffeError(f"flag -{name} needs a value")
                     i += 1
                     value = argv[i]
-            values[name] = _convert(flag, value, command_name)
+            values[name] = _convert(flag, value)
         else:
             positional.append(arg)
         i += 1
@@ -71,19 +104,34 @@ def _is_number(text):
         return False
 
 
-def _convert(flag, value, command_name):
+def _convert(flag, value):
     if flag.type is bool:
         low = value.lower()
         if low in ("true", "1", "yes", "t", "y"):
             return True
         if low in ("false", "0", "no", "f", "n"):
             return False
-        raise CaffeError(f"{command_name}: flag -{flag.name} takes true or false, got '{value}'")
+        raise CaffeError(f"flag -{flag.name} takes true or false, got '{value}'")
     try:
         return flag.type(value)
     except ValueError:
-        raise CaffeError(f"{command_name}: flag -{flag.name} takes a "
-                         f"{flag.type.__name__}, got '{value}'") from None
+        kind = _TYPE_NAMES[flag.type]
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise CaffeError(f"flag -{flag.name} takes {article} {kind}, got '{value}'") from None
+
+
+def usage_line(name):
+    """`usage: caffe-lite NAME ARGS` of a registered command."""
+    return f"usage: caffe-lite {name} {COMMANDS[name].usage}"
+
+
+def command_help(name, flags):
+    """What `caffe-lite NAME -help` prints: meaning, usage, then one gflags line per flag."""
+    lines = [f"caffe-lite {name}: {COMMANDS[name].help}", usage_line(name)]
+    if flags:
+        lines.append("")
+        lines.extend("  " + flag.describe() for flag in flags)
+    return "\n".join(lines)
 
 
 def _load_commands():
@@ -93,24 +141,67 @@ def _load_commands():
 
 
 def usage():
-    lines = ["usage: caffe-lite <command> <args>", "", "commands:"]
+    lines = ["caffe-lite: command line brew", "usage: caffe-lite <command> <args>", "",
+             "commands:"]
     for name in sorted(COMMANDS):
-        lines.append(f"  {name:<28} {COMMANDS[name][1]}")
+        lines.append(f"  {name:<28} {COMMANDS[name].help}")
+    lines += ["", "`caffe-lite <command> -help` lists a command's flags."]
     return "\n".join(lines)
 
 
+def _is_help(arg):
+    return arg.startswith("-") and arg.lstrip("-") in HELP_FLAGS
+
+
 def main(argv=None):
+    configure_command_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     _load_commands()
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 1
+    if argv[0] in ("-version", "--version"):
+        from . import __version__
+        print(f"caffe-lite version {__version__}")
+        return 0
+    if argv[0] == "help" or _is_help(argv[0]):
+        if len(argv) > 1 and argv[0] == "help":
+            return _help_of(argv[1])
         print(usage())
-        return 0 if argv else 1
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"caffe-lite: unknown command '{name}'\n{usage()}", file=sys.stderr)
         return 1
+    return _run(name, rest)
+
+
+def _help_of(name):
+    if name not in COMMANDS:
+        print(f"caffe-lite: unknown command '{name}'\n{usage()}", file=sys.stderr)
+        return 1
+    return _run(name, ["-help"])
+
+
+def _run(name, argv):
+    from .log import configure_logging, restore_logging
     try:
-        result = COMMANDS[name][0](rest)
+        saved = configure_logging()
+    except CaffeError as err:
+        print(f"caffe-lite {name}: error: {err}", file=sys.stderr)
+        return 1
+    try:
+        return _call(name, argv)
+    finally:
+        restore_logging(saved)
+
+
+def _call(name, argv):
+    try:
+        result = COMMANDS[name].fn(argv)
+    except HelpRequested as request:
+        print(command_help(name, request.flags))
+        return 0
     except CaffeError as err:
         print(f"caffe-lite {name}: error: {err}", file=sys.stderr)
         return 1

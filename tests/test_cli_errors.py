@@ -170,7 +170,7 @@ def test_unexpected_exception_is_one_line_not_a_traceback(monkeypatch, capsys):
         raise ValueError("boom\nsecond line")
 
     cli._load_commands()
-    monkeypatch.setitem(cli.COMMANDS, "broken", (broken, ""))
+    monkeypatch.setitem(cli.COMMANDS, "broken", cli.Command(broken, "", ""))
     monkeypatch.delenv("CAFFE_LITE_TRACEBACK", raising=False)
     assert cli.main(["broken"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -188,3 +188,63 @@ def test_out_of_range_axis_names_file_line_and_layer(tmp_path, capsys):
     err = [l for l in capsys.readouterr().err.splitlines() if "error:" in l]
     assert len(err) == 1 and f"{path}:2:" in err[0] and "'sm' (Softmax)" in err[0]
     assert "axis 7 out of range" in err[0]
+
+
+# (argv, the message after "caffe-lite NAME: error: ")
+PREFIX_CASES = [
+    (["train", "-solver"], "flag -solver needs a value"),
+    (["train"], "Need a solver definition to train (-solver)."),
+    (["train", "-solver", "s", "extra"], "unexpected argument 'extra'"),
+    (["train", "-solver", "s", "-weights", "w", "-snapshot", "x"],
+     "Give a snapshot to resume training or weights to finetune but not both."),
+    (["train", "-level", "high"], "flag -level takes an int32, got 'high'"),
+    (["test", "-model", "m"], "Need model weights to score (-weights)."),
+    (["test"], "Need a model definition to score (-model)."),
+    (["time"], "Need a model definition to time (-model)."),
+    (["time", "-model", "m", "-phase", "VAL"], '-phase must be "TRAIN" or "TEST", got "VAL"'),
+    (["time", "-model", "m", "-iterations", "0"], "-iterations must be >= 1, got 0"),
+    (["time", "-model", "m", "-strict=perhaps"], "flag -strict takes true or false, "
+                                                 "got 'perhaps'"),
+    (["data"], "name one data set: mnist, fashion-mnist, cifar10 (none given); "
+               "usage: caffe-lite data mnist|fashion-mnist|cifar10 [flags]"),
+    (["data", "cifar10"], "give the CIFAR-10 archive with -from cifar-10-binary.tar.gz "
+                          "(or cifar-10-python.tar.gz); no copy can be downloaded here"),
+    (["compute_image_mean"], "usage: caffe-lite compute_image_mean [-backend lmdb] INPUT_DB "
+                             "[OUTPUT_FILE]"),
+    (["convert_imageset", "a"], "usage: caffe-lite convert_imageset [flags] ROOTFOLDER/ "
+                                "LISTFILE DB_NAME (-help lists the flags)"),
+    (["upgrade_solver_proto_text", "-x"], "unknown flag -x (flags: none; -help explains them)"),
+]
+
+
+@pytest.mark.parametrize("argv, message", PREFIX_CASES, ids=lambda v: " ".join(v)
+                         if isinstance(v, list) else "")
+def test_error_names_the_command_once(capsys, argv, message):
+    rc, err = run(capsys, *argv)
+    assert rc == 1
+    assert one_error_line(err) == f"caffe-lite {argv[0]}: error: {message}"
+
+
+def test_unknown_flag_lists_the_flags(capsys):
+    rc, err = run(capsys, "train", "-solvr", "s")
+    assert rc == 1 and one_error_line(err) == (
+        "caffe-lite train: error: unknown flag -solvr (flags: -gpu -iterations -level "
+        "-sighup_effect -sigint_effect -snapshot -solver -stage -strict -weights; "
+        "-help explains them)")
+
+
+def test_strict_is_set_for_the_command_only(capsys, tmp_path, monkeypatch):
+    fork_fields = pytest.importorskip("caffe_lite.compress.fork_fields")
+    calls = []
+
+    def set_strict(flag):
+        calls.append(flag)
+        return False
+    monkeypatch.setattr(fork_fields, "set_strict", set_strict)
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "d" type: "Input" top: "d" '
+                   'input_param { shape { dim: 1 dim: 2 } } }\n')
+    assert cli.main(["time", "-model", str(net), "-iterations", "1", "-strict"]) == 0
+    assert calls == [True, False]
+    assert cli.main(["time", "-model", str(net), "-iterations", "1"]) == 0
+    assert calls == [True, False]

@@ -5,15 +5,13 @@ can serve as transform_param mean_value entries. Encoded Datums are decoded nati
 """
 import numpy as np
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, usage_line
 from ..data.db import open_reader
 from ..data.mean import compute_mean, mean_blob_proto
 from ..errors import CaffeError
-from ..log import LOG, setup_logging
+from ..log import LOG
 
-FLAGS = [Flag("backend", "lmdb", str, "the backend {leveldb, lmdb} containing the images")]
-
-USAGE = "usage: caffe-lite compute_image_mean [-backend lmdb] INPUT_DB [OUTPUT_FILE]"
+FLAGS = [Flag("backend", "lmdb", str, "The backend {leveldb, lmdb} containing the images.")]
 
 
 def _counted(values):
@@ -49,12 +47,12 @@ def compute_image_mean(db_path, output=None, backend="lmdb"):
     return mean, values
 
 
-@command("compute_image_mean", "per-pixel mean of a database -> binaryproto")
+@command("compute_image_mean", "per-pixel mean of a database -> binaryproto",
+         "[-backend lmdb] INPUT_DB [OUTPUT_FILE]")
 def compute_image_mean_command(argv):
-    setup_logging()
-    values, positional = parse_flags(argv, FLAGS, "compute_image_mean")
+    values, positional = parse_flags(argv, FLAGS)
     if not 1 <= len(positional) <= 2:
-        raise CaffeError(USAGE)
+        raise CaffeError(usage_line("compute_image_mean"))
     compute_image_mean(positional[0], positional[1] if len(positional) == 2 else None,
                        values["backend"])
     return 0

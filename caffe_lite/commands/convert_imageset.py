@@ -14,29 +14,28 @@ import os
 
 import numpy as np
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, usage_line
 from ..common import rng
 from ..data.datum import array_to_datum, encoded_datum
 from ..data.db import DBWriter
 from ..data.image import read_image, read_list_file
 from ..errors import CaffeError
-from ..log import LOG, setup_logging
+from ..log import LOG
 
 FLAGS = [
-    Flag("gray", False, bool, "treat images as grayscale ones"),
-    Flag("shuffle", False, bool, "randomly shuffle the order of images and their labels"),
-    Flag("backend", "lmdb", str, "the backend {lmdb, leveldb} for storing the result"),
-    Flag("resize_width", 0, int, "width images are resized to"),
-    Flag("resize_height", 0, int, "height images are resized to"),
-    Flag("check_size", False, bool, "check that all the datum have the same size"),
-    Flag("encoded", False, bool, "store the encoded image in the datum"),
-    Flag("encode_type", "", str, "what type the image is encoded as ('png', 'jpg', ...)"),
-    Flag("seed", 0, int, "seed of -shuffle (0: a random one)"),
+    Flag("gray", False, bool, "When this option is on, treat images as grayscale ones."),
+    Flag("shuffle", False, bool, "Randomly shuffle the order of images and their labels."),
+    Flag("backend", "lmdb", str, "The backend {lmdb, leveldb} for storing the result."),
+    Flag("resize_width", 0, int, "Width images are resized to."),
+    Flag("resize_height", 0, int, "Height images are resized to."),
+    Flag("check_size", False, bool, "When this option is on, check that all the datum have "
+                                    "the same size."),
+    Flag("encoded", False, bool, "When this option is on, store the encoded image in the "
+                                 "datum."),
+    Flag("encode_type", "", str, "Optional; what type the image is encoded as ('png', "
+                                 "'jpg', ...)."),
+    Flag("seed", 0, int, "Seed of -shuffle (0: a random one)."),
 ]
-
-USAGE = ("usage: caffe-lite convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME "
-         "(flags: -gray -shuffle -backend -resize_width -resize_height -check_size "
-         "-encoded -encode_type -seed)")
 
 # Pillow's writer name for each extension cv::imencode accepts
 _PIL_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "bmp": "BMP",
@@ -129,12 +128,12 @@ def convert_imageset(root, list_file, db_path, gray=False, shuffle=False, backen
     return count
 
 
-@command("convert_imageset", "image files + list file -> LMDB/LevelDB of Datums")
+@command("convert_imageset", "image files + list file -> LMDB/LevelDB of Datums",
+         "[flags] ROOTFOLDER/ LISTFILE DB_NAME")
 def convert_imageset_command(argv):
-    setup_logging()
-    values, positional = parse_flags(argv, FLAGS, "convert_imageset")
+    values, positional = parse_flags(argv, FLAGS)
     if len(positional) != 3:
-        raise CaffeError(USAGE)
+        raise CaffeError(usage_line("convert_imageset") + " (-help lists the flags)")
     root, list_file, db_path = positional
     if not os.path.isfile(list_file):
         raise CaffeError(f"{list_file}: no such list file")

@@ -1,7 +1,28 @@
-"""Flag handling shared by the commands that build one net (test, time), as tools/caffe.cpp."""
+"""Flag handling shared by the commands that build nets (train, test, time), as tools/caffe.cpp."""
+import contextlib
+
+from ..cli import Flag
 from ..common import TEST, TRAIN
 from ..errors import CaffeError
 from ..log import LOG
+
+
+STRICT_FLAG = Flag("strict", False, bool, "Turn warnings about fork fields that caffe-lite "
+                                          "does not implement yet into errors.")
+
+
+@contextlib.contextmanager
+def strict_fork_fields(strict):
+    """-strict for the length of one command: an in-process caller gets its setting back."""
+    if not strict:
+        yield
+        return
+    from ..compress.fork_fields import set_strict
+    old = set_strict(True)
+    try:
+        yield
+    finally:
+        set_strict(old)
 
 
 def stages_from_flag(value):
@@ -15,18 +36,18 @@ def warn_gpu(value):
         common._gpu_warned = True  # one warning in all, not one more from the solver
 
 
-def phase_from_flag(command, value, default):
+def phase_from_flag(value, default):
     phase = {"": default, "TRAIN": TRAIN, "TEST": TEST}.get(value)
     if phase is None:
-        raise CaffeError(f"{command}: -phase must be \"TRAIN\" or \"TEST\", got \"{value}\"")
+        raise CaffeError(f"-phase must be \"TRAIN\" or \"TEST\", got \"{value}\"")
     return phase
 
 
-def net_from_flags(command, values, default_phase):
+def net_from_flags(values, default_phase):
     """The -model net in the -phase/-level/-stage state with every -weights file copied in."""
-    phase = phase_from_flag(command, values["phase"], default_phase)
+    phase = phase_from_flag(values["phase"], default_phase)
     if values["iterations"] < 1:
-        raise CaffeError(f"{command}: -iterations must be >= 1, got {values['iterations']}")
+        raise CaffeError(f"-iterations must be >= 1, got {values['iterations']}")
     warn_gpu(values["gpu"])
     LOG.info("Use CPU.")
     from ..net import Net

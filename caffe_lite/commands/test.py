@@ -1,7 +1,7 @@
 """`caffe-lite test`: score a model (tools/caffe.cpp test()).
 
     caffe-lite test -model M -weights W [-iterations 50] [-phase TEST|TRAIN] [-level N]
-                    [-stage s1,s2] [-gpu ids]
+                    [-stage s1,s2] [-gpu ids] [-strict]
 
 Runs `iterations` forward passes and logs every batch's outputs ("Batch i, name = v"), the mean
 loss ("Loss: x") and the mean of every output ("name = v", with "(* w = l loss)" for loss
@@ -13,11 +13,11 @@ import numpy as np
 
 from ..cli import Flag, command, parse_flags
 from ..errors import CaffeError
-from ..log import LOG, setup_logging
+from ..log import LOG
 from ..solvers.base import _outputs, fmt, _loss_note
 from ..solvers.progress import ProgressBar
 from ..common import TEST
-from .netflags import net_from_flags
+from .netflags import STRICT_FLAG, net_from_flags, strict_fork_fields
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
@@ -27,20 +27,25 @@ FLAGS = [
     Flag("level", 0, int, "Optional; network level."),
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("gpu", "", str, "Accepted for compatibility; caffe-lite runs on the CPU."),
+    STRICT_FLAG,
 ]
 
 
-@command("test", "score a model")
+@command("test", "score a model", "-model MODEL -weights WEIGHTS [flags]")
 def test(argv):
-    values, positional = parse_flags(argv, FLAGS, "test")
-    setup_logging()
+    values, positional = parse_flags(argv, FLAGS)
+    with strict_fork_fields(values["strict"]):
+        return _test(values, positional)
+
+
+def _test(values, positional):
     if positional:
-        raise CaffeError(f"test: unexpected argument '{positional[0]}'")
+        raise CaffeError(f"unexpected argument '{positional[0]}'")
     if not values["model"]:
-        raise CaffeError("test: Need a model definition to score (-model).")
+        raise CaffeError("Need a model definition to score (-model).")
     if not values["weights"]:
-        raise CaffeError("test: Need model weights to score (-weights).")
-    net = net_from_flags("test", values, TEST)
+        raise CaffeError("Need model weights to score (-weights).")
+    net = net_from_flags(values, TEST)
     iterations = values["iterations"]
     LOG.info("Running for %d iterations.", iterations)
     scores = None

@@ -1,7 +1,7 @@
 """`caffe-lite time`: benchmark a model's execution time (tools/caffe.cpp time()).
 
     caffe-lite time -model M [-weights W] [-iterations 50] [-phase TRAIN|TEST] [-level N]
-                    [-stage s1,s2] [-gpu ids]
+                    [-stage s1,s2] [-gpu ids] [-strict]
 
 One clean forward and backward first (so allocations are done), then `iterations` passes
 timing every layer's forward and backward; logs Caffe's lines: "Iteration: i forward-backward
@@ -13,10 +13,10 @@ import time
 
 from ..cli import Flag, command, parse_flags
 from ..errors import CaffeError
-from ..log import LOG, setup_logging
+from ..log import LOG
 from ..kernels.gemm import blas_single_threaded
 from ..common import TRAIN
-from .netflags import net_from_flags
+from .netflags import STRICT_FLAG, net_from_flags, strict_fork_fields
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
@@ -27,6 +27,7 @@ FLAGS = [
     Flag("level", 0, int, "Optional; network level."),
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("gpu", "", str, "Accepted for compatibility; caffe-lite runs on the CPU."),
+    STRICT_FLAG,
 ]
 
 
@@ -34,16 +35,19 @@ def _ms(seconds):
     return seconds * 1000.0
 
 
-@command("time", "benchmark model execution time")
+@command("time", "benchmark model execution time", "-model MODEL [flags]")
 def time_command(argv):
-    values, positional = parse_flags(argv, FLAGS, "time")
-    if not LOG.handlers:
-        setup_logging()
+    values, positional = parse_flags(argv, FLAGS)
+    with strict_fork_fields(values["strict"]):
+        return _time(values, positional)
+
+
+def _time(values, positional):
     if positional:
-        raise CaffeError(f"time: unexpected argument '{positional[0]}'")
+        raise CaffeError(f"unexpected argument '{positional[0]}'")
     if not values["model"]:
-        raise CaffeError("time: Need a model definition to time (-model).")
-    net = net_from_flags("time", values, TRAIN)
+        raise CaffeError("Need a model definition to time (-model).")
+    net = net_from_flags(values, TRAIN)
     iterations = values["iterations"]
 
     LOG.info("Performing Forward")

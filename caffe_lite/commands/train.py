@@ -2,7 +2,7 @@
 
     caffe-lite train -solver S [-weights a.caffemodel[,b.caffemodel]] [-snapshot x.solverstate]
                      [-sigint_effect stop|snapshot|none] [-sighup_effect snapshot|stop|none]
-                     [-level N] [-stage s1,s2] [-gpu ids|all] [-iterations N]
+                     [-level N] [-stage s1,s2] [-gpu ids|all] [-iterations N] [-strict]
 
 As Caffe: -weights and -snapshot are exclusive; -level/-stage go into the solver's
 train_state; SIGINT stops (after the final snapshot) and SIGHUP snapshots unless told
@@ -14,9 +14,9 @@ import sys
 
 from ..cli import Flag, command, parse_flags
 from ..errors import CaffeError
-from ..log import LOG, setup_logging
+from ..log import LOG
 from ..solvers.progress import ProgressBar
-from .netflags import stages_from_flag, warn_gpu
+from .netflags import STRICT_FLAG, stages_from_flag, strict_fork_fields, warn_gpu
 
 FLAGS = [
     Flag("solver", "", str, "The solver definition protocol buffer text file."),
@@ -28,20 +28,26 @@ FLAGS = [
     Flag("sighup_effect", "snapshot", str, "Action on SIGHUP: snapshot, stop or none."),
     Flag("level", 0, int, "Optional; network level."),
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
-    Flag("iterations", None, int, "Optional; overrides max_iter."),
+    Flag("iterations", None, int, "Optional; the number of iterations to run, replacing "
+                                  "the solver's max_iter."),
+    STRICT_FLAG,
 ]
 
 
-@command("train", "train or finetune a model")
+@command("train", "train or finetune a model", "-solver SOLVER [flags]")
 def train(argv):
-    values, positional = parse_flags(argv, FLAGS, "train")
-    setup_logging()
+    values, positional = parse_flags(argv, FLAGS)
+    with strict_fork_fields(values["strict"]):
+        return _train(values, positional)
+
+
+def _train(values, positional):
     if positional:
-        raise CaffeError(f"train: unexpected argument '{positional[0]}'")
+        raise CaffeError(f"unexpected argument '{positional[0]}'")
     if not values["solver"]:
-        raise CaffeError("train: Need a solver definition to train (-solver).")
+        raise CaffeError("Need a solver definition to train (-solver).")
     if values["snapshot"] and values["weights"]:
-        raise CaffeError("train: Give a snapshot to resume training or weights to finetune "
+        raise CaffeError("Give a snapshot to resume training or weights to finetune "
                          "but not both.")
     from ..solvers.signals import SignalHandler, check_effect
     check_effect(values["sigint_effect"], "sigint_effect")
@@ -58,10 +64,8 @@ def train(argv):
         param.max_iter = values["iterations"]
     warn_gpu(values["gpu"])
     LOG.info("Use CPU.")
-    has_weights_field = "weights" in param.DESCRIPTOR.fields_by_name
-    if values["snapshot"] and has_weights_field:
-        param.ClearField("weights")
-    elif values["weights"] and has_weights_field:
+    if values["snapshot"] or values["weights"]:
+        # the flag replaces the solver's own `weights`, as in Caffe
         param.ClearField("weights")
 
     with SignalHandler(values["sigint_effect"], values["sighup_effect"]) as handler:

@@ -9,18 +9,17 @@ import os
 
 from google.protobuf import text_format
 
-from ..cli import command, parse_flags
+from ..cli import command, parse_flags, usage_line
 from ..errors import CaffeError
 from ..io import binary, prototxt, upgrade
 from ..io.atomic import atomic_write
-from ..log import LOG, setup_logging
+from ..log import LOG
 
 
-def _args(argv, name, what_in, what_out):
-    setup_logging()
-    _, positional = parse_flags(argv, [], name)
+def _args(argv, name):
+    _, positional = parse_flags(argv, [])
     if len(positional) != 2:
-        raise CaffeError(f"usage: caffe-lite {name} {what_in} {what_out}")
+        raise CaffeError(usage_line(name))
     _check_writable(positional[1])
     return positional
 
@@ -53,10 +52,10 @@ def _upgrade_net(param, path):
     return True
 
 
-@command("upgrade_net_proto_text", "upgrade an old (V0/V1, input:) net prototxt: IN OUT")
+@command("upgrade_net_proto_text", "upgrade an old (V0/V1, input:) net prototxt: IN OUT",
+         "v0_net_proto_file_in net_proto_file_out")
 def upgrade_net_proto_text(argv):
-    src, dst = _args(argv, "upgrade_net_proto_text", "v0_net_proto_file_in",
-                     "net_proto_file_out")
+    src, dst = _args(argv, "upgrade_net_proto_text")
     param = _read_net_text(src)
     if not _upgrade_net(param, src):
         LOG.warning("File already in latest proto format: %s", src)
@@ -65,10 +64,10 @@ def upgrade_net_proto_text(argv):
     return 0
 
 
-@command("upgrade_net_proto_binary", "upgrade an old (V0/V1) binary .caffemodel: IN OUT")
+@command("upgrade_net_proto_binary", "upgrade an old (V0/V1) binary .caffemodel: IN OUT",
+         "v0_net_proto_file_in net_proto_file_out")
 def upgrade_net_proto_binary(argv):
-    src, dst = _args(argv, "upgrade_net_proto_binary", "v0_net_proto_file_in",
-                     "net_proto_file_out")
+    src, dst = _args(argv, "upgrade_net_proto_binary")
     param = binary.read_net_binary(src, upgrade=False)
     if not _upgrade_net(param, src):
         LOG.warning("File already in V1 proto format: %s", src)
@@ -77,10 +76,10 @@ def upgrade_net_proto_binary(argv):
     return 0
 
 
-@command("upgrade_solver_proto_text", "upgrade an old (solver_type enum) solver: IN OUT")
+@command("upgrade_solver_proto_text", "upgrade an old (solver_type enum) solver: IN OUT",
+         "solver_proto_file_in solver_proto_file_out")
 def upgrade_solver_proto_text(argv):
-    src, dst = _args(argv, "upgrade_solver_proto_text", "solver_proto_file_in",
-                     "solver_proto_file_out")
+    src, dst = _args(argv, "upgrade_solver_proto_text")
     text = prototxt.read_text_file(src)
     if not text.strip():
         raise CaffeError("file is empty (expected a SolverParameter)", src)

@@ -1,5 +1,6 @@
 """Builders of train / test databases and mean files, like Caffe's create_mnist.sh."""
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,69 @@ FASHION_MNIST_FILES = {
     "t10k-images-idx3-ubyte": {"8181f5470baa50b63fa0f6fddb340f0a", "bef4ecab320f06d8554ea6380940ec79"},
     "t10k-labels-idx1-ubyte": {"15d484375f8d13e6eb1aabb0c3f46965", "bb300cfdad3c16e7a12a480ee83cd310"},
 }
+# where Debian's dataset-fashion-mnist package installs the four IDX files (.gz)
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+IDX_SIDE = 28   # MNIST and Fashion-MNIST images are 28x28
+IDX_DATASETS = ("mnist", "fashion-mnist")
+
+
+def default_out(name, pad=0):
+    """Where `caffe-lite data NAME [-pad N]` writes: data/NAME, or data/NAME-S for padded SxS
+    images, so that a model written for the padded images never reads an unpadded build."""
+    return f"data/{name}-{IDX_SIDE + 2 * pad}" if pad else f"data/{name}"
+
+
+def _dataset_of_file(file_name):
+    """The data set whose build writes a file of this name (an LMDB, the mean), or None."""
+    for name in IDX_DATASETS + ("cifar10",):
+        stem = name.replace("-", "_")
+        outputs = [f"{stem}_{split}_{backend}" for split in ("train", "test")
+                   for backend in ("lmdb", "leveldb")]
+        if name in IDX_DATASETS:
+            outputs.append(f"{stem}_mean.binaryproto")   # cifar10's is mean.binaryproto
+        if file_name in outputs:
+            return name
+    return None
+
+
+def _dataset_of_folder(folder_name):
+    """(name, pad) of a folder named as `caffe-lite data` names its output, or None."""
+    if folder_name in IDX_DATASETS + ("cifar10",):
+        return folder_name, 0
+    match = re.fullmatch(r"(%s)-(\d+)" % "|".join(IDX_DATASETS), folder_name)
+    if match and int(match[2]) > IDX_SIDE and (int(match[2]) - IDX_SIDE) % 2 == 0:
+        return match[1], (int(match[2]) - IDX_SIDE) // 2
+    return None
+
+
+def build_command(path):
+    """The `caffe-lite data ...` command that creates `path`, or None: for a user whose model
+    names a missing database, mean file or snapshot folder. `path` is an output of a data set
+    (known by its file name) or anything in a folder named as the command names its output
+    (data/mnist, data/fashion-mnist-32, data/cifar10, ...). Relative paths are taken from
+    where the model is run, as the command's own default output is."""
+    path = Path(path)
+    name, pad = (_dataset_of_folder(path.parent.name)
+                 or (_dataset_of_file(path.name), 0))
+    if name is None:
+        return None
+    words = ["caffe-lite", "data", name]
+    if name == "cifar10":
+        words += ["-from", "cifar-10-binary.tar.gz"]
+    if pad:
+        words += ["-pad", str(pad)]
+    if path.parent.as_posix() != default_out(name, pad):
+        words += ["-out", path.parent.as_posix()]
+    if path.name.endswith("_leveldb"):
+        words += ["-backend", "leveldb"]
+    return " ".join(words)
+
+
+def build_hint(path):
+    """' (build it with: caffe-lite data ...)' for a missing data-set output, else ''."""
+    command = build_command(path)
+    return f" (build it with: {command})" if command else ""
 
 
 def project_root():

@@ -1,11 +1,12 @@
 """A terminal progress bar (tqdm) for train and test: iteration, loss and ETA.
 
 Only when the stream is a terminal: a redirected log never gets a bar, and its glog lines
-stay exactly as Caffe's parse_log.py expects. While the bar is shown, log lines to the same
-stream go through tqdm.write so they scroll above it.
+stay exactly as Caffe's parse_log.py expects. While the bar is shown, the caffe_lite logger's
+console handler is swapped for tqdm's (tqdm.contrib.logging), which erases the bar, writes
+the log line and draws the bar again below it; a log file handler is left alone. On close
+the bar erases itself (leave=False), so the screen keeps the log lines only.
 """
 import contextlib
-import logging
 
 from ..log import LOG
 
@@ -17,31 +18,11 @@ def _isatty(stream):
         return False
 
 
-class _TqdmStream:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text):
-        from tqdm import tqdm
-        text = text.rstrip("\n")
-        if text:
-            tqdm.write(text, file=self.stream)
-
-    def flush(self):
-        self.stream.flush()
-
-
 class ProgressBar:
     def __init__(self, total, initial, stream, desc):
         from tqdm import tqdm
         self.bar = tqdm(total=total, initial=initial, file=stream, desc=desc, unit="iter",
-                        dynamic_ncols=True, leave=True)
-        self.stream = stream
-        self._swapped = []
-        for handler in LOG.handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
-                self._swapped.append(handler)
-                handler.setStream(_TqdmStream(stream))
+                        dynamic_ncols=True, leave=False)
 
     def tick(self, loss=None):
         if loss is not None:
@@ -50,33 +31,35 @@ class ProgressBar:
 
     def close(self):
         self.bar.close()
-        for handler in self._swapped:
-            handler.setStream(self.stream)
-        self._swapped = []
+
+    @classmethod
+    @contextlib.contextmanager
+    def shown(cls, total, initial, stream, desc):
+        """The bar below the log lines while the block runs; None unless `stream` is a tty."""
+        if not _isatty(stream):
+            yield None
+            return
+        from tqdm.contrib.logging import logging_redirect_tqdm
+        with logging_redirect_tqdm(loggers=[LOG]):
+            bar = cls(total, initial, stream, desc)
+            try:
+                yield bar
+            finally:
+                bar.close()
 
     @classmethod
     @contextlib.contextmanager
     def for_solver(cls, solver, stream):
-        if not _isatty(stream):
-            yield None
-            return
-        bar = cls(solver.param.max_iter, solver.iter, stream, "train")
-        cb = solver.add_callback(after_update=lambda: bar.tick(solver.smoothed_loss))
-        try:
-            yield bar
-        finally:
-            if cb in solver.callbacks:
+        with cls.shown(solver.param.max_iter, solver.iter, stream, "train") as bar:
+            if bar is None:
+                yield None
+                return
+            cb = solver.add_callback(after_update=lambda: bar.tick(solver.smoothed_loss))
+            try:
+                yield bar
+            finally:
                 solver.callbacks.remove(cb)
-            bar.close()
 
     @classmethod
-    @contextlib.contextmanager
     def simple(cls, total, stream, desc):
-        if not _isatty(stream):
-            yield None
-            return
-        bar = cls(total, 0, stream, desc)
-        try:
-            yield bar
-        finally:
-            bar.close()
+        return cls.shown(total, 0, stream, desc)
