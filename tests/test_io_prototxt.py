@@ -102,10 +102,74 @@ def test_string_expected(tmp_path):
         prototxt.read_net_param(path)
 
 
+def _parse_error(text, message=None):
+    with pytest.raises(CaffeError) as err:
+        prototxt.parse_text(text, message or caffe_pb2.NetParameter(), "net.prototxt")
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
 def test_unclosed_block(tmp_path):
     path = write(tmp_path, 'layer {\n  name: "a"\n')
-    with pytest.raises(CaffeError, match=r'net.prototxt:\d+:\d+: .*"}"'):
+    with pytest.raises(CaffeError) as err:
         prototxt.read_net_param(path)
+    assert str(err.value) == (f"{path}:2:9: end of file: 'layer {{' opened at line 1 is not "
+                              "closed (a '}' is missing)")
+
+
+TRAIN_VAL_HEAD = ('name: "x"\n'
+                  '# a { in a comment\n'
+                  'layer {\n'
+                  '  name: "data {"\n'
+                  '  type: "Data"\n'
+                  '  top: "data"\n'
+                  '  transform_param {\n'
+                  '    mirror: true\n')
+
+
+def test_missing_brace_names_the_block_left_open():
+    # data_param lands in transform_param; LayerParameter, still open around it, takes it
+    msg = _parse_error(TRAIN_VAL_HEAD + '  data_param { source: "db" batch_size: 4 }\n}\n')
+    assert msg == ("net.prototxt:9:3: unknown field 'data_param' in TransformationParameter "
+                   "(is a '}' missing? 'transform_param {' opened at line 7 is still open here)")
+
+
+def test_missing_brace_at_end_of_file_names_every_open_block():
+    msg = _parse_error(TRAIN_VAL_HEAD)
+    assert msg == ("net.prototxt:8:13: end of file: 'transform_param {' opened at line 7 and "
+                   "'layer {' opened at line 3 are not closed (2 closing braces are missing)")
+
+
+def test_missing_brace_between_layers():
+    msg = _parse_error('layer {\n  name: "a"\n  type: "ReLU"\nlayer <\n  name: "b"\n>\n')
+    assert msg == ("net.prototxt:4:1: unknown field 'layer' in LayerParameter (is a '}' "
+                   "missing? 'layer {' opened at line 1 is still open here)")
+    msg = _parse_error('layer <\n  name: "a"\n')
+    assert msg == ("net.prototxt:2:9: end of file: 'layer <' opened at line 1 is not closed "
+                   "(a '>' is missing)")
+
+
+def test_missing_brace_inside_a_list_of_blocks():
+    text = ('layer: [ { name: "a" },\n'
+            '  { name: "b"\n'
+            '    transform_param { scale: 2\n'
+            '    top: "b" } ]\n')
+    assert _parse_error(text) == (
+        "net.prototxt:4:5: unknown field 'top' in TransformationParameter (is a '}' missing? "
+        "'transform_param {' opened at line 3 is still open here)")
+
+
+def test_missing_brace_in_a_solver():
+    text = 'net: "n"\ntrain_state { stage: "a"\nbase_lr: 0.1\n'
+    assert _parse_error(text, caffe_pb2.SolverParameter()) == (
+        "net.prototxt:3:1: unknown field 'base_lr' in NetState (is a '}' missing? "
+        "'train_state {' opened at line 2 is still open here)")
+
+
+def test_unknown_field_of_no_open_block_gets_no_brace_hint():
+    msg = _parse_error(TRAIN_VAL_HEAD + '    mirorr: true\n  }\n}\n')
+    assert msg == ("net.prototxt:9:5: unknown field 'mirorr' in TransformationParameter "
+                   "(did you mean 'mirror'?)")
 
 
 def test_solver_errors_too(tmp_path):
@@ -181,9 +245,8 @@ def test_detect_kind(tmp_path):
     assert prototxt.detect_kind(write(tmp_path, 'net: "a" base_lr: 0.1', "s.prototxt")) == \
         "solver"
     deephi = 'workspace: "w"\nmodel: "m"\nrate: 0.1\npruner { method: REGULAR }\n'
-    if prototxt.deephi_config_class() is not None:
-        assert prototxt.detect_kind(write(tmp_path, deephi, "c.prototxt")) == "deephi_config"
-        assert prototxt.read_deephi_config(tmp_path / "c.prototxt").rate == pytest.approx(0.1)
+    assert prototxt.detect_kind(write(tmp_path, deephi, "c.prototxt")) == "deephi_config"
+    assert prototxt.read_deephi_config(tmp_path / "c.prototxt").rate == pytest.approx(0.1)
     with pytest.raises(CaffeError):
         prototxt.detect_kind(write(tmp_path, "foo: 1", "bad.prototxt"))
 

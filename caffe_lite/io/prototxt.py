@@ -23,6 +23,8 @@ _LOC_PREFIX = re.compile(r"^\d+(?::\d+)? : ")
 _NO_FIELD = re.compile(r'^Message type "([\w.]+)" has no field named "([^"]+)"\.$')
 _NO_ENUM = re.compile(r'^Enum type "([\w.]+)" has no value named (.+?)\.$')
 _NO_ENUM_NUM = re.compile(r'^Enum type "([\w.]+)" has no value with number (-?\d+)\.$')
+_EXPECTED_CLOSE = re.compile(r'^Expected "[}>]"\.$')
+_CLOSE = {"{": "}", "<": ">"}
 _TWICE = re.compile(r'^Message type "([\w.]+)" should not have multiple "([^"]+)" fields\.$')
 
 
@@ -124,20 +126,28 @@ def parse_text(text, message, path):
         text_format.Parse(text, message)
     except text_format.ParseError as err:
         line, col = err.GetLine(), err.GetColumn()
-        raise CaffeError(_explain(str(err), text, line, col), path, line, col) from None
+        raise CaffeError(_explain(str(err), text, line, col, message.DESCRIPTOR),
+                         path, line, col) from None
     except RecursionError:
         raise CaffeError("messages nested too deeply", path) from None
     return message
 
 
-def _explain(raw, text, line, col):
+def _explain(raw, text, line, col, root):
     msg = _LOC_PREFIX.sub("", raw, count=1)
     src = _source_line(text, line)
     if src is not None and msg.startswith("'" + src + "': "):
         msg = msg[len(src) + 4:]
     m = _NO_FIELD.match(msg)
     if m:
+        hint = _missing_brace_hint(text, line, col, root, m.group(2))
+        if hint:
+            return f"unknown field '{m.group(2)}' in {m.group(1).split('.')[-1]} {hint}"
         return _explain_field(m.group(1), m.group(2))
+    if _EXPECTED_CLOSE.match(msg):
+        unclosed = _unclosed_at_end(text, line, col)
+        if unclosed:
+            return unclosed
     m = _TWICE.match(msg)
     if m:
         return (f"field '{m.group(2)}' given twice in {m.group(1).split('.')[-1]} "
@@ -164,6 +174,88 @@ def _explain_field(message_type, field):
     close = difflib.get_close_matches(field, names, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     return f"unknown field '{field}' in {message_type.split('.')[-1]}{hint}"
+
+
+def _missing_brace_hint(text, line, col, root, field):
+    """For `field` unknown where the parser is: if a block still open around it takes that
+    field, a '}' is likely missing; name the innermost open block and its line."""
+    blocks = _open_blocks(text[:_offset(text, line, col)])
+    if not blocks:
+        return ""
+    enclosing = _block_types(root, blocks)[:-1]
+    if not any(desc is not None and field in desc.fields_by_name for desc in enclosing):
+        return ""
+    name, opened, brace = blocks[-1]
+    return (f"(is a '{_CLOSE[brace]}' missing? {_block_label(name, brace)} opened at line "
+            f"{opened} is still open here)")
+
+
+def _unclosed_at_end(text, line, col):
+    """When the parser stopped at the last token: which blocks the file leaves open."""
+    if len(list(_tokens(text[_offset(text, line, col):]))) > 1:
+        return None
+    blocks = _open_blocks(text)
+    if not blocks:
+        return None
+    opened = " and ".join(f"{_block_label(name, brace)} opened at line {at}"
+                          for name, at, brace in reversed(blocks))
+    if len(blocks) == 1:
+        return f"end of file: {opened} is not closed (a '{_CLOSE[blocks[0][2]]}' is missing)"
+    return f"end of file: {opened} are not closed ({len(blocks)} closing braces are missing)"
+
+
+def _open_blocks(text):
+    """[(field name, line, brace)] of the message blocks still open at the end of `text`,
+    outermost first. Elements of a `name: [ {...} ]` list are blocks named `name`."""
+    stack = []          # blocks, and the `[` of lists (brace "[")
+    before = []         # the last two tokens
+    for kind, tok, line in _tokens(text):
+        if tok in _CLOSE:
+            stack.append((_block_name(before, stack), line, tok))
+        elif tok == "[":
+            stack.append((before[-2][1] if _is_field(before) else None, line, tok))
+        elif stack and ((tok == "]" and stack[-1][2] == "[")
+                        or tok == _CLOSE.get(stack[-1][2])):
+            stack.pop()
+        before = (before + [(kind, tok)])[-2:]
+    return [block for block in stack if block[2] != "["]
+
+
+def _block_label(name, brace):
+    return f"'{name} {brace}'" if name else f"'{brace}'"
+
+
+def _is_field(before):
+    """The last two tokens are `name :`."""
+    return len(before) == 2 and before[-1][1] == ":" and before[-2][0] == "ident"
+
+
+def _block_name(before, stack):
+    """The field a `{` opens: `name {`, `name: {`, or an element of the list `name: [`."""
+    if before and before[-1][0] == "ident":
+        return before[-1][1]
+    if _is_field(before):
+        return before[-2][1]
+    if before and before[-1][1] in ("[", ",") and stack and stack[-1][2] == "[":
+        return stack[-1][0]
+    return None
+
+
+def _block_types(root, blocks):
+    """The message descriptor of `root` and of each open block (None past an unknown name)."""
+    descs = [root]
+    for name, _, _ in blocks:
+        field = descs[-1].fields_by_name.get(name) if descs[-1] is not None else None
+        descs.append(field.message_type if field is not None else None)
+    return descs
+
+
+def _offset(text, line, col):
+    """The index in `text` of 1-based `line`, `col` (the end, past the last line)."""
+    lines = text.split("\n")
+    if line > len(lines):
+        return len(text)
+    return sum(len(ln) + 1 for ln in lines[:line - 1]) + max(col - 1, 0)
 
 
 def _enum_values(full_name):
@@ -201,6 +293,7 @@ def read_net_param(path, with_lines=False):
     text = read_text_file(path)
     _require_content(text, path, "NetParameter")
     param = parse_text(text, _pb2().NetParameter(), path)
+    _check_fork_fields(text, param, path)
     original = copy.deepcopy(param) if with_lines else None
     _upgrade.upgrade_net_param(param, path)
     if not with_lines:
@@ -216,8 +309,15 @@ def read_solver_param(path):
     text = read_text_file(path)
     _require_content(text, path, "SolverParameter")
     param = parse_text(text, _pb2().SolverParameter(), path)
+    _check_fork_fields(text, param, path)
     _upgrade.upgrade_solver_param(param, path)
     return param
+
+
+def _check_fork_fields(text, param, path):
+    # imported here: compress.fork_fields reads this module's tokenizer
+    from ..compress.fork_fields import check_fork_fields
+    check_fork_fields(text, param.DESCRIPTOR, path)
 
 
 def deephi_config_class():
