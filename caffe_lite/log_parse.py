@@ -6,6 +6,8 @@ Each row is an OrderedDict: NumIters, Seconds (since the "Solving" line), Learni
 one column per net output ("loss", "accuracy", ...). A row is complete when it has as many
 columns as the first one; the LearningRate of the first row (logged before any "lr =" line)
 is copied from the second. save_csv_files writes `<log>.train` / `<log>.test` as parse_log.py.
+Beyond parse_log.py, the glog stamp is found anywhere in a line, so a log whose lines carry a
+prefix of their own (`ts`, a CI runner's timestamp) gives the same rows as the plain log.
 """
 import csv
 import datetime
@@ -19,22 +21,18 @@ REGEX_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 REGEX_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
 
 
+# glog's `I1123 00:00:00.000000` prefix, wherever it is: a shell loop, `ts` or a CI runner
+# may put a timestamp of its own in front of it.
+GLOG_STAMP = re.compile(r"[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d+)")
+
+
 def extract_datetime_from_line(line, year):
-    """glog's `I1123 00:00:00.000000 ...` prefix as a datetime in `year`."""
-    fields = line.strip().split()
-    month = int(fields[0][1:3])
-    day = int(fields[0][3:])
-    stamp = fields[1]
-    pos = stamp.rfind(".")
-    hour, minute, second = (int(x) for x in stamp[:pos].split(":"))
-    return datetime.datetime(year, month, day, hour, minute, second, int(stamp[pos + 1:]))
-
-
-def get_start_time(lines, year):
-    for line in lines:
-        if "Solving" in line:
-            return extract_datetime_from_line(line, year)
-    return None
+    """The line's glog stamp as a datetime in `year`; ValueError if it has none."""
+    m = GLOG_STAMP.search(line)
+    if m is None:
+        raise ValueError(f"no glog prefix in {line!r}")
+    month, day, hour, minute, second, micro = (int(g) for g in m.groups())
+    return datetime.datetime(year, month, day, hour, minute, second, micro)
 
 
 def parse_log(path_or_lines, year=None):
@@ -48,11 +46,8 @@ def parse_log(path_or_lines, year=None):
         lines = list(path_or_lines)
     year = year or datetime.datetime.now().year
     it = iter(lines)
-    start = None
-    for line in it:  # as parse_log.py: lines up to "Solving" are consumed by the start search
-        if "Solving" in line:
-            start = extract_datetime_from_line(line, year)
-            break
+    start = _solving_time(it, year)
+    month = start.month if start else None
     iteration = -1
     learning_rate = float("nan")
     train_rows, test_rows = [], []
@@ -64,9 +59,16 @@ def parse_log(path_or_lines, year=None):
         if iteration == -1:
             continue
         try:
-            seconds = (extract_datetime_from_line(line, year) - start).total_seconds()
-        except (ValueError, IndexError, TypeError):
-            continue  # a line without a glog prefix (parse_log.py would exit here)
+            time = extract_datetime_from_line(line, year)
+        except ValueError:
+            continue  # a line without a glog prefix, as parse_log.py skips it
+        # The log ran past new year. parse_log.py compares with the start's month, and so
+        # adds a year on every line after it; the previous line's month counts it once.
+        if time.month < month:
+            year += 1
+            time = extract_datetime_from_line(line, year)
+        month = time.month
+        seconds = (time - start).total_seconds()
         m = REGEX_LEARNING_RATE.search(line)
         if m:
             learning_rate = float(m.group(1))
@@ -77,6 +79,17 @@ def parse_log(path_or_lines, year=None):
     _fix_initial_nan_learning_rate(train_rows)
     _fix_initial_nan_learning_rate(test_rows)
     return train_rows, test_rows
+
+
+def _solving_time(lines, year):
+    """The stamp of the "Solving" line; as in parse_log.py, the lines up to it are consumed."""
+    for line in lines:
+        if "Solving" in line:
+            try:
+                return extract_datetime_from_line(line, year)
+            except ValueError:
+                continue
+    return None
 
 
 def _parse_output(regex, row, rows, line, iteration, seconds, learning_rate):

@@ -105,3 +105,27 @@ def test_existing_output_db_is_refused(tmp_path):
     with pytest.raises(CaffeError, match="already exists"):
         _make_db(tmp_path / "db")
     assert sorted(os.listdir(tmp_path / "db")) == before
+
+
+def test_lmdb_reader_in_a_forked_child_reopens_and_continues(tmp_path):
+    """LMDB forbids using an environment across fork: the child opens its own and reads on
+    from the record where the parent stopped."""
+    from caffe_lite.data.db import LMDBReader
+    path = tmp_path / "db"
+    _make_db(path, n=5)
+    reader = LMDBReader(path)
+    records = [value for _, value in reader.items()]
+    parent_env = reader.env
+    assert [reader.next_value() for _ in range(3)] == records[:3]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                  # child: report and leave at once
+        try:
+            ok = reader.next_value() == records[3] and reader.env is not parent_env
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1" and status == 0
+    assert reader.next_value() == records[3] and reader.env is parent_env

@@ -6,12 +6,12 @@ read the same database: readers therefore share one read-only environment per pa
 import os
 import shutil
 import tempfile
-import threading
 
 from ..errors import CaffeError
+from ..threads import ForkSafeRLock
 
 _ENVS = {}
-_ENVS_LOCK = threading.Lock()
+_ENVS_LOCK = ForkSafeRLock()
 
 
 def _lmdb():
@@ -32,35 +32,52 @@ def backend_name(backend):
 
 def _shared_env(path):
     if not os.path.isdir(path):
-        raise CaffeError(f"{path}: no such LMDB database (a directory is expected)")
+        if os.path.exists(path):
+            raise CaffeError("not an LMDB database (a directory is expected)", path)
+        from .datasets import build_hint      # datasets writes databases with this module
+        raise CaffeError("no such LMDB database (a directory is expected)" + build_hint(path),
+                         path)
     data_file = os.path.join(path, "data.mdb")
     if not os.path.isfile(data_file):
-        raise CaffeError(f"{path}: not an LMDB database (no data.mdb)")
-    # the inode tells a database rebuilt at the same path from the one already open
-    key = (os.path.realpath(path), os.stat(data_file).st_ino)
+        raise CaffeError("not an LMDB database (no data.mdb)", path)
+    # the inode tells a database rebuilt at the same path from the one already open; an
+    # environment must not cross a fork (LMDB's rule), so a forked child opens its own
+    key = (os.getpid(), os.path.realpath(path), os.stat(data_file).st_ino)
     with _ENVS_LOCK:
         env = _ENVS.get(key)
         if env is None:
+            _close_inherited(key[1:])
             try:
                 env = _lmdb().open(path, readonly=True, lock=False, readahead=False,
                                    max_readers=512, subdir=True)
             except _lmdb().Error as err:
-                raise CaffeError(f"{path}: cannot open LMDB: {err}") from None
+                raise CaffeError(f"cannot open LMDB: {err}", path) from None
             _ENVS[key] = env
         return env
 
 
+def _close_inherited(where):
+    """Close this database's environment inherited from a parent process: py-lmdb opens a
+    path once per process, and the child's copy of the parent's mapping is its own to drop
+    (read-only and lock-free, so the parent is not touched)."""
+    for key in [k for k in _ENVS if k[1:] == where and k[0] != os.getpid()]:
+        _ENVS.pop(key).close()
+
+
 class LMDBReader:
-    """Sequential reader that wraps around at the end, as Caffe's DataReader does."""
+    """Sequential reader that wraps around at the end, as Caffe's DataReader does. In a
+    forked child it reopens the database and goes on from the same record."""
 
     def __init__(self, path):
         self.path = path = os.fspath(path)
         self.env = _shared_env(path)
         self.count = self.env.stat()["entries"]
         if self.count == 0:
-            raise CaffeError(f"{path}: the database is empty")
+            raise CaffeError("the database is empty", path)
         self._txn = None
         self._cursor = None
+        self._index = 0
+        self._pid = os.getpid()
 
     def _open_cursor(self):
         # the transaction is created in the thread that reads (lock=False allows any thread)
@@ -68,16 +85,27 @@ class LMDBReader:
         self._cursor = self._txn.cursor()
         self._cursor.first()
 
+    def _follow_fork(self):
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self.env = _shared_env(self.path)
+        self._txn = self._cursor = None       # the parent's: left alone, never aborted here
+        self.seek(self._index)
+
     def seek(self, index):
         """Position at record `index` (mod count)."""
         self._open_cursor()
-        for _ in range(index % self.count):
+        self._index = index % self.count
+        for _ in range(self._index):
             self._cursor.next()
 
     def next_value(self):
+        self._follow_fork()
         if self._cursor is None:
             self._open_cursor()
         value = self._cursor.value()
+        self._index = (self._index + 1) % self.count
         if not self._cursor.next():
             self._cursor.first()
         return value
@@ -100,11 +128,11 @@ class LevelDBReader:
             raise CaffeError("LevelDB needs the leveldb extra: pip install 'caffe-lite[leveldb]'") from None
         self.path = path = os.fspath(path)
         if not os.path.isdir(path):
-            raise CaffeError(f"{path}: no such LevelDB database")
+            raise CaffeError("no such LevelDB database", path)
         self.db = plyvel.DB(path, create_if_missing=False)
         self.count = sum(1 for _ in self.db.iterator(include_value=False))
         if self.count == 0:
-            raise CaffeError(f"{path}: the database is empty")
+            raise CaffeError("the database is empty", path)
         self._it = None
 
     def seek(self, index):

@@ -5,6 +5,8 @@ mirror (a coin flip per image whenever `mirror` is set, in either phase, as Caff
 subtract the mean (`mean_file` indexed at the source pixel, or one `mean_value` per channel),
 then multiply by `scale`. `force_color` / `force_gray` act when an encoded datum is decoded.
 """
+import os
+
 import numpy as np
 
 from ..common import TEST
@@ -25,18 +27,18 @@ class DataTransformer:
             raise CaffeError("transform_param: specify either mean_file or mean_value, not both")
         self.mean_file = None
         if param.HasField("mean_file"):
-            from ..io.binary import read_blob_proto
-            from ..io.blobs import blob_proto_to_array
-            mean = blob_proto_to_array(read_blob_proto(param.mean_file))
-            self.mean_file = np.ascontiguousarray(mean.reshape(mean.shape[-3:]), np.float32)
+            self.mean_file = _read_mean_file(param.mean_file)
         self.mean_values = np.asarray(param.mean_value, np.float32)
         self._mean_cache = {}
 
     def output_shape(self, channels, height, width):
+        """The (C, h, w) of a transformed (C, H, W) image; raises if the transform cannot
+        apply to it (the layers call it at setup, where the error can name the prototxt)."""
+        self._mean(channels, height, width)
         if self.crop:
             if self.crop > height or self.crop > width:
-                raise CaffeError(f"crop_size {self.crop} is larger than the image "
-                                 f"({height}x{width})")
+                raise CaffeError(f"transform_param.crop_size {self.crop} is larger than the "
+                                 f"image ({height}x{width})")
             return channels, self.crop, self.crop
         return channels, height, width
 
@@ -49,8 +51,9 @@ class DataTransformer:
     def _build_mean(self, channels, height, width):
         if self.mean_file is not None:
             if self.mean_file.shape != (channels, height, width):
-                raise CaffeError(f"mean_file shape {self.mean_file.shape} does not match the "
-                                 f"data ({channels}, {height}, {width})")
+                raise CaffeError(f"transform_param.mean_file '{self.param.mean_file}' has shape "
+                                 f"{self.mean_file.shape}; the data is ({channels}, {height}, "
+                                 f"{width})")
             return self.mean_file
         mean = np.zeros((channels, height, width), np.float32)
         if len(self.mean_values) == 1:
@@ -87,3 +90,17 @@ class DataTransformer:
         transform_batch(images, h_off, w_off, mirror, self._mean(channels, height, width),
                         self.scale, out)
         return out
+
+
+def _read_mean_file(path):
+    """The (C, H, W) float32 mean of a .binaryproto; errors name the field that gave the path."""
+    from ..io.binary import read_blob_proto
+    from ..io.blobs import blob_proto_to_array
+    try:
+        mean = blob_proto_to_array(read_blob_proto(path))
+    except CaffeError as err:
+        from .datasets import build_hint
+        hint = "" if os.path.exists(path) else build_hint(path)
+        raise CaffeError(f"transform_param.mean_file '{path}': {err.bare_message}{hint}") \
+            from None
+    return np.ascontiguousarray(mean.reshape(mean.shape[-3:]), np.float32)

@@ -1,5 +1,6 @@
 """Prefetching data layers (Caffe's BasePrefetchingDataLayer): batches come from a background
 thread; batch k is reproducible from k, so `get_state` / `set_state` give exact resume."""
+import os
 from abc import abstractmethod
 
 import numpy as np
@@ -8,6 +9,15 @@ from ..common import rng
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer
 from .base import Layer
+
+
+def source_error(layer, field, path, err):
+    """`err`, raised opening the file or database that `field` names, as the layer's error:
+    `layer 'x' (T): data_param.source 'db': no such LMDB database`. An error at a line inside
+    the file (a list file's entry) keeps its own file:line instead."""
+    if err.path is None or err.line is not None or os.fspath(err.path) != os.fspath(path):
+        return err
+    return layer.error(f"{field} '{path}': {err.bare_message}")
 
 
 class PrefetchingDataLayer(Layer):

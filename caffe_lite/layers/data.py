@@ -9,8 +9,9 @@ import numpy as np
 
 from ..data.datum import datum_from_bytes, datum_to_array
 from ..data.db import open_reader
+from ..errors import CaffeError
 from . import register
-from .base_data import PrefetchingDataLayer
+from .base_data import PrefetchingDataLayer, source_error
 
 
 @register("Data")
@@ -23,7 +24,10 @@ class DataLayer(PrefetchingDataLayer):
         if p.batch_size <= 0:
             raise self.error("data_param.batch_size must be positive")
         self.batch_size = int(p.batch_size)
-        self.reader = open_reader(p.source, p.backend)
+        try:
+            self.reader = open_reader(p.source, p.backend)
+        except CaffeError as err:
+            raise source_error(self, "data_param.source", p.source, err) from None
         self.rand_skip = int(p.rand_skip)
         self._set_skip()
         self._next_record = None

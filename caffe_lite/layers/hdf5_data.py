@@ -20,6 +20,7 @@ from ..errors import CaffeError
 from ..log import LOG
 from . import register
 from .base import Layer
+from .base_data import source_error
 
 
 def _h5py():
@@ -58,7 +59,10 @@ class HDF5DataLayer(Layer):
         self.batch_size = int(p.batch_size)
         self.shuffle = bool(p.shuffle)
         self.names = list(self.param.top)
-        self.files = read_source_list(p.source)
+        try:
+            self.files = read_source_list(p.source)
+        except CaffeError as err:
+            raise source_error(self, "hdf5_data_param.source", p.source, err) from None
         LOG.info("Number of HDF5 files: %d", len(self.files))
         self.seed = int(rng().integers(0, 2**63 - 1))
         self._rows = {}         # file index -> row count
@@ -141,12 +145,14 @@ class HDF5DataLayer(Layer):
                 self._load()
 
     def _open(self, path):
+        # the list's paths are taken from the working directory, not from the list's folder
+        listed = f"listed in hdf5_data_param.source '{self.param.hdf5_data_param.source}'"
         if not os.path.isfile(path):
-            raise self.error(f"Failed opening HDF5 file: {path}")
+            raise self.error(f"Failed opening HDF5 file: {path} ({listed})")
         try:
             return self.h5py.File(path, "r")
         except OSError as err:
-            raise self.error(f"Failed opening HDF5 file: {path} ({err})") from None
+            raise self.error(f"Failed opening HDF5 file: {path} ({listed}: {err})") from None
 
     def _dataset(self, f, path, name):
         if name not in f:

@@ -19,7 +19,7 @@ import numpy as np
 from ..data.image import read_image, read_list_file
 from ..errors import CaffeError
 from . import register
-from .base_data import PrefetchingDataLayer
+from .base_data import PrefetchingDataLayer, source_error
 
 
 @register("ImageData")
@@ -38,7 +38,10 @@ class ImageDataLayer(PrefetchingDataLayer):
         self.is_color = bool(p.is_color)
         self.shuffle = bool(p.shuffle)
         self.root = p.root_folder
-        self.lines = read_list_file(p.source)
+        try:
+            self.lines = read_list_file(p.source)
+        except CaffeError as err:
+            raise source_error(self, "image_data_param.source", p.source, err) from None
         self.rand_skip = int(p.rand_skip)
         if self.rand_skip and self.rand_skip > len(self.lines):
             raise self.error(f"rand_skip {self.rand_skip} exceeds the {len(self.lines)} "
