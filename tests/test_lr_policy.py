@@ -122,9 +122,28 @@ def test_rate_is_float32_like_caffe():
 def test_validation(fields, field):
     p = solver_param(**fields)
     with pytest.raises(CaffeError) as err:
-        lr_policy.validate_lr_policy(p, Where("s.prototxt"))
+        lr_policy.validate_lr_policy(p, Where("s.prototxt"), iterations=1)
     assert str(err.value).startswith(f"s.prototxt: {field}: ")
     assert "\n" not in str(err.value)
+
+
+def test_solver_without_iterations_needs_only_a_known_policy(tmp_path):
+    """Caffe runs a test-only solver (max_iter 0, e.g. poly without a usable max_iter)
+    because it computes a rate only for an iteration; stepping it is then an error."""
+    from caffe_lite.solvers import get_solver
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "x" type: "DummyData" top: "x" dummy_data_param { shape { dim: 1 } } }')
+    path = tmp_path / "s.prototxt"
+    path.write_text(f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 lr_policy: "step" '
+                    'snapshot_after_train: false')
+    solver = get_solver(str(path))
+    solver.solve()
+    assert solver.iter == 0
+    with pytest.raises(CaffeError, match="lr_policy: lr_policy 'step' needs stepsize > 0"):
+        solver.step(1)
+    path.write_text(f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 lr_policy: "stpe"')
+    with pytest.raises(CaffeError, match="Unknown learning rate policy: stpe"):
+        get_solver(str(path))
 
 
 def test_registry_extension():

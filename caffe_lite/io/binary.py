@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import CaffeError
 from ..log import LOG
+from ..proto.vintages import describe_foreign_field
 from . import upgrade as _upgrade
 from .atomic import atomic_write
 
@@ -103,7 +104,7 @@ def unknown_fields(message):
         for desc, value in msg.ListFields():
             if desc.message_type is None:
                 continue
-            if _is_repeated(desc):
+            if desc.is_repeated:
                 if desc.message_type.GetOptions().map_entry:
                     continue
                 stack.extend(reversed(list(value)))
@@ -112,31 +113,11 @@ def unknown_fields(message):
     return out
 
 
-def _is_repeated(desc):
-    flag = getattr(desc, "is_repeated", None)
-    if flag is not None:
-        return flag
-    return desc.label == desc.LABEL_REPEATED
-
-
-def _describe_foreign(message_name, number):
-    try:
-        from ..proto import vintages
-    except ImportError:
-        return None
-    describe = getattr(vintages, "describe_foreign_field", None)
-    if describe is not None:
-        return describe(message_name, number)
-    table = getattr(vintages, "FOREIGN_NUMBERS", None) or getattr(vintages, "VINTAGES", {})
-    who = table.get((message_name, number)) if isinstance(table, dict) else None
-    return f"field {number} of {message_name} is from {who}" if who else None
-
-
 def check_unknown_fields(message, path):
     """Error for a field number from a known fork vintage; warning for any other unknown."""
     warned = set()
     for name, number, wire_type in unknown_fields(message):
-        foreign = _describe_foreign(name, number)
+        foreign = describe_foreign_field(name, number)
         if foreign:
             raise CaffeError(f"{foreign}; it cannot be read with this schema", path)
         if (name, number) not in warned:

@@ -359,17 +359,10 @@ def _assign(message, field, value):
     desc = message.DESCRIPTOR.fields_by_name[field]
     if desc.message_type is not None:
         getattr(message, field).CopyFrom(value)
-    elif _is_repeated(desc):
+    elif desc.is_repeated:
         getattr(message, field).append(value)
     else:
         setattr(message, field, value)
-
-
-def _is_repeated(desc):
-    flag = getattr(desc, "is_repeated", None)
-    if flag is not None:
-        return flag
-    return desc.label == desc.LABEL_REPEATED
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """Dropout (Caffe's DropoutLayer): random zeroing in TRAIN, identity in TEST.
 
-dropout_param: dropout_ratio p (0.5); scale_train (true, where the schema has it).
+dropout_param: dropout_ratio p (0.5).
   TRAIN: mask ~ Bernoulli(1 - p) from caffe_lite.common.rng(); y = x * mask * 1/(1 - p)
-  TEST:  y = x
-With scale_train false the scaling moves to TEST: TRAIN y = x * mask, TEST y = x * (1 - p).
-  dx = dy * mask * scale (TRAIN), dy * (TEST scale) (TEST)
+         dx = dy * mask * 1/(1 - p)
+  TEST:  y = x, dx = dy
 One bottom, one top; in place allowed.
 """
 import numpy as np
@@ -24,13 +23,8 @@ class DropoutLayer(Layer):
         self.ratio = p.dropout_ratio
         if not 0.0 <= self.ratio < 1.0:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}")
-        scale_train = True
-        if "scale_train" in p.DESCRIPTOR.fields_by_name:
-            scale_train = p.scale_train
         # Caffe computes 1 / (1 - p) in double and keeps it in the data type
-        scale = self.dtype.type(1.0 / (1.0 - self.ratio))
-        self.train_scale = scale if scale_train else self.dtype.type(1)
-        self.test_scale = None if scale_train else self.dtype.type(1.0 - self.ratio)
+        self.train_scale = self.dtype.type(1.0 / (1.0 - self.ratio))
 
     def reshape(self, bottom, top):
         if top[0] is not bottom[0]:
@@ -42,8 +36,6 @@ class DropoutLayer(Layer):
             self.mask = (rng().random(x.shape) < 1.0 - self.ratio).astype(self.dtype)
             np.multiply(x, self.mask, out=y)
             y *= self.train_scale
-        elif self.test_scale is not None:
-            np.multiply(x, self.test_scale, out=y)
         elif y is not x:
             np.copyto(y, x)
 
@@ -54,7 +46,5 @@ class DropoutLayer(Layer):
         if self.phase == TRAIN:
             np.multiply(dy, self.mask, out=dx)
             dx *= self.train_scale
-        elif self.test_scale is not None:
-            np.multiply(dy, self.test_scale, out=dx)
         elif dx is not dy:
             np.copyto(dx, dy)

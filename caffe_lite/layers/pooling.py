@@ -19,13 +19,10 @@ from . import register
 from .base import Layer
 from ..common import TRAIN, rng
 from ..kernels import pooling as K
+from ..proto import caffe_pb2
 
 MAX, AVE, STOCHASTIC = K.MAX, K.AVE, K.STOCHASTIC  # PoolingParameter.PoolMethod
-CEIL, FLOOR = 0, 1
-
-
-def _has(msg, field):
-    return field in msg.DESCRIPTOR.fields_by_name and msg.HasField(field)
+FLOOR = caffe_pb2.PoolingParameter.FLOOR
 
 
 @register("Pooling")
@@ -83,7 +80,7 @@ class PoolingLayer(Layer):
                                         or self.pad_w >= self.kernel_w):
             raise self.error(f"pad ({self.pad_h}, {self.pad_w}) must be smaller than the "
                              f"kernel ({self.kernel_h}, {self.kernel_w})")
-        self.ceil_mode = not (_has(p, "round_mode") and p.round_mode == FLOOR)
+        self.ceil_mode = p.round_mode != FLOOR
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes != 4:

@@ -100,14 +100,20 @@ def sigmoid(param, state):
     return _f32(param.base_lr) * (_f32(1) / (_f32(1) + e))
 
 
-def validate_lr_policy(param, where):
-    """Raise a CaffeError (via `where(field, message)`) for a policy Caffe would reject."""
+def validate_lr_policy(param, where, iterations=None):
+    """Raise a CaffeError (via `where(field, message)`) for a policy Caffe would reject.
+
+    `iterations` is how many iterations will run (max_iter by default): with none, only the
+    policy's name is checked, since Caffe reads its fields only to compute an iteration's
+    rate (cvjena's test.solver runs poly with max_iter 0)."""
     name = param.lr_policy
     if name not in LR_POLICIES:
         known = ", ".join(sorted(LR_POLICIES))
         if not name:
             raise where("lr_policy", f"lr_policy is not set (known policies: {known})")
         raise where("lr_policy", f"Unknown learning rate policy: {name} (known policies: {known})")
+    if (param.max_iter if iterations is None else iterations) <= 0:
+        return
     req = REQUIRED.get(name, ())
     if "stepsize" in req and param.stepsize <= 0:
         raise where("stepsize" if param.HasField("stepsize") else "lr_policy",
