@@ -144,6 +144,13 @@ def _copy_proto_into(blob, bp, what):
         blob.diff[...] = diff.reshape(blob.shape)
 
 
+def _shape_mismatch(layer_name, index, where, source_shape, target_shape):
+    return (f"Cannot copy param {index} weights from layer '{layer_name}'{where}; shape "
+            f"mismatch.  Source param shape is {shape_string(source_shape)}; target param "
+            f"shape is {shape_string(target_shape)}. To learn this layer's parameters from "
+            f"scratch rather than copying from a saved net, rename the layer.")
+
+
 def _layer_sources(original, filtered):
     """Index in `original.layer` of each layer of `filtered` (filtering keeps the order)."""
     out = []
@@ -157,6 +164,59 @@ def _layer_sources(original, filtered):
     return out
 
 
+# --- the net's records ------------------------------------------------------------------
+class LayerRecord:
+    """One layer and its wiring (Caffe's per-layer vectors: bottom_vecs_, top_id_vecs_, ...)."""
+    __slots__ = ("layer", "name", "where", "bottoms", "tops", "bottom_ids", "top_ids",
+                 "bottom_need_backward", "need_backward", "param_ids")
+
+    def __init__(self, layer, name, where):
+        self.layer, self.name, self.where = layer, name, where
+        self.bottoms, self.tops = [], []
+        self.bottom_ids, self.top_ids = [], []
+        self.bottom_need_backward = []
+        self.need_backward = False
+        self.param_ids = []          # net param ids of the layer's blobs
+
+
+class BlobRecord:
+    """One named blob of the net."""
+    __slots__ = ("blob", "name", "need_backward", "loss_weight")
+
+    def __init__(self, blob, name):
+        self.blob, self.name = blob, name
+        self.need_backward = False
+        self.loss_weight = 0.0
+
+
+class ParamRecord:
+    """One blob of one layer as a net param; `owner` is the net param id it shares, or -1."""
+    __slots__ = ("blob", "layer_id", "index", "display_name", "owner", "learnable_id")
+
+    def __init__(self, blob, layer_id, index, display_name):
+        self.blob, self.layer_id, self.index = blob, layer_id, index
+        self.display_name = display_name
+        self.owner = -1
+        self.learnable_id = None
+
+
+class LearnableRecord:
+    """A blob the net owns (Caffe's learnable_params_): the owner's ParamSpec (completed by
+    its sharers' lr_mult / decay_mult) and whether it is a state blob. A state blob keeps its
+    place in the solverstate history but reports lr_mult 0 and is never updated."""
+    __slots__ = ("blob", "layer_id", "index", "spec", "is_state")
+
+    def __init__(self, blob, layer_id, index, spec, is_state):
+        self.blob, self.layer_id, self.index = blob, layer_id, index
+        self.spec = caffe_pb2.ParamSpec()
+        self.spec.CopyFrom(spec)
+        self.is_state = is_state
+
+    @property
+    def lr_mult(self):
+        return 0.0 if self.is_state else float(self.spec.lr_mult)
+
+
 class Net(PycaffeNet):
     """A Caffe net. Forms (pycaffe's included):
 
@@ -164,10 +224,12 @@ class Net(PycaffeNet):
       Net(model, phase, weights=path)   Net(param=net_parameter, phase=TEST)
       Net(model, phase=TRAIN, level=0, stages=(), dtype=np.float32)
     `model` is a prototxt path or a NetParameter; `weights` a caffemodel (binary or .h5).
+    `source=(path, layer lines)` tells a Net built from a parsed `param` where its layers
+    were written (read_net_param(path, with_lines=True)), for its error messages.
     """
 
     def __init__(self, model=None, *args, weights=None, phase=None, param=None, level=None,
-                 stages=(), dtype=np.float32):
+                 stages=(), dtype=np.float32, source=None):
         for arg in args:
             if isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
                 if phase is not None:
@@ -199,6 +261,8 @@ class Net(PycaffeNet):
             param = copy.deepcopy(param)
             if net_needs_upgrade(param):
                 upgrade_net_param(param)
+            if source is not None:
+                self.source, lines = str(source[0]), source[1]
         if phase is not None:
             param.state.phase = phase
         if level is not None:
@@ -225,311 +289,308 @@ class Net(PycaffeNet):
                  text_format.MessageToString(filtered))
         param, origin = insert_splits(filtered, where)
         self.name = param.name
-        self._where = [where(o) if o is not None else (self.source, None) for o in origin]
-
-        self.layers = []
-        self.layer_names = []
-        self._blobs = []
-        self._blob_names = []
-        self.blob_need_backward = []
-        self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_id_vecs, self.top_id_vecs = [], []
-        self.bottom_need_backward = []
-        self.layer_need_backward = []
-        self.param_id_vecs = []
-        self._blob_loss_weights = []
-        self._input_blob_indices = []
-        # parameters: every layer's blobs, then the unique (owned) ones
-        self._params = []
-        self.param_owners = []
-        self.param_layer_indices = []
-        self.param_display_names = []
+        self._layer_records = []
+        self._blob_records = []
+        self._param_records = []
+        self._learnable_records = []
         self._param_names_index = {}
-        self.learnable_params = []
-        self.learnable_param_ids = []
-        self.learnable_param_owners = []
-        self.params_lr = []
-        self.params_weight_decay = []
-        self.param_specs = []
-        self._has_params_lr = []
-        self._has_params_decay = []
+        self._input_blob_indices = []
 
         name_to_idx = {}
         available = set()
         memory_used = 0
         for layer_id, lp in enumerate(param.layer):
-            path, line = self._where[layer_id]
-            if not lp.HasField("phase"):
-                lp.phase = self.phase
-            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
-                raise CaffeError(f"layer '{lp.name}': propagate_down must be specified either "
-                                 f"0 or bottom_size ({len(lp.bottom)}) times, got "
-                                 f"{len(lp.propagate_down)}", path=path, line=line)
-            # The layer gets its own copy, as in Caffe (BatchNorm, e.g., appends param specs).
-            own = caffe_pb2.LayerParameter()
-            own.CopyFrom(lp)
-            layer = create_layer(own, lp.phase, self.dtype,
-                                 where=(path, line) if path else None)
-            self.layers.append(layer)
-            self.layer_names.append(lp.name)
-            LOG.info("Creating Layer %s", lp.name)
-            self.bottom_vecs.append([])
-            self.top_vecs.append([])
-            self.bottom_id_vecs.append([])
-            self.top_id_vecs.append([])
-            self.bottom_need_backward.append([])
-            self.param_id_vecs.append([])
-            need_backward = False
-
-            for bottom_id, name in enumerate(lp.bottom):
-                if name not in available:
-                    raise CaffeError(f"Unknown bottom blob '{name}' (layer '{lp.name}', "
-                                     f"bottom index {bottom_id})", path=path, line=line)
-                blob_id = name_to_idx[name]
-                LOG.info("%s <- %s", lp.name, name)
-                self.bottom_vecs[layer_id].append(self._blobs[blob_id])
-                self.bottom_id_vecs[layer_id].append(blob_id)
-                available.discard(name)
-                need = self.blob_need_backward[blob_id]
-                if len(lp.propagate_down):
-                    need = bool(lp.propagate_down[bottom_id])
-                self.bottom_need_backward[layer_id].append(need)
-                need_backward |= self.blob_need_backward[blob_id]
-
+            rec = self._create_layer(lp, where(origin[layer_id]) if origin[layer_id] is not None
+                                     else (self.source, None))
+            self._layer_records.append(rec)
+            need_backward = self._wire_bottoms(rec, lp, available, name_to_idx)
             for top_id in range(len(lp.top)):
-                self._append_top(lp, layer_id, top_id, available, name_to_idx)
+                self._append_top(rec, lp, top_id, available, name_to_idx)
                 if lp.type == "Input":
-                    self._input_blob_indices.append(len(self._blobs) - 1)
-            if layer.auto_top_blobs:
-                needed = max(layer.min_top or 0, layer.exact_num_top or 0)
+                    self._input_blob_indices.append(len(self._blob_records) - 1)
+            if rec.layer.auto_top_blobs:
+                needed = max(rec.layer.min_top or 0, rec.layer.exact_num_top or 0)
                 for top_id in range(len(lp.top), needed):
-                    self._append_top(lp, layer_id, top_id, None, None)
-
-            try:
-                layer.setup(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
-            except CaffeError as err:
-                if err.path is None and path is not None:
-                    raise CaffeError(err.bare_message, path=path, line=line) from err
-                raise
-            LOG.info("Setting up %s", lp.name)
-            for top_id, top in enumerate(self.top_vecs[layer_id]):
-                blob_id = self.top_id_vecs[layer_id][top_id]
-                if len(self._blob_loss_weights) <= blob_id:
-                    self._blob_loss_weights.extend(
-                        [0.0] * (blob_id + 1 - len(self._blob_loss_weights)))
-                weight = layer.loss(top_id)
-                self._blob_loss_weights[blob_id] = weight
-                LOG.info("Top shape: %s", shape_string(top.shape))
-                if weight:
-                    LOG.info("    with loss weight %g", weight)
-                memory_used += top.count
+                    self._append_top(rec, lp, top_id, None, None)
+            self._setup_layer(rec, lp)
+            memory_used += sum(top.count for top in rec.tops)
             LOG.info("Memory required for data: %d", memory_used * self.dtype.itemsize)
-
-            num_param_blobs = len(layer.blobs)
-            if len(lp.param) > num_param_blobs:
-                raise CaffeError(f"Too many params specified for layer {lp.name} "
-                                 f"({len(lp.param)} param specs, {num_param_blobs} blobs)",
-                                 path=path, line=line)
-            if len(layer.param_propagate_down) != num_param_blobs:
-                layer.param_propagate_down = [True] * num_param_blobs
-            for param_id in range(num_param_blobs):
-                spec = lp.param[param_id] if param_id < len(lp.param) else caffe_pb2.ParamSpec()
-                need = spec.lr_mult != 0
-                need_backward |= need
-                layer.param_propagate_down[param_id] = need
-            for param_id in range(num_param_blobs):
-                self._append_param(layer_id, param_id)
-            self.layer_need_backward.append(need_backward)
+            need_backward |= self._append_params(layer_id, rec, lp)
+            rec.need_backward = need_backward
             if need_backward:
-                for blob_id in self.top_id_vecs[layer_id]:
-                    self.blob_need_backward[blob_id] = True
+                for blob_id in rec.top_ids:
+                    self._blob_records[blob_id].need_backward = True
 
         self._prune_backward()
         if param.force_backward:
-            for layer_id, layer in enumerate(self.layers):
-                self.layer_need_backward[layer_id] = True
-                for bottom_id, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
-                    need = (self.bottom_need_backward[layer_id][bottom_id]
-                            or layer.allow_force_backward(bottom_id))
-                    self.bottom_need_backward[layer_id][bottom_id] = need
-                    self.blob_need_backward[blob_id] = self.blob_need_backward[blob_id] or need
-                layer.param_propagate_down = [True] * len(layer.blobs)
+            self._force_backward()
 
-        self._output_blob_indices = []
+        self._output_blob_indices = [name_to_idx[name] for name in sorted(available)]
         for name in sorted(available):
             LOG.info("This network produces output %s", name)
-            self._output_blob_indices.append(name_to_idx[name])
-        self._blob_names_index = {n: i for i, n in enumerate(self._blob_names)}
+        self._blob_names_index = {b.name: i for i, b in enumerate(self._blob_records)}
         # first match, as the linear searches of CopyTrainedLayersFrom / ShareTrainedLayersWith
         self._layer_names_index = {}
-        for i, n in enumerate(self.layer_names):
-            self._layer_names_index.setdefault(n, i)
+        for i, rec in enumerate(self._layer_records):
+            self._layer_names_index.setdefault(rec.name, i)
         self._share_weights()
         self.debug_info = bool(param.debug_info)
         self.net_param = param
         self._build_views()
         LOG.info("Network initialization done.")
 
-    def _append_top(self, lp, layer_id, top_id, available, name_to_idx):
+    def _create_layer(self, lp, where):
+        path, line = where
+        if not lp.HasField("phase"):
+            lp.phase = self.phase
+        if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+            raise CaffeError(f"layer '{lp.name}': propagate_down must be specified either "
+                             f"0 or bottom_size ({len(lp.bottom)}) times, got "
+                             f"{len(lp.propagate_down)}", path=path, line=line)
+        # The layer gets its own copy, as in Caffe (BatchNorm, e.g., appends param specs).
+        own = caffe_pb2.LayerParameter()
+        own.CopyFrom(lp)
+        layer = create_layer(own, lp.phase, self.dtype, where=where if path else None)
+        LOG.info("Creating Layer %s", lp.name)
+        return LayerRecord(layer, lp.name, where)
+
+    def _wire_bottoms(self, rec, lp, available, name_to_idx):
+        """Connect the layer's bottoms; returns whether one of them needs backward."""
+        path, line = rec.where
+        need_backward = False
+        for bottom_id, name in enumerate(lp.bottom):
+            if name not in available:
+                raise CaffeError(f"Unknown bottom blob '{name}' (layer '{lp.name}', "
+                                 f"bottom index {bottom_id})", path=path, line=line)
+            blob_id = name_to_idx[name]
+            LOG.info("%s <- %s", lp.name, name)
+            blob_rec = self._blob_records[blob_id]
+            rec.bottoms.append(blob_rec.blob)
+            rec.bottom_ids.append(blob_id)
+            available.discard(name)
+            need = blob_rec.need_backward
+            if len(lp.propagate_down):
+                need = bool(lp.propagate_down[bottom_id])
+            rec.bottom_need_backward.append(need)
+            need_backward |= blob_rec.need_backward
+        return need_backward
+
+    def _setup_layer(self, rec, lp):
+        path, line = rec.where
+        try:
+            rec.layer.setup(rec.bottoms, rec.tops)
+        except CaffeError as err:
+            if path is not None and str(err.path) == str(path):
+                raise
+            # Keep the message's own file (an LMDB, a mean_file) and add the prototxt
+            # line and the layer that asked for it: the user needs both to fix it.
+            named = f"layer '{lp.name}' ({lp.type}): "
+            message = str(err)
+            if not message.startswith(named):
+                message = named + message
+            raise CaffeError(message, path=path, line=line) from err
+        LOG.info("Setting up %s", lp.name)
+        for top_id, (top, blob_id) in enumerate(zip(rec.tops, rec.top_ids)):
+            weight = rec.layer.loss(top_id)
+            self._blob_records[blob_id].loss_weight = weight
+            LOG.info("Top shape: %s", shape_string(top.shape))
+            if weight:
+                LOG.info("    with loss weight %g", weight)
+
+    def _append_top(self, rec, lp, top_id, available, name_to_idx):
         name = lp.top[top_id] if top_id < len(lp.top) else "(automatic)"
-        path, line = self._where[layer_id]
+        path, line = rec.where
         if name_to_idx is not None and top_id < len(lp.bottom) and name == lp.bottom[top_id]:
             LOG.info("%s -> %s (in-place)", lp.name, name)
             blob_id = name_to_idx[name]
-            self.top_vecs[layer_id].append(self._blobs[blob_id])
-            self.top_id_vecs[layer_id].append(blob_id)
         elif name_to_idx is not None and name in name_to_idx:
             raise CaffeError(f"Top blob '{name}' produced by multiple sources "
                              f"(layer '{lp.name}')", path=path, line=line)
         else:
             LOG.info("%s -> %s", lp.name, name)
-            blob = Blob((), self.dtype)
-            blob_id = len(self._blobs)
-            self._blobs.append(blob)
-            self._blob_names.append(name)
-            self.blob_need_backward.append(False)
+            blob_id = len(self._blob_records)
+            self._blob_records.append(BlobRecord(Blob((), self.dtype), name))
             if name_to_idx is not None:
                 name_to_idx[name] = blob_id
-            self.top_id_vecs[layer_id].append(blob_id)
-            self.top_vecs[layer_id].append(blob)
+        rec.tops.append(self._blob_records[blob_id].blob)
+        rec.top_ids.append(blob_id)
         if available is not None:
             available.add(name)
 
-    def _append_param(self, layer_id, param_id):
-        layer = self.layers[layer_id]
-        lp = layer.param          # the layer's own copy, as Caffe's AppendParam reads it
-        path, line = self._where[layer_id]
-        specs = lp.param
-        param_name = specs[param_id].name if param_id < len(specs) else ""
-        self.param_display_names.append(param_name or str(param_id))
-        net_param_id = len(self._params)
-        blob = layer.blobs[param_id]
-        self._params.append(blob)
-        self.param_id_vecs[layer_id].append(net_param_id)
-        self.param_layer_indices.append((layer_id, param_id))
-        spec = specs[param_id] if param_id < len(specs) else caffe_pb2.ParamSpec()
+    def _append_params(self, layer_id, rec, lp):
+        """Register the layer's blobs as net params; returns whether one needs backward.
+
+        As Caffe's Net::Init, a blob makes the layer need backward when the NET's copy of its
+        ParamSpec has lr_mult != 0, while params_lr and the solver read the layer's own copy
+        (which BatchNorm may have completed); a state blob never gets a gradient itself."""
+        layer = rec.layer
+        num_blobs = len(layer.blobs)
+        if len(lp.param) > num_blobs:
+            path, line = rec.where
+            raise CaffeError(f"Too many params specified for layer {lp.name} "
+                             f"({len(lp.param)} param specs, {num_blobs} blobs)",
+                             path=path, line=line)
+        own_specs = layer.param.param
+        need_backward = False
+        layer.param_propagate_down = [False] * num_blobs
+        for index in range(num_blobs):
+            need = index >= len(lp.param) or lp.param[index].lr_mult != 0
+            need_backward |= need
+            layer.param_propagate_down[index] = need and not layer.is_state_blob(index)
+            own = own_specs[index] if index < len(own_specs) else caffe_pb2.ParamSpec()
+            self._append_param(layer_id, rec, index, own)
+        return need_backward
+
+    def _append_param(self, layer_id, rec, index, spec):
+        layer = rec.layer
+        path, line = rec.where
+        param_name = spec.name
+        net_param_id = len(self._param_records)
+        blob = layer.blobs[index]
+        rec.param_ids.append(net_param_id)
+        record = ParamRecord(blob, layer_id, index, param_name or str(index))
+        self._param_records.append(record)
         if not param_name or param_name not in self._param_names_index:
             # This layer owns the blob: it is anonymous or the first use of its name.
-            self.param_owners.append(-1)
             if param_name:
                 self._param_names_index[param_name] = net_param_id
-            self.learnable_param_ids.append(len(self.learnable_params))
-            self.learnable_params.append(blob)
-            self.learnable_param_owners.append((layer_id, param_id))
-            self._has_params_lr.append(spec.HasField("lr_mult"))
-            self._has_params_decay.append(spec.HasField("decay_mult"))
-            self.params_lr.append(float(spec.lr_mult))
-            self.params_weight_decay.append(float(spec.decay_mult))
-            own = caffe_pb2.ParamSpec()
-            own.CopyFrom(spec)
-            self.param_specs.append(own)
+            record.learnable_id = len(self._learnable_records)
+            self._learnable_records.append(
+                LearnableRecord(blob, layer_id, index, spec, layer.is_state_blob(index)))
             return
         owner_net_id = self._param_names_index[param_name]
-        self.param_owners.append(owner_net_id)
-        owner_layer_id, owner_param_id = self.param_layer_indices[owner_net_id]
-        owner_name = self.layer_names[owner_layer_id]
+        record.owner = owner_net_id
+        owner_record = self._param_records[owner_net_id]
+        owner_name = self._layer_records[owner_record.layer_id].name
         LOG.info("Sharing parameters '%s' owned by layer '%s', param index %d",
-                 param_name, owner_name, owner_param_id)
-        owner = self.layers[owner_layer_id].blobs[owner_param_id]
+                 param_name, owner_name, owner_record.index)
+        owner = owner_record.blob
         if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
             if blob.count != owner.count:
                 raise CaffeError(
                     f"Cannot share param '{param_name}' owned by layer '{owner_name}' with "
-                    f"layer '{lp.name}'; count mismatch.  Owner layer param shape is "
+                    f"layer '{rec.name}'; count mismatch.  Owner layer param shape is "
                     f"{shape_string(owner.shape)}; sharing layer shape is "
                     f"{shape_string(blob.shape)}", path=path, line=line)
         elif blob.shape != owner.shape:
             raise CaffeError(
                 f"Cannot share param '{param_name}' owned by layer '{owner_name}' with "
-                f"layer '{lp.name}'; shape mismatch.  Owner layer param shape is "
+                f"layer '{rec.name}'; shape mismatch.  Owner layer param shape is "
                 f"{shape_string(owner.shape)}; sharing layer expects shape "
                 f"{shape_string(blob.shape)}", path=path, line=line)
-        lid = self.learnable_param_ids[owner_net_id]
-        self.learnable_param_ids.append(lid)
-        if spec.HasField("lr_mult"):
-            if self._has_params_lr[lid]:
-                if spec.lr_mult != self.params_lr[lid]:
-                    raise CaffeError(f"Shared param '{param_name}' has mismatched lr_mult "
-                                     f"({spec.lr_mult} in layer '{lp.name}', "
-                                     f"{self.params_lr[lid]} in its owner)",
+        record.learnable_id = owner_record.learnable_id
+        learnable = self._learnable_records[record.learnable_id]
+        for field in ("lr_mult", "decay_mult"):
+            if not spec.HasField(field):
+                continue
+            if learnable.spec.HasField(field):
+                if getattr(spec, field) != getattr(learnable.spec, field):
+                    raise CaffeError(f"Shared param '{param_name}' has mismatched {field} "
+                                     f"({getattr(spec, field)} in layer '{rec.name}', "
+                                     f"{getattr(learnable.spec, field)} in its owner)",
                                      path=path, line=line)
             else:
-                self._has_params_lr[lid] = True
-                self.params_lr[lid] = float(spec.lr_mult)
-                self.param_specs[lid].lr_mult = spec.lr_mult
-        if spec.HasField("decay_mult"):
-            if self._has_params_decay[lid]:
-                if spec.decay_mult != self.params_weight_decay[lid]:
-                    raise CaffeError(f"Shared param '{param_name}' has mismatched decay_mult "
-                                     f"({spec.decay_mult} in layer '{lp.name}', "
-                                     f"{self.params_weight_decay[lid]} in its owner)",
-                                     path=path, line=line)
-            else:
-                self._has_params_decay[lid] = True
-                self.params_weight_decay[lid] = float(spec.decay_mult)
-                self.param_specs[lid].decay_mult = spec.decay_mult
+                setattr(learnable.spec, field, getattr(spec, field))
 
     def _prune_backward(self):
         """Skip backward for layers that do not lead to a loss or whose tops nobody
         propagates into (Caffe's second pass over the layers, last to first)."""
         under_loss = set()
         skip_backprop = set()
-        for layer_id in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[layer_id]
+        for rec in reversed(self._layer_records):
             contributes = False
             skip = True
-            for top_id, blob_id in enumerate(self.top_id_vecs[layer_id]):
-                name = self._blob_names[blob_id]
-                if layer.loss(top_id) or name in under_loss:
+            for top_id, blob_id in enumerate(rec.top_ids):
+                name = self._blob_records[blob_id].name
+                if rec.layer.loss(top_id) or name in under_loss:
                     contributes = True
                 if name not in skip_backprop:
                     skip = False
                 if contributes and not skip:
                     break
-            if self.layer_need_backward[layer_id] and skip:
-                self.layer_need_backward[layer_id] = False
-                self.bottom_need_backward[layer_id] = \
-                    [False] * len(self.bottom_need_backward[layer_id])
+            if rec.need_backward and skip:
+                rec.need_backward = False
+                rec.bottom_need_backward = [False] * len(rec.bottom_need_backward)
             if not contributes:
-                self.layer_need_backward[layer_id] = False
-            if self.layer_need_backward[layer_id]:
-                LOG.info("%s needs backward computation.", self.layer_names[layer_id])
+                rec.need_backward = False
+            if rec.need_backward:
+                LOG.info("%s needs backward computation.", rec.name)
             else:
-                LOG.info("%s does not need backward computation.", self.layer_names[layer_id])
-            for bottom_id, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
-                name = self._blob_names[blob_id]
+                LOG.info("%s does not need backward computation.", rec.name)
+            for bottom_id, blob_id in enumerate(rec.bottom_ids):
+                name = self._blob_records[blob_id].name
                 if contributes:
                     under_loss.add(name)
                 else:
-                    self.bottom_need_backward[layer_id][bottom_id] = False
-                if not self.bottom_need_backward[layer_id][bottom_id]:
+                    rec.bottom_need_backward[bottom_id] = False
+                if not rec.bottom_need_backward[bottom_id]:
                     skip_backprop.add(name)
 
+    def _force_backward(self):
+        """force_backward: every layer runs backward into every bottom it allows, and every
+        learnable blob gets its gradient (state blobs never do)."""
+        for rec in self._layer_records:
+            rec.need_backward = True
+            for bottom_id, blob_id in enumerate(rec.bottom_ids):
+                need = (rec.bottom_need_backward[bottom_id]
+                        or rec.layer.allow_force_backward(bottom_id))
+                rec.bottom_need_backward[bottom_id] = need
+                blob_rec = self._blob_records[blob_id]
+                blob_rec.need_backward = blob_rec.need_backward or need
+            layer = rec.layer
+            layer.param_propagate_down = [not layer.is_state_blob(i)
+                                          for i in range(len(layer.blobs))]
+
     def _share_weights(self):
-        for net_id, owner in enumerate(self.param_owners):
-            if owner >= 0:
-                self._params[net_id].share_data(self._params[owner])
-                self._params[net_id].share_diff(self._params[owner])
+        for record in self._param_records:
+            if record.owner >= 0:
+                owner = self._param_records[record.owner].blob
+                record.blob.share_data(owner)
+                record.blob.share_diff(owner)
 
     def _build_views(self):
-        self.blobs = OrderedDict(zip(self._blob_names, self._blobs))
-        self.params = OrderedDict((name, layer.blobs)
-                                  for name, layer in zip(self.layer_names, self.layers)
-                                  if layer.blobs)
-        self.layer_dict = OrderedDict(zip(self.layer_names, self.layers))
-        self.inputs = [self._blob_names[i] for i in self._input_blob_indices]
-        self.outputs = [self._blob_names[i] for i in self._output_blob_indices]
+        """pycaffe's and Caffe's per-layer, per-blob and per-param vectors, read from the
+        records (which do not change after Init)."""
+        layers, blobs = self._layer_records, self._blob_records
+        params, learnables = self._param_records, self._learnable_records
+        self.layers = [r.layer for r in layers]
+        self.layer_names = [r.name for r in layers]
+        self.bottom_vecs = [r.bottoms for r in layers]
+        self.top_vecs = [r.tops for r in layers]
+        self.bottom_id_vecs = [r.bottom_ids for r in layers]
+        self.top_id_vecs = [r.top_ids for r in layers]
+        self.bottom_need_backward = [r.bottom_need_backward for r in layers]
+        self.layer_need_backward = [r.need_backward for r in layers]
+        self.param_id_vecs = [r.param_ids for r in layers]
+        self._blob_names = [b.name for b in blobs]
+        self._blob_loss_weights = [b.loss_weight for b in blobs]
+        self.blob_need_backward = [b.need_backward for b in blobs]
+        self.param_owners = [p.owner for p in params]
+        self.param_layer_indices = [(p.layer_id, p.index) for p in params]
+        self.param_display_names = [p.display_name for p in params]
+        self.learnable_params = [p.blob for p in learnables]
+        self.learnable_param_owners = [(p.layer_id, p.index) for p in learnables]
+        self.learnable_is_state = [p.is_state for p in learnables]
+        self.param_specs = [p.spec for p in learnables]
+        self.params_lr = [p.lr_mult for p in learnables]
+        self.params_weight_decay = [float(p.spec.decay_mult) for p in learnables]
+        self.blobs = OrderedDict((b.name, b.blob) for b in blobs)
+        self.params = OrderedDict((r.name, r.layer.blobs) for r in layers if r.layer.blobs)
+        self.layer_dict = OrderedDict((r.name, r.layer) for r in layers)
+        self.inputs = [blobs[i].name for i in self._input_blob_indices]
+        self.outputs = [blobs[i].name for i in self._output_blob_indices]
 
     # --- forward / backward ---------------------------------------------------------------
     def forward_from_to(self, start, end):
         """Run layers start..end (inclusive); returns the summed weighted loss."""
-        if start < 0 or end >= len(self.layers):
+        if start < 0 or end >= len(self._layer_records):
             raise IndexError(f"forward_from_to({start}, {end}) out of range for "
-                             f"{len(self.layers)} layers")
+                             f"{len(self._layer_records)} layers")
         loss = 0.0
         with blas_single_threaded():
             for i in range(start, end + 1):
-                loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+                rec = self._layer_records[i]
+                loss += rec.layer.forward(rec.bottoms, rec.tops)
                 if self.debug_info:
                     self._forward_debug_info(i)
         return loss
@@ -546,14 +607,14 @@ class Net(PycaffeNet):
 
     def backward_from_to(self, start, end):
         """Backward through layers start down to end (inclusive)."""
-        if end < 0 or start >= len(self.layers):
+        if end < 0 or start >= len(self._layer_records):
             raise IndexError(f"backward_from_to({start}, {end}) out of range for "
-                             f"{len(self.layers)} layers")
+                             f"{len(self._layer_records)} layers")
         with blas_single_threaded():
             for i in range(start, end - 1, -1):
-                if self.layer_need_backward[i]:
-                    self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
-                                            self.bottom_vecs[i])
+                rec = self._layer_records[i]
+                if rec.need_backward:
+                    rec.layer.backward(rec.tops, rec.bottom_need_backward, rec.bottoms)
                     if self.debug_info:
                         self._backward_debug_info(i)
 
@@ -588,48 +649,34 @@ class Net(PycaffeNet):
         self.backward_from_to(start, end)
 
     def reshape(self):
-        for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
-            layer.reshape(bottom, top)
+        for rec in self._layer_records:
+            rec.layer.reshape(rec.bottoms, rec.tops)
 
     # --- debug info -----------------------------------------------------------------------
     def _forward_debug_info(self, layer_id):
-        name = self.layer_names[layer_id]
-        for blob, blob_id in zip(self.top_vecs[layer_id], self.top_id_vecs[layer_id]):
-            LOG.info("    [Forward] Layer %s, top blob %s data: %g", name,
-                     self._blob_names[blob_id], blob.asum_data() / max(blob.count, 1))
-        for blob, net_id in zip(self.layers[layer_id].blobs, self.param_id_vecs[layer_id]):
-            LOG.info("    [Forward] Layer %s, param blob %s data: %g", name,
-                     self.param_display_names[net_id], blob.asum_data() / max(blob.count, 1))
+        rec = self._layer_records[layer_id]
+        for blob, blob_id in zip(rec.tops, rec.top_ids):
+            LOG.info("    [Forward] Layer %s, top blob %s data: %g", rec.name,
+                     self._blob_records[blob_id].name, blob.asum_data() / max(blob.count, 1))
+        for blob, net_id in zip(rec.layer.blobs, rec.param_ids):
+            LOG.info("    [Forward] Layer %s, param blob %s data: %g", rec.name,
+                     self._param_records[net_id].display_name,
+                     blob.asum_data() / max(blob.count, 1))
 
     def _backward_debug_info(self, layer_id):
-        name = self.layer_names[layer_id]
-        for bottom_id, blob in enumerate(self.bottom_vecs[layer_id]):
-            if not self.bottom_need_backward[layer_id][bottom_id]:
+        rec = self._layer_records[layer_id]
+        for bottom_id, blob in enumerate(rec.bottoms):
+            if not rec.bottom_need_backward[bottom_id]:
                 continue
-            blob_name = self._blob_names[self.bottom_id_vecs[layer_id][bottom_id]]
-            LOG.info("    [Backward] Layer %s, bottom blob %s diff: %g", name, blob_name,
+            blob_name = self._blob_records[rec.bottom_ids[bottom_id]].name
+            LOG.info("    [Backward] Layer %s, bottom blob %s diff: %g", rec.name, blob_name,
                      blob.asum_diff() / max(blob.count, 1))
-        layer = self.layers[layer_id]
+        layer = rec.layer
         for param_id, blob in enumerate(layer.blobs):
             if not layer.param_propagate_down[param_id]:
                 continue
-            LOG.info("    [Backward] Layer %s, param blob %d diff: %g", name, param_id,
+            LOG.info("    [Backward] Layer %s, param blob %d diff: %g", rec.name, param_id,
                      blob.asum_diff() / max(blob.count, 1))
-
-    def update_debug_info(self, net_param_id):
-        blob = self._params[net_param_id]
-        owner = self.param_owners[net_param_id]
-        layer_name = self.layer_names[self.param_layer_indices[net_param_id][0]]
-        display = self.param_display_names[net_param_id]
-        diff = blob.asum_diff() / max(blob.count, 1)
-        if owner < 0:
-            LOG.info("    [Update] Layer %s, param %s data: %g; diff: %g", layer_name, display,
-                     blob.asum_data() / max(blob.count, 1), diff)
-        else:
-            owner_layer = self.layer_names[self.param_layer_indices[owner][0]]
-            LOG.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) "
-                     "diff: %g", layer_name, display, owner_layer,
-                     self.param_display_names[owner], diff)
 
     # --- parameters -----------------------------------------------------------------------
     def clear_param_diffs(self):
@@ -637,27 +684,30 @@ class Net(PycaffeNet):
             p.diff[...] = 0
 
     def update(self):
-        for p in self.learnable_params:
-            p.update()
+        """w -= diff for every learnable blob; state blobs are never updated."""
+        for rec in self._learnable_records:
+            if not rec.is_state:
+                rec.blob.update()
 
     def share_trained_layers_with(self, other):
-        """Alias the parameter data of same-named layers of `other` (a test net shares the
-        train net's weights this way)."""
+        """Alias the blobs' data of same-named layers of `other` (a test net shares the
+        train net's weights and state this way)."""
         for source_name, source in zip(other.layer_names, other.layers):
-            target_id = self._layer_names_index.get(source_name)
-            if target_id is None:
-                LOG.info("Ignoring source layer %s", source_name)
+            rec = self._target_layer(source_name)
+            if rec is None:
                 continue
-            target = self.layers[target_id].blobs
+            target = rec.layer.blobs
             if len(target) != len(source.blobs):
-                raise CaffeError(f"Incompatible number of blobs for layer {source_name}: "
-                                 f"source has {len(source.blobs)}, target has {len(target)}")
+                raise self._layer_error(rec, f"Incompatible number of blobs for layer "
+                                             f"{source_name}: source has "
+                                             f"{len(source.blobs)}, target has {len(target)}")
             for j, (t, s) in enumerate(zip(target, source.blobs)):
                 if t.shape != s.shape:
-                    raise CaffeError(
-                        f"Cannot share param {j} weights from layer '{source_name}'; shape "
-                        f"mismatch.  Source param shape is {shape_string(s.shape)}; target "
-                        f"param shape is {shape_string(t.shape)}")
+                    raise self._layer_error(
+                        rec, f"Cannot share param {j} weights from layer '{source_name}'; "
+                             f"shape mismatch.  Source param shape is "
+                             f"{shape_string(s.shape)}; target param shape is "
+                             f"{shape_string(t.shape)}")
                 t.share_data(s)
 
     share_with = share_trained_layers_with
@@ -667,22 +717,14 @@ class Net(PycaffeNet):
         where = f" (from {source})" if source else ""
         layers = param.layer if len(param.layer) else param.layers
         for src in layers:
-            target_id = self._layer_names_index.get(src.name)
-            if target_id is None:
-                LOG.info("Ignoring source layer %s", src.name)
+            rec = self._target_layer(src.name)
+            if rec is None:
                 continue
-            target = self.layers[target_id].blobs
-            if len(target) != len(src.blobs):
-                raise CaffeError(f"Incompatible number of blobs for layer {src.name}{where}: "
-                                 f"source has {len(src.blobs)}, target has {len(target)}")
-            for j, (t, bp) in enumerate(zip(target, src.blobs)):
+            self._check_blob_count(rec, len(src.blobs), where)
+            for j, (t, bp) in enumerate(zip(rec.layer.blobs, src.blobs)):
                 if not _proto_shape_equals(t.shape, bp):
-                    raise CaffeError(
-                        f"Cannot copy param {j} weights from layer '{src.name}'{where}; shape "
-                        f"mismatch.  Source param shape is {shape_string(blob_shape(bp))}; "
-                        f"target param shape is {shape_string(t.shape)}. To learn this "
-                        f"layer's parameters from scratch rather than copying from a saved "
-                        f"net, rename the layer.")
+                    raise self._layer_error(rec, _shape_mismatch(
+                        src.name, j, where, blob_shape(bp), t.shape))
                 _copy_proto_into(t, bp, f"layer '{src.name}' param {j}{where}")
 
     def copy_from(self, path):
@@ -696,29 +738,51 @@ class Net(PycaffeNet):
     def _copy_from_hdf5(self, path):
         """Caffe's CopyTrainedLayersFromHDF5: /data/<layer>/<j>; a missing dataset is fine only
         for a parameter shared from another layer (ToHDF5 writes owners only)."""
+        where = f" (from {path})"
         for name, arrays in read_net_hdf5(path):
-            target_id = self._layer_names_index.get(name)
-            if target_id is None:
-                LOG.info("Ignoring source layer %s", name)
+            rec = self._target_layer(name)
+            if rec is None:
                 continue
-            target = self.layers[target_id].blobs
-            held = sum(a is not None for a in arrays)
-            if len(arrays) > len(target):
-                raise CaffeError(f"Incompatible number of blobs for layer {name} (from "
-                                 f"{path}): source has {held}, target has {len(target)}")
-            for j, blob in enumerate(target):
+            blobs = rec.layer.blobs
+            if len(arrays) > len(blobs):
+                self._check_blob_count(rec, len(arrays), where)
+            optional = rec.layer.optional_blobs_from
+            for j, blob in enumerate(blobs):
                 arr = arrays[j] if j < len(arrays) else None
                 if arr is None:
-                    if self.param_owners[self.param_id_vecs[target_id][j]] != -1:
+                    shared = self._param_records[rec.param_ids[j]].owner != -1
+                    if shared or (optional is not None and j >= optional):
                         continue
-                    raise CaffeError(f"Incompatible number of blobs for layer {name} (from "
-                                     f"{path}): param {j} is missing")
+                    raise self._layer_error(rec, f"Incompatible number of blobs for layer "
+                                                 f"{name}{where}: param {j} is missing")
                 if arr.shape != blob.shape:
-                    raise CaffeError(
-                        f"Cannot copy param {j} weights from layer '{name}' (from {path}); "
-                        f"shape mismatch.  Source param shape is {shape_string(arr.shape)}; "
-                        f"target param shape is {shape_string(blob.shape)}")
+                    raise self._layer_error(rec, _shape_mismatch(name, j, where, arr.shape,
+                                                                 blob.shape))
                 blob.data[...] = arr
+
+    def _target_layer(self, name):
+        layer_id = self._layer_names_index.get(name)
+        if layer_id is None:
+            LOG.info("Ignoring source layer %s", name)
+            return None
+        return self._layer_records[layer_id]
+
+    def _check_blob_count(self, rec, count, where):
+        """A caffemodel holds every blob of the layer, or (when the layer allows it) at least
+        the leading ones before its optional state blobs, which then keep their values."""
+        layer = rec.layer
+        total = len(layer.blobs)
+        least = total if layer.optional_blobs_from is None else layer.optional_blobs_from
+        if not least <= count <= total:
+            raise self._layer_error(rec, f"Incompatible number of blobs for layer "
+                                         f"{rec.name}{where}: source has {count}, target "
+                                         f"has {total}")
+
+    def _layer_error(self, rec, message):
+        """A CaffeError at the layer's prototxt line that names the layer."""
+        path, line = rec.where
+        return CaffeError(f"layer '{rec.name}' ({rec.layer.type}): {message}", path=path,
+                          line=line)
 
     load_hdf5 = _copy_from_hdf5
 
@@ -759,7 +823,7 @@ class Net(PycaffeNet):
         if i is None:
             LOG.warning("Unknown blob name %s", name)
             return None
-        return self._blobs[i]
+        return self._blob_records[i].blob
 
     def has_layer(self, name):
         return name in self._layer_names_index
@@ -773,11 +837,11 @@ class Net(PycaffeNet):
 
     @property
     def input_blobs(self):
-        return [self._blobs[i] for i in self._input_blob_indices]
+        return [self._blob_records[i].blob for i in self._input_blob_indices]
 
     @property
     def output_blobs(self):
-        return [self._blobs[i] for i in self._output_blob_indices]
+        return [self._blob_records[i].blob for i in self._output_blob_indices]
 
     def __repr__(self):
         return f"Net(name={self.name!r}, layers={len(self.layers)}, phase={self.phase})"

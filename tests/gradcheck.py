@@ -130,3 +130,26 @@ def check_gradient_exhaustive(layer, bottom, top, check_bottom=None, check_param
             scale = max(abs(analytic), abs(numeric), 1.0)
             assert abs(analytic - numeric) <= threshold * scale, (
                 f"{layer.type} {name}[{k}]: analytic {analytic!r} vs numeric {numeric!r}")
+
+
+def f32_magnitudes(text, x, dy, build):
+    """Forward and backward of the float64 layer on |x|, |params| and |dy|: for a linear
+    layer (convolution, inner product) each output is then the sum of the absolute terms
+    that the float32 layer adds up, which bounds its rounding error."""
+    layer, bottom, top = build(text, np.abs(x), np.float64)
+    for blob in layer.blobs:
+        blob.data[...] = np.abs(blob.data)
+    layer.forward(bottom, top)
+    top[0].diff[...] = np.abs(dy)
+    layer.backward(top, [True], bottom)
+    return top[0].data, bottom[0].diff, [blob.diff for blob in layer.blobs]
+
+
+def assert_f32_sum_close(got, want, magnitude, terms):
+    """A float32 sum of `terms` products against its float64 value: each partial sum rounds
+    once and every operand was rounded to float32 once, so the error is at most
+    (terms + 2) * eps32 * (the sum of the absolute terms), whatever the summation order."""
+    eps = float(np.finfo(np.float32).eps)
+    err = np.abs(np.asarray(got, np.float64) - want)
+    bound = (terms + 2) * eps * magnitude
+    assert (err <= bound).all(), f"max excess {(err - bound).max():.3g}"

@@ -125,13 +125,49 @@ def test_in_place_matches():
     np.testing.assert_allclose(blob.diff, bottom[0].diff, rtol=1e-12, atol=1e-14)
 
 
-def test_param_specs_forced_to_zero():
+def test_statistics_are_state_blobs_not_rewritten_specs():
     layer, _, _ = make_layer(bn(), [np.zeros((2, 3))])
-    assert [p.lr_mult for p in layer.param.param] == [0, 0, 0]
+    assert layer.state_blobs == {0, 1, 2}
+    assert layer.param_propagate_down == [False, False, False]
+    assert len(layer.param.param) == 0          # no lr_mult written into the layer's specs
     layer, _, _ = make_layer(bn(params="param { lr_mult: 0 }"), [np.zeros((2, 3))])
-    assert [p.lr_mult for p in layer.param.param] == [0, 0, 0]
-    with pytest.raises(CaffeError, match="statistics as layer parameters"):
-        make_layer(bn(params="param { lr_mult: 1 }"), [np.zeros((2, 3))])
+    assert [p.lr_mult for p in layer.param.param] == [0]
+    # Caffe refuses a learning rate on the statistics (a spec's lr_mult defaults to 1)
+    for params in ("param { lr_mult: 1 }", "param { lr_mult: 0 } param { decay_mult: 0 }"):
+        with pytest.raises(CaffeError, match="statistics as layer parameters"):
+            make_layer(bn(params=params), [np.zeros((2, 3))])
+
+
+def test_net_never_updates_statistics_and_keeps_their_history_slot(tmp_path):
+    """The statistics keep Caffe's place among the learnable params (so a .solverstate has
+    a history blob for each, as Caffe's does), report lr_mult 0, and the solver leaves them
+    to the layer even with weight decay on."""
+    from caffe_lite.solvers import get_solver
+    net_text = ('name: "bn" layer { name: "x" type: "DummyData" top: "x" top: "y" '
+                'dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 } '
+                'data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" } } } '
+                'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "b" } '
+                'layer { name: "ip" type: "InnerProduct" bottom: "b" top: "ip" '
+                'inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } } '
+                'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "y" '
+                'top: "loss" }')
+    (tmp_path / "net.prototxt").write_text(net_text)
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 momentum: 0.9 weight_decay: 0.5 '
+        'lr_policy: "fixed" max_iter: 3 display: 0 snapshot_after_train: false')
+    solver = get_solver(str(tmp_path / "solver.prototxt"))
+    net = solver.net
+    assert net.learnable_is_state == [True, True, True, False, False]
+    assert net.params_lr[:3] == [0.0, 0.0, 0.0]
+    assert len(solver.history) == 5
+    stats = [b.data.copy() for b in net.params["bn"]]
+    solver.step(1)
+    # one TRAIN pass: blob = maf * blob + batch statistic, factor = maf * factor + 1
+    x = net.blobs["x"].data.reshape(4, 3)
+    np.testing.assert_allclose(net.params["bn"][0].data, stats[0] * 0.999 + x.mean(0),
+                               rtol=1e-5, atol=1e-6)
+    assert net.params["bn"][2].data[0] == np.float32(stats[2][0] * 0.999 + 1)
+    assert all(not np.any(h) for h in solver.history[:3])
 
 
 def test_channel_mismatch_on_reshape():
@@ -168,7 +204,9 @@ def test_nvcaffe_016_scale_bias():
     layer, bottom, top = make_layer(bn(NV16), [x1])
     assert [b.shape for b in layer.blobs] == [(3,), (3,), (1,), (3,), (3,)]
     assert layer.param_propagate_down == [False, False, False, True, True]
-    assert [(p.lr_mult, p.decay_mult) for p in layer.param.param] == [(0, 0)] * 3 + [(1, 1)] * 2
+    assert layer.state_blobs == {0, 1, 2}
+    # NVCaffe forces the scale and bias multipliers; the statistics' specs are left alone
+    assert [(p.lr_mult, p.decay_mult) for p in layer.param.param][3:] == [(1, 1)] * 2
     np.testing.assert_array_equal(layer.blobs[2].data, [1])
     np.testing.assert_array_equal(layer.blobs[3].data, 1)
     np.testing.assert_array_equal(layer.blobs[4].data, 0)

@@ -10,7 +10,8 @@ from caffe_lite.blob import Blob
 from caffe_lite.common import TRAIN
 from caffe_lite.errors import CaffeError
 from caffe_lite.layers import create_layer
-from gradcheck import check_gradient, check_gradient_exhaustive, make_layer
+from gradcheck import (assert_f32_sum_close, check_gradient, check_gradient_exhaustive,
+                       f32_magnitudes, make_layer)
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
@@ -67,14 +68,15 @@ def test_float32_matches_float64():
     x = rng.standard_normal((16, 50, 3, 3))
     l64, b64, t64 = build(ip_text(40), x, np.float64)
     l32, b32, t32 = build(ip_text(40), x, np.float32)
-    np.testing.assert_allclose(t32[0].data, t64[0].data, rtol=1e-4, atol=1e-4)
     dy = rng.standard_normal(t64[0].shape)
     for layer, bottom, top in ((l64, b64, t64), (l32, b32, t32)):
         top[0].diff[...] = dy
         layer.backward(top, [True], bottom)
-    np.testing.assert_allclose(b32[0].diff, b64[0].diff, rtol=1e-4, atol=1e-4)
-    for p32, p64 in zip(l32.blobs, l64.blobs):
-        np.testing.assert_allclose(p32.diff, p64.diff, rtol=1e-4, atol=1e-4)
+    y_mag, dx_mag, (dw_mag, db_mag) = f32_magnitudes(ip_text(40), x, dy, build)
+    assert_f32_sum_close(t32[0].data, t64[0].data, y_mag, 50 * 9 + 1)   # K inputs + bias
+    assert_f32_sum_close(b32[0].diff, b64[0].diff, dx_mag, 40)          # N outputs
+    assert_f32_sum_close(l32.blobs[0].diff, l64.blobs[0].diff, dw_mag, 16)   # the batch
+    assert_f32_sum_close(l32.blobs[1].diff, l64.blobs[1].diff, db_mag, 16)
 
 
 @pytest.mark.parametrize("transpose", [False, True])

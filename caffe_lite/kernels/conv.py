@@ -25,9 +25,9 @@ time), so memory is the largest single chunk, not the sum over layers.
 Deconvolution is the same algebra with the roles of image and output swapped (its forward
 is the convolution's backward-data), so it lives here too.
 
-Engines: the forward product weight x lowered input goes through an engine object, so that
-SSL's sparse conv_mode kernels (LOWERED_CSRMM, LOWERED_CCNMM) plug in without touching the
-layer; training (backward) is always dense, as in SSL's fork.
+The forward product weight x lowered input goes through a `product` object (LoweredGemm
+here), so that a sparse product (SSL's LOWERED_CSRMM, LOWERED_CCNMM) can reuse the lowering;
+the engines that the layer picks by conv_mode live in kernels/conv_engines.py.
 """
 from typing import NamedTuple
 
@@ -82,13 +82,12 @@ class ConvGeometry(NamedTuple):
 
 
 class LoweredGemm:
-    """The dense engine: Caffe's im2col + GEMM (SSL's conv_mode LOWERED_GEMM).
+    """The dense product after lowering: Caffe's GEMM.
 
     `matmul(w3, col3, out3)` computes out3 = w3 @ col3 for w3 (g, M/g, K) and col3
-    (g, K, n*P). A sparse engine overrides it (and may cache a compressed weight, rebuilt
-    when `prepare` sees new weights); backward always uses the dense weight.
+    (g, K, n*P). A sparse product overrides it (and may cache a compressed weight, rebuilt
+    when `prepare` sees new weights).
     """
-    name = "LOWERED_GEMM"
 
     def prepare(self, w3):
         """Called once per forward with the effective weight, before any matmul."""
@@ -190,11 +189,11 @@ def _weight3(w, g):
 # --- the three lowered products, on batch-minor images -------------------------------------
 # in_t (C, H, W, n) is the convolution's image, out_t (M, OH, OW, n) its output.
 
-def _forward(in_t, w3, geo, out_t, engine, ws):
+def _forward(in_t, w3, geo, out_t, product, ws):
     """out_t = w * in_t: one GEMM per group over the lowered batch."""
     g, mg, k = w3.shape
     col = _lower(in_t, geo, out_t.shape[1:3], ws)
-    engine.matmul(w3, col.reshape(g, k, -1), out_t.reshape(g, mg, -1))
+    product.matmul(w3, col.reshape(g, k, -1), out_t.reshape(g, mg, -1))
 
 
 def _backward_weight(in_t, out_t, geo, dw_t, ws, accumulate):
@@ -268,11 +267,11 @@ def _data_weight(w, geo, in_hw, out_hw):
 # its slice chunk by chunk in its own workspace. Gradients of shared parameters are summed
 # per worker, then added in worker order (deterministic).
 
-def conv2d_forward(x, w, bias, geo, y, engine=DENSE):
+def conv2d_forward(x, w, bias, geo, y, product=DENSE):
     """y (N, M, OH, OW) = conv(x (N, C, H, W), w (M, C/g, kh, kw)) + bias (M,) or None.
 
-    `engine.matmul` runs in the worker threads, so engines must be thread-safe after
-    `engine.prepare` (called once, here).
+    `product.matmul` runs in the worker threads, so products must be thread-safe after
+    `product.prepare` (called once, here).
     """
     _check(x, w, geo, y)
     if y.size == 0 or x.size == 0:
@@ -281,7 +280,7 @@ def conv2d_forward(x, w, bias, geo, y, engine=DENSE):
     n_img, c, h, wd = x.shape
     m, oh, ow = y.shape[1:]
     w3 = _weight3(w, geo.group)
-    engine.prepare(w3)
+    product.prepare(w3)
     col_elems = _col_elems(c, m, geo, (h, wd), (oh, ow), False)
 
     def work(worker, start, stop):
@@ -289,7 +288,7 @@ def conv2d_forward(x, w, bias, geo, y, engine=DENSE):
         for s, e in _chunks(start, stop, col_elems, x.itemsize):
             in_t = _to_minor(x[s:e], ws, "in_t")
             out_t = ws.get("out_t", (m, oh, ow, e - s), y.dtype)
-            _forward(in_t, w3, geo, out_t, engine, ws)
+            _forward(in_t, w3, geo, out_t, product, ws)
             _to_major(out_t, y[s:e], bias)
 
     split_batch(n_img, work)

@@ -33,9 +33,11 @@ _TILE = 32
 
 
 def conv_out_size(size, kernel, pad, stride, dilation):
-    """Caffe's output extent of a convolution along one axis."""
+    """Caffe's output extent of a convolution along one axis (C integer division, which
+    truncates toward zero, so an input smaller than the kernel extent gives Caffe's size)."""
     extent = dilation * (kernel - 1) + 1
-    return (size + 2 * pad - extent) // stride + 1
+    span = size + 2 * pad - extent
+    return (abs(span) // stride) * (1 if span >= 0 else -1) + 1
 
 
 @njit(cache=True, inline="always")

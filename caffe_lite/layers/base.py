@@ -12,8 +12,12 @@ Rules every layer keeps, so golden parity and the solver line up with Caffe:
   * forward writes into top[i].data in place; backward OVERWRITES bottom[i].diff for every
     i with propagate_down[i] true, and ACCUMULATES (+=) into self.blobs[j].diff (the solver
     zeroes parameter diffs; iter_size relies on accumulation) when param_propagate_down[j].
-  * self.blobs holds the learnable parameters and state blobs (BatchNorm statistics, masks)
-    in Caffe's order, so caffemodels round-trip.
+  * self.blobs holds the learnable parameters and state blobs in Caffe's order, so
+    caffemodels round-trip. A layer declares which are state (`state_blobs`: BatchNorm's
+    statistics, DNS/INQ masks): they are saved, loaded and shared with test nets like any
+    blob and keep their place in the solverstate history, but get no gradient and are never
+    updated by a solver, whatever their lr_mult. `optional_blobs_from` lets a caffemodel
+    that lacks the trailing blobs load (a dense model into a masked layer keeps its masks).
   * Kernels are pure functions in caffe_lite/kernels; a layer only reads its *_param, owns its
     blobs and calls them.
 """
@@ -41,6 +45,11 @@ class Layer(ABC):
     auto_top_blobs = False
     #: loss layers default to loss_weight 1 on their first top (Caffe's LossLayer)
     is_loss = False
+    #: indices into self.blobs of the state blobs (set in layer_setup when it depends on
+    #: the param)
+    state_blobs = frozenset()
+    #: a caffemodel may hold only self.blobs[:optional_blobs_from]; None: all are needed
+    optional_blobs_from = None
 
     def __init__(self, param, phase=TRAIN, dtype=np.float32):
         self.param = param
@@ -59,7 +68,8 @@ class Layer(ABC):
         self.check_blob_counts(bottom, top)
         self.layer_setup(bottom, top)
         if len(self.param_propagate_down) != len(self.blobs):
-            self.param_propagate_down = [True] * len(self.blobs)
+            self.param_propagate_down = [not self.is_state_blob(i)
+                                         for i in range(len(self.blobs))]
         self.reshape(bottom, top)
         self.set_loss_weights(top)
 
@@ -105,6 +115,9 @@ class Layer(ABC):
         for t, w in zip(top, self.loss_weights):
             if w:
                 t.diff[...] = w
+
+    def is_state_blob(self, index):
+        return index in self.state_blobs
 
     def loss(self, top_index):
         return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0

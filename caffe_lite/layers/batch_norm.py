@@ -4,7 +4,8 @@ batch_norm_param: use_global_stats (unset: true in TEST), moving_average_fractio
 eps (1e-5); NVCaffe/caffe-jacinto add scale_bias (false), scale_filler, bias_filler.
 Channels are axis 1 (1 for a 1-axis input); statistics run over every other axis.
 
-BVLC (3 blobs [mean, variance, moving-average factor s], none learnable, lr_mult forced 0):
+BVLC (3 blobs [mean, variance, moving-average factor s], all state blobs; a `param` with a
+nonzero lr_mult on them is refused, as Caffe does):
   y = (x - mu) / sqrt(var + eps)
   TRAIN-style (use_global_stats false): mu, var = batch mean and biased variance, and
     s = s * maf + 1;  blob0 = maf * blob0 + mu;  blob1 = maf * blob1 + m/(m-1) var
@@ -19,8 +20,8 @@ src/caffe/layers/batch_norm_layer.{cpp,cu}); both apply a learnable y = x_hat * 
     and runs as BVLC.) The phase decides (TEST: stored statistics; TRAIN: batch statistics),
     use_global_stats is ignored; eps is raised to at least 1e-5. Running statistics hold the
     plain (biased) values: the first two TRAIN passes copy the batch mean/variance, later ones
-    do blob = maf * blob + (1 - maf) * batch. lr_mult/decay_mult are forced to 0 for blobs 0-2
-    and to 1 for scale and bias.
+    do blob = maf * blob + (1 - maf) * batch. Blobs 0-2 are state; lr_mult/decay_mult
+    are forced to 1 for scale and bias.
   * 0.15 (scale_filler/bias_filler without scale_bias, the `param` entries usually 4): 5 blobs
     [scale, bias, mean, variance, 1-element counter (never written)]; scale and bias come
     from their fillers (an absent filler is constant 0). use_global_stats as in BVLC. The
@@ -52,10 +53,6 @@ NV015_CLIP_START = 200
 NV015_CLIP_CONST = 4.0
 
 
-def _has(msg, field):
-    return field in msg.DESCRIPTOR.fields_by_name and msg.HasField(field)
-
-
 def _proto_count(bp):
     if len(bp.shape.dim):
         return int(np.prod(list(bp.shape.dim)))
@@ -65,8 +62,8 @@ def _proto_count(bp):
 def detect_layout(param):
     """Which BatchNorm form a LayerParameter asks for (a key of LAYOUTS)."""
     bn = param.batch_norm_param
-    scale_bias = _has(bn, "scale_bias") and bn.scale_bias
-    fillers = _has(bn, "scale_filler") or _has(bn, "bias_filler")
+    scale_bias = bn.scale_bias
+    fillers = bn.HasField("scale_filler") or bn.HasField("bias_filler")
     if scale_bias:
         return "nvcaffe-0.16"
     if not fillers:
@@ -114,32 +111,32 @@ class BatchNormLayer(Layer):
                 fill(b["scale"], bn.scale_filler)
                 fill(b["bias"], bn.bias_filler)
             else:
-                if _has(bn, "scale_filler"):
+                if bn.HasField("scale_filler"):
                     fill(b["scale"], bn.scale_filler)
                 else:
                     b["scale"].data[...] = 1
-                if _has(bn, "bias_filler"):
+                if bn.HasField("bias_filler"):
                     fill(b["bias"], bn.bias_filler)
-        self.param_propagate_down = [name in ("scale", "bias") for name in self.names]
-        self._fix_param_specs()
+        self.state_blobs = frozenset(i for i, name in enumerate(self.names)
+                                     if name not in ("scale", "bias"))
+        self._check_param_specs()
 
-    def _fix_param_specs(self):
-        """Mask the statistics from the solver through lr_mult, as each fork does."""
+    def _check_param_specs(self):
+        """The statistics are state blobs (never updated); the specs keep each fork's rules:
+        BVLC refuses a learning rate on them, NVCaffe 0.16/0.17 forces scale and bias to
+        lr_mult and decay_mult 1."""
         specs = self.param.param
         if self.layout == "bvlc":
-            for i in range(3):
-                if len(specs) == i:
-                    specs.add().lr_mult = 0
-                elif specs[i].lr_mult != 0:
-                    raise self.error("Cannot configure batch normalization statistics as "
-                                     "layer parameters.")
+            if any(spec.lr_mult != 0 for spec in specs[:3]):
+                raise self.error("Cannot configure batch normalization statistics as layer "
+                                 "parameters.")
         elif self.layout == "nvcaffe-0.16":
+            while len(specs) < len(self.names):
+                specs.add()
             for i, name in enumerate(self.names):
-                if len(specs) == i:
-                    specs.add()
-                value = 1.0 if name in ("scale", "bias") else 0.0
-                specs[i].lr_mult = value
-                specs[i].decay_mult = value
+                if name in ("scale", "bias"):
+                    specs[i].lr_mult = 1.0
+                    specs[i].decay_mult = 1.0
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes > 1 and bottom[0].shape[1] != self.channels:

@@ -7,32 +7,28 @@ convolution_param: num_output (required), bias_term true, pad 0 / kernel_size (r
 stride 1 / dilation 1 (repeated: once, or once per spatial axis), or pad_h/pad_w,
 kernel_h/kernel_w, stride_h/stride_w (2-d only), group 1, weight_filler (constant 0),
 bias_filler (constant 0), axis 1 (the channel axis: earlier axes are batch, later ones
-spatial), engine and force_nd_im2col (accepted; one CPU path). One or two spatial axes (one
+spatial), engine and force_nd_im2col (accepted; one CPU path), conv_mode (SSL: the
+engine, kernels/conv_engines.py; LOWERED_GEMM is Caffe's). One or two spatial axes (one
 runs as 2-d with a unit height); more are refused with an error.
 
 blobs: [weight (num_output, C/group, kh, kw), bias (num_output,)]. Several bottom/top pairs
 share the weights, as in Caffe. Backward overwrites bottom diffs and accumulates the weight
 and bias diffs.
 
-The maths is in caffe_lite/kernels/conv.py. Two hooks are for the forks: `engine` (the
-forward product, e.g. SSL's sparse conv_mode) and `effective_weight()` (the weight forward
-and backward use: DNS/INQ masked or quantized layers override it).
+The maths is in caffe_lite/kernels/conv.py. Seams for the forks: the engine, picked from a
+table by conv_mode (kernels/conv_engines.py), runs forward and backward; a conv_mode without
+an engine yet runs as LOWERED_GEMM (the fork-field check has warned about it).
+`effective_weight()` / `effective_bias()` are what forward and backward use (DNS/INQ masked
+or quantized layers override them).
 """
 import numpy as np
 
 from .. import fillers
-from ..kernels.conv import DENSE, ConvGeometry, conv2d_backward, conv2d_forward
+from ..kernels.conv import ConvGeometry
+from ..kernels.conv_engines import conv_engine
+from ..proto import caffe_pb2
 from . import register
-from .base import Layer
-
-
-def _cdiv(a, b):
-    """C integer division (truncates toward zero), as Caffe's output-size formula."""
-    q = abs(a) // b
-    return q if a >= 0 else -q
-
-
-from .base import shape_string as _shape_string
+from .base import Layer, shape_string as _shape_string
 
 
 @register("Convolution")
@@ -125,22 +121,22 @@ class ConvolutionLayer(Layer):
         return (g.kernel_w,) if self.num_spatial_axes == 1 else (g.kernel_h, g.kernel_w)
 
     def make_engine(self):
-        """The forward-product engine (dense lowered GEMM; forks return sparse ones)."""
-        return DENSE
+        """The engine for convolution_param.conv_mode (LOWERED_GEMM when it has none yet)."""
+        mode = caffe_pb2.ConvolutionParameter.ConvMode.Name(
+            self.param.convolution_param.conv_mode)
+        return conv_engine(mode) or conv_engine("LOWERED_GEMM")
 
     def effective_weight(self):
         """The weight forward and backward use (masked/quantized fork layers override)."""
         return self.blobs[0].data
 
+    def effective_bias(self):
+        """The bias forward uses, or None without one (fork layers override)."""
+        return self.blobs[1].data if self.bias_term else None
+
     # --- shapes ---------------------------------------------------------------------------
     def output_spatial(self, spatial):
-        g = self.geometry
-        sizes = []
-        for size, k, pad, s, d in zip(spatial, (g.kernel_h, g.kernel_w), (g.pad_h, g.pad_w),
-                                      (g.stride_h, g.stride_w),
-                                      (g.dilation_h, g.dilation_w)):
-            sizes.append(_cdiv(size + 2 * pad - (d * (k - 1) + 1), s) + 1)
-        return tuple(sizes)
+        return self.geometry.output_shape(*spatial)
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -179,10 +175,10 @@ class ConvolutionLayer(Layer):
     # --- forward / backward ---------------------------------------------------------------
     def forward_cpu(self, bottom, top):
         w = self.effective_weight()
-        bias = self.blobs[1].data if self.bias_term else None
+        bias = self.effective_bias()
         for b, t in zip(bottom, top):
-            conv2d_forward(b.data.reshape(self._in4), w, bias, self.geometry,
-                           t.data.reshape(self._out4), engine=self.engine)
+            self.engine.forward(b.data.reshape(self._in4), w, bias, self.geometry,
+                                t.data.reshape(self._out4))
 
     def backward_cpu(self, top, propagate_down, bottom):
         w = self.effective_weight()
@@ -191,5 +187,5 @@ class ConvolutionLayer(Layer):
               else None)
         for i, (b, t) in enumerate(zip(bottom, top)):
             dx = b.diff.reshape(self._in4) if propagate_down[i] else None
-            conv2d_backward(b.data.reshape(self._in4), w, t.diff.reshape(self._out4),
-                            self.geometry, dx=dx, dw=dw, db=db)
+            self.engine.backward(b.data.reshape(self._in4), w, t.diff.reshape(self._out4),
+                                 self.geometry, dx=dx, dw=dw, db=db)

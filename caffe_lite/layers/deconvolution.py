@@ -18,15 +18,15 @@ class DeconvolutionLayer(ConvolutionLayer):
     reverse_dimensions = True
 
     def output_spatial(self, spatial):
-        g = self.geometry
-        return tuple(s * (size - 1) + d * (k - 1) + 1 - 2 * pad
-                     for size, k, pad, s, d in zip(
-                         spatial, (g.kernel_h, g.kernel_w), (g.pad_h, g.pad_w),
-                         (g.stride_h, g.stride_w), (g.dilation_h, g.dilation_w)))
+        return self.geometry.deconv_output_shape(*spatial)
+
+    def make_engine(self):
+        """None: SSL's conv_mode engines are convolutions; a deconvolution has its own pass."""
+        return None
 
     def forward_cpu(self, bottom, top):
         w = self.effective_weight()
-        bias = self.blobs[1].data if self.bias_term else None
+        bias = self.effective_bias()
         for b, t in zip(bottom, top):
             deconv2d_forward(b.data.reshape(self._in4), w, bias, self.geometry,
                              t.data.reshape(self._out4))

@@ -33,9 +33,7 @@ class InnerProductLayer(Layer):
         shapes = [(k, n) if self.transpose else (n, k)]
         if self.bias_term:
             shapes.append((n,))
-        if self.blobs:
-            pass
-        elif len(self.param.blobs):
+        if len(self.param.blobs):
             self.blobs = self.blobs_from_param(shapes)
         else:
             self.blobs = [self.make_blob(s) for s in shapes]
@@ -46,6 +44,10 @@ class InnerProductLayer(Layer):
     def effective_weight(self):
         """The weight forward and backward use (masked/quantized fork layers override)."""
         return self.blobs[0].data
+
+    def effective_bias(self):
+        """The bias forward uses, or None without one (fork layers override)."""
+        return self.blobs[1].data if self.bias_term else None
 
     def reshape(self, bottom, top):
         axis = self.canonical_axis(bottom[0], self.param.inner_product_param.axis)
@@ -62,8 +64,9 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         y = top[0].data.reshape(self.m, self.num_output)
         parallel_matmul(x, w if self.transpose else w.T, y)
-        if self.bias_term:
-            y += self.blobs[1].data
+        bias = self.effective_bias()
+        if bias is not None:
+            y += bias
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.m, self.num_output)

@@ -12,10 +12,11 @@ from .rmsprop import RMSPropSolver
 from .adadelta import AdaDeltaSolver
 from .adam import AdamSolver
 from .lr_policy import LR_POLICIES, register_lr_policy
-from .regularizers import REGULARIZERS, register_regularizer, register_regularization_term
+from .hooks import ParamHook, SolverParam, hook_factory
+from .regularizers import REGULARIZERS, register_regularizer
 from .signals import SignalHandler
 
 __all__ = ["Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
            "AdaDeltaSolver", "AdamSolver", "get_solver", "register_solver", "SOLVERS",
            "LR_POLICIES", "register_lr_policy", "REGULARIZERS", "register_regularizer",
-           "register_regularization_term", "SignalHandler"]
+           "ParamHook", "SolverParam", "hook_factory", "SignalHandler"]

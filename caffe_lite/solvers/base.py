@@ -16,14 +16,16 @@ Step(n), per iteration:
 solve(resume_file) runs Step(max_iter - iter), snapshots after training
 (`snapshot_after_train`), then a last display/test pass, as Caffe does.
 
-Extension points for forks (all no-ops unless used):
-  * add_callback(on_start, on_gradients_ready, after_update): callables with no arguments
-    (pycaffe's form), or one object with any of those methods;
-  * set_update_mask(param, mask, history=False): multiply param i's update (and optionally its
-    history) by a mask after the update rule ran, before net.update();
-    `param_update_hooks` holds further fn(solver, param_id) run at that point;
-  * regularization_terms: fn(solver, param_id) list (see regularizers.py);
+Extension points:
+  * add_callback(on_start, on_gradients_ready, after_update): pycaffe's callables with no
+    arguments, or one object with any of those methods (progress bars, user scripts);
+  * hooks (solvers/hooks.py): small objects called per parameter with explicit arguments
+    (the SolverParam record, the iteration) to add regularization terms, change an lr_mult,
+    mask the update, or change the weights after it; made by registered factories from the
+    solver's fields, or added with add_hook(hook); set_update_mask(param, mask) is one;
   * get_learning_rate(): override, or add a policy in lr_policy.py.
+State blobs (BatchNorm statistics, DNS/INQ masks) keep their place in learnable_params and
+in the .solverstate history, as in Caffe, but are never updated.
 """
 import copy
 import os
@@ -39,6 +41,8 @@ from ..kernels.gemm import blas_single_threaded
 from ..log import LOG
 from ..proto import caffe_pb2
 from . import regularizers, snapshot as _snapshot
+from .hooks import SolverParam, UpdateMask, hooks_for
+from . import lr_policy
 from .lr_policy import get_learning_rate
 from .validate import FieldLines, Where, resolve_net_file, validate_solver_param
 
@@ -85,9 +89,8 @@ class Solver(ABC):
             common.set_random_seed(param.random_seed)
 
         self.callbacks = []
-        self.param_update_hooks = []
-        self.update_masks = {}
-        self.regularization_terms = list(regularizers.REGULARIZATION_TERMS)
+        self.hooks = hooks_for(param)
+        self._update_mask = None
         self._action_function = None
         self.requested_early_exit = False
         self.iter = 0
@@ -108,6 +111,8 @@ class Solver(ABC):
             param, self._param_specs(), self.where) if param.weight_decay else \
             [param.regularization_type] * len(self.net.learnable_params)
         self.pre_solve()
+        self.params = self._solver_params()
+        self._params_by_index = {param.index: param for param in self.params}
 
     # --- hooks a subclass fills in ----------------------------------------------------------
     def validate(self):
@@ -123,13 +128,15 @@ class Solver(ABC):
 
     # --- nets -------------------------------------------------------------------------------
     def _read_net(self, path, field, index=0):
+        """(NetParameter, (file, layer lines)) of a net file the solver names."""
         from ..io.prototxt import read_net_param
         resolved = resolve_net_file(path, self.param_path)
         if not os.path.isfile(resolved):
             raise self.where(field, f"cannot open {field} file '{path}' (no such file)", index)
-        return read_net_param(resolved)
+        param, lines = read_net_param(resolved, with_lines=True)
+        return param, (resolved, lines)
 
-    def _make_net(self, net_param, phase, extra_state):
+    def _make_net(self, net_param, phase, extra_state, source=None):
         from ..net import Net
         state = caffe_pb2.NetState()
         state.phase = phase
@@ -137,51 +144,64 @@ class Solver(ABC):
         if extra_state is not None:
             state.MergeFrom(extra_state)
         net_param.state.CopyFrom(state)
-        return Net(None, phase=state.phase, param=net_param)
+        return Net(None, phase=state.phase, param=net_param, source=source)
 
     def _init_train_net(self):
         p = self.param
+        source = None
         if p.HasField("train_net_param"):
             LOG.info("Creating training net specified in train_net_param.")
             net_param = copy.deepcopy(p.train_net_param)
         elif p.HasField("train_net"):
             LOG.info("Creating training net from train_net file: %s", p.train_net)
-            net_param = self._read_net(p.train_net, "train_net")
+            net_param, source = self._read_net(p.train_net, "train_net")
         elif p.HasField("net_param"):
             LOG.info("Creating training net specified in net_param.")
             net_param = copy.deepcopy(p.net_param)
         else:
             LOG.info("Creating training net from net file: %s", p.net)
-            net_param = self._read_net(p.net, "net")
+            net_param, source = self._read_net(p.net, "net")
         train_state = p.train_state if p.HasField("train_state") else None
-        return self._make_net(net_param, common.TRAIN, train_state)
+        return self._make_net(net_param, common.TRAIN, train_state, source)
 
     def _init_test_nets(self):
         p = self.param
         sources = []
         for i, tp in enumerate(p.test_net_param):
-            sources.append(("test_net_param", lambda tp=tp: copy.deepcopy(tp)))
+            sources.append(("test_net_param", lambda tp=tp: (copy.deepcopy(tp), None)))
         for i, name in enumerate(p.test_net):
             sources.append((f"test_net file: {name}",
                             lambda name=name, i=i: self._read_net(name, "test_net", i)))
         remaining = len(p.test_iter) - len(sources)
         if p.HasField("net_param"):
-            sources += [("net_param", lambda: copy.deepcopy(p.net_param))] * remaining
+            sources += [("net_param", lambda: (copy.deepcopy(p.net_param), None))] * remaining
         if p.HasField("net"):
             sources += [(f"net file: {p.net}", lambda: self._read_net(p.net, "net"))] * remaining
         nets = []
         for i, (source, load) in enumerate(sources):
             LOG.info("Creating test net (#%d) specified by %s", i, source)
             state = p.test_state[i] if len(p.test_state) else None
-            net = self._make_net(load(), common.TEST, state)
+            net_param, where = load()
+            net = self._make_net(net_param, common.TEST, state, where)
             net.debug_info = bool(p.debug_info)
             nets.append(net)
         return nets
 
     def _weights_list(self):
-        if "weights" not in self.param.DESCRIPTOR.fields_by_name:
-            return []
         return list(self.param.weights)
+
+    def _solver_params(self):
+        """A SolverParam record for every learnable param that updates (not state blobs)."""
+        net = self.net
+        count = len(net.learnable_params)
+        out = []
+        for i, (blob, (layer_id, blob_index)) in enumerate(
+                zip(net.learnable_params, net.learnable_param_owners)):
+            if net.learnable_is_state[i]:
+                continue
+            out.append(SolverParam(i, blob, net.param_specs[i], net.layers[layer_id].param,
+                                   blob_index, self.history, count))
+        return out
 
     def _load_weights(self, model_list, field=None, index=0):
         """Caffe's LoadNetWeights: comma-separated caffemodels into the train and test nets."""
@@ -213,9 +233,11 @@ class Solver(ABC):
             return
         folder = os.path.dirname(p.snapshot_prefix) or "."
         if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            from ..data.datasets import build_hint
+            hint = "" if os.path.isdir(folder) else build_hint(p.snapshot_prefix)
             raise self.where("snapshot_prefix", f"Cannot write to snapshot prefix "
                              f"'{p.snapshot_prefix}'. Make sure that the directory exists "
-                             "and is writeable.")
+                             f"and is writeable.{hint}")
 
     # --- pycaffe-style API ------------------------------------------------------------------
     def add_callback(self, on_start=None, on_gradients_ready=None, after_update=None):
@@ -237,38 +259,30 @@ class Solver(ABC):
             if fn is not None:
                 fn()
 
+    def add_hook(self, hook):
+        """Run `hook` (solvers/hooks.py) on every updated param from the next iteration."""
+        self.hooks.append(hook)
+        return hook
+
     def set_update_mask(self, param, mask, history=False):
-        """Multiply learnable param `param`'s update by `mask` each iteration (0 freezes an
-        entry); `history=True` also masks its history (INQ-style frozen momentum).
-        `mask=None` removes it. `param` is an index into net.learnable_params or the Blob."""
+        """Multiply learnable param `param`'s update (and with history=True its history) by
+        `mask` each iteration, so entries where it is 0 never move. `mask=None` removes it.
+        `param` is an index into net.learnable_params or the Blob."""
         pid = param if isinstance(param, (int, np.integer)) else self._param_index(param)
-        if mask is None:
-            self.update_masks.pop(pid, None)
-            return
-        blob = self.net.learnable_params[pid]
-        mask = np.asarray(mask, dtype=blob.data.dtype)
-        if mask.size != 1 and mask.shape != blob.shape:
-            mask = mask.reshape(blob.shape)
-        self.update_masks[pid] = (mask, bool(history))
+        if self._update_mask is None:
+            self._update_mask = self.add_hook(UpdateMask())
+        if mask is not None:
+            blob = self.net.learnable_params[pid]
+            mask = np.asarray(mask, dtype=blob.data.dtype)
+            if mask.size != 1 and mask.shape != blob.shape:
+                mask = mask.reshape(blob.shape)
+        self._update_mask.set(pid, mask, history)
 
     def _param_index(self, blob):
         for i, b in enumerate(self.net.learnable_params):
             if b is blob:
                 return i
         raise CaffeError("set_update_mask: the blob is not a learnable param of the train net")
-
-    def _after_update_value(self, param_id):
-        masked = self.update_masks.get(param_id)
-        if masked is not None:
-            mask, mask_history = masked
-            blob = self.net.learnable_params[param_id]
-            blob.diff[...] *= mask
-            if mask_history:
-                n = len(self.net.learnable_params)
-                for h in self.history[param_id::n]:
-                    h *= mask
-        for hook in self.param_update_hooks:
-            hook(self, param_id)
 
     def set_action_function(self, fn):
         """fn() -> 'none' | 'snapshot' | 'stop', polled each iteration (Caffe's SignalHandler)."""
@@ -294,6 +308,9 @@ class Solver(ABC):
     def step(self, iters):
         """Run `iters` iterations (Caffe's Solver::Step), the update included with OpenBLAS
         kept off its own threads (kernels/gemm.py: blas_single_threaded)."""
+        if self.param.max_iter <= 0 and iters > 0:
+            # the solver was checked for no iterations; pycaffe may step it anyway
+            lr_policy.validate_lr_policy(self.param, self.where, iterations=iters)
         with blas_single_threaded():
             self._step(iters)
 

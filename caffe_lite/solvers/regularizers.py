@@ -10,18 +10,14 @@ The penalty is SolverParameter.regularization_type (default "L2"), or the param'
 ParamSpec.regularization_type where the schema has it and it is set (SSL's per-param override).
 Nothing is added when local_decay is 0.
 
-Extension points for the forks:
-  * @register_regularizer("Name"): a new element-wise penalty `fn(data, diff, local_decay)`
-    that adds its gradient into `diff` in place; selectable by regularization_type.
-  * register_regularization_term(fn): a whole extra term `fn(solver, param_id)` run after the
-    weight decay for every learnable param (group lasso, per-element decay_proto, ...). A term
-    reads its own solver fields and returns at once when they are zero.
+@register_regularizer("Name") adds an element-wise penalty `fn(data, diff, local_decay)` that
+adds its gradient into `diff` in place, selectable by regularization_type. Terms that are not
+element-wise (group lasso, per-element decay multipliers) are solver hooks' `regularize`
+(solvers/hooks.py), run after this weight decay.
 """
 import numpy as np
 
 REGULARIZERS = {}
-#: terms every new solver runs per learnable param, in order (a solver copies this list)
-REGULARIZATION_TERMS = []
 
 _f32 = np.float32
 
@@ -31,12 +27,6 @@ def register_regularizer(name):
         REGULARIZERS[name] = fn
         return fn
     return wrap
-
-
-def register_regularization_term(fn):
-    if fn not in REGULARIZATION_TERMS:
-        REGULARIZATION_TERMS.append(fn)
-    return fn
 
 
 @register_regularizer("L2")
@@ -49,27 +39,18 @@ def l1(data, diff, local_decay):
     diff += _f32(local_decay) * np.sign(data)
 
 
-def _has_field(message, name):
-    return name in message.DESCRIPTOR.fields_by_name
-
-
 def param_regularization_type(solver_param, spec):
     """The penalty for one param: the ParamSpec override (SSL) or the solver's type."""
-    if spec is not None and _has_field(spec, "regularization_type"):
-        own = spec.regularization_type
-        if own:
-            return own
+    if spec is not None and spec.regularization_type:
+        return spec.regularization_type
     return solver_param.regularization_type
 
 
-@register_regularization_term
-def weight_decay(solver, param_id):
-    local_decay = _f32(solver.param.weight_decay) * _f32(solver.net.params_weight_decay[param_id])
-    if not local_decay:
-        return
-    blob = solver.net.learnable_params[param_id]
-    kind = solver.regularization_types[param_id]
-    REGULARIZERS[kind](blob.data, blob.diff, local_decay)
+def weight_decay(data, diff, kind, weight_decay, decay_mult):
+    """Caffe's Regularize for one param: diff += local_decay * {w | sign(w)}."""
+    local_decay = _f32(weight_decay) * _f32(decay_mult)
+    if local_decay:
+        REGULARIZERS[kind](data, diff, local_decay)
 
 
 def resolve_types(solver_param, specs, where):

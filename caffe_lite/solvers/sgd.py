@@ -4,13 +4,15 @@ ApplyUpdate, per iteration:
   rate = GetLearningRate()                                  (lr_policy.py)
   ClipGradients: if clip_gradients >= 0 and ||g||_2 over ALL learnable params > clip_gradients,
                  every g *= clip_gradients / ||g||_2
-  per learnable param i:
+  per learnable param i that updates (state blobs never do):
     Normalize:          g /= iter_size                      (only when iter_size > 1)
-    Regularize:         g += weight_decay * decay_mult_i * {w | sign(w)}   (regularizers.py)
-    ComputeUpdateValue: the rule; for SGD with local_rate = rate * lr_mult_i:
-                        v = momentum * v + local_rate * g;  g = v
-    update masks / param_update_hooks (forks)
-  net.update():         w -= g
+    Regularize:         g += weight_decay * decay_mult_i * {w | sign(w)}   (regularizers.py),
+                        then the hooks' regularize terms (hooks.py)
+    ComputeUpdateValue: the rule; for SGD with local_rate = rate * lr_mult_i (after the
+                        hooks' lr_mult): v = momentum * v + local_rate * g;  g = v
+                        then the hooks' update_value (masks)
+  update:               w -= g for every updated param, then the hooks' after_update and
+                        after_step
 
 Fields: base_lr, lr_policy (+ gamma, power, stepsize, stepvalue, max_iter), momentum (0),
 weight_decay (0), regularization_type ("L2"), clip_gradients (-1), iter_size (1).
@@ -19,6 +21,7 @@ History: one blob per learnable param (the momentum v), saved in the .solverstat
 import numpy as np
 
 from ..log import LOG
+from . import regularizers
 from .base import Solver, fmt
 from .factory import register_solver
 
@@ -43,12 +46,19 @@ class SGDSolver(Solver):
         if p.display and self.iter % p.display == 0:
             LOG.info("Iteration %d, lr = %s", self.iter, fmt(rate))
         self.clip_gradients()
-        for param_id in range(len(self.net.learnable_params)):
-            self.normalize(param_id)
-            self.regularize(param_id)
-            self.compute_update_value(param_id, rate)
-            self._after_update_value(param_id)
-        self.net.update()
+        it = self.iter
+        for param in self.params:
+            self.normalize(param.index)
+            self.regularize(param)
+            self.compute_update_value(param.index, rate)
+            for hook in self.hooks:
+                hook.update_value(param, it)
+        for param in self.params:
+            param.blob.update()
+        for hook in self.hooks:
+            for param in self.params:
+                hook.after_update(param, it)
+            hook.after_step(self.params, it)
 
     def clip_gradients(self):
         clip = np.float32(self.param.clip_gradients)
@@ -71,14 +81,26 @@ class SGDSolver(Solver):
         dt = blob.diff.dtype.type
         blob.diff[...] *= dt(1) / dt(self.param.iter_size)
 
-    def regularize(self, param_id):
-        for term in self.regularization_terms:
-            term(self, param_id)
+    def regularize(self, param):
+        kind = self.regularization_types[param.index]
+        regularizers.weight_decay(param.data, param.diff, kind, self.param.weight_decay,
+                                  self.net.params_weight_decay[param.index])
+        for hook in self.hooks:
+            hook.regularize(param, self.iter)
 
     def local_rate(self, param_id, rate):
         blob = self.net.learnable_params[param_id]
         dt = blob.diff.dtype.type
-        return dt(rate) * dt(self.net.params_lr[param_id])
+        return dt(rate) * dt(self.lr_mult(param_id))
+
+    def lr_mult(self, param_id):
+        """The param's lr_mult after the hooks' changes (the solver's own is the ParamSpec's)."""
+        lr_mult = self.net.params_lr[param_id]
+        if self.hooks:
+            param = self._params_by_index[param_id]
+            for hook in self.hooks:
+                lr_mult = hook.lr_mult(param, lr_mult, self.iter)
+        return lr_mult
 
     def compute_update_value(self, param_id, rate):
         blob = self.net.learnable_params[param_id]

@@ -1,0 +1,44 @@
+"""Convolution engines, chosen by SSL's `convolution_param.conv_mode`.
+
+An engine owns a convolution's forward and backward over 4-d arrays (N, C, H, W):
+
+    engine.forward(x, w, bias, geo, y)              y = conv(x, w) + bias  (bias may be None)
+    engine.backward(x, w, dy, geo, dx, dw, db)      dx overwritten; dw, db accumulated;
+                                                    None for the ones not wanted
+
+`w` is the layer's effective weight (masked or quantized by a fork layer). The table maps a
+conv_mode name (ConvolutionParameter.ConvMode) to an engine class; a layer makes one
+instance, so an engine may keep per-layer state (a compressed copy of the weight). An
+engine may replace only the product after lowering (give LoweredGemm's subclass another
+`product`, as SSL's CSR and CCNMM modes do) or the whole pass (direct sparse convolution).
+SSL trains with LOWERED_GEMM only and uses the sparse modes for deployment, so an engine
+that has no sparse backward inherits the dense one.
+"""
+from .conv import DENSE, conv2d_backward, conv2d_forward
+
+CONV_ENGINES = {}
+
+
+def register_conv_engine(mode):
+    def wrap(cls):
+        CONV_ENGINES[mode] = cls
+        return cls
+    return wrap
+
+
+def conv_engine(mode):
+    """A new engine for `mode`, or None when caffe-lite has no engine for it yet."""
+    cls = CONV_ENGINES.get(mode)
+    return cls() if cls is not None else None
+
+
+@register_conv_engine("LOWERED_GEMM")
+class LoweredGemmEngine:
+    """Caffe's own convolution: im2col, then one dense GEMM per group (kernels/conv.py)."""
+    product = DENSE
+
+    def forward(self, x, w, bias, geo, y):
+        conv2d_forward(x, w, bias, geo, y, product=self.product)
+
+    def backward(self, x, w, dy, geo, dx=None, dw=None, db=None):
+        conv2d_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
