@@ -41,7 +41,7 @@ def oracle(x, w, b, axis, transpose):
 
 
 @pytest.mark.parametrize("axis,transpose,bias",
-                         itertools.product([0, 1, 2, -1], [False, True], [True, False]))
+                         list(itertools.product([0, 1, 2, -1], [False, True], [True, False])))
 def test_forward_and_gradient(axis, transpose, bias):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 2, 5))
