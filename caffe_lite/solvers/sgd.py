@@ -58,6 +58,7 @@ class SGDSolver(Solver):
         for hook in self.hooks:
             for param in self.params:
                 hook.after_update(param, it)
+        for hook in self.hooks:
             hook.after_step(self.params, it)
 
     def clip_gradients(self):
