@@ -234,7 +234,7 @@ def test_unknown_flag_lists_the_flags(capsys):
 
 
 def test_strict_is_set_for_the_command_only(capsys, tmp_path, monkeypatch):
-    fork_fields = pytest.importorskip("caffe_lite.compress.fork_fields")
+    from caffe_lite.compress import fork_fields
     calls = []
 
     def set_strict(flag):

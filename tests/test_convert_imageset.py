@@ -1,7 +1,6 @@
 """convert_imageset: round trips through the Data layer, encoded / raw / gray / resize,
 -check_size, -shuffle, and one-line errors that leave no database behind."""
 import numpy as np
-import pytest
 from google.protobuf import text_format
 from PIL import Image
 
