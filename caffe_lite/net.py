@@ -38,6 +38,7 @@ from .io.upgrade import net_needs_upgrade, upgrade_net_param
 from .kernels.gemm import blas_single_threaded
 from .layers import create_layer
 from .log import LOG
+from . import net_hooks
 from .proto import caffe_pb2
 from .pycaffe import PycaffeNet
 
@@ -337,7 +338,16 @@ class Net(PycaffeNet):
         self.debug_info = bool(param.debug_info)
         self.net_param = param
         self._build_views()
+        self.forward_hooks = []
+        for hook in net_hooks.hooks_for(param):
+            self.add_forward_hook(hook)
         LOG.info("Network initialization done.")
+
+    def add_forward_hook(self, hook):
+        """Call `hook` (net_hooks.py) around every forward pass from now on."""
+        self.forward_hooks.append(hook)
+        hook.attach(self)
+        return hook
 
     def _create_layer(self, lp, where):
         path, line = where
@@ -587,10 +597,16 @@ class Net(PycaffeNet):
             raise IndexError(f"forward_from_to({start}, {end}) out of range for "
                              f"{len(self._layer_records)} layers")
         loss = 0.0
+        hooks = self.forward_hooks
         with blas_single_threaded():
+            if hooks and start == 0:
+                for hook in hooks:
+                    hook.before_forward(self)
             for i in range(start, end + 1):
                 rec = self._layer_records[i]
                 loss += rec.layer.forward(rec.bottoms, rec.tops)
+                for hook in hooks:
+                    hook.after_layer(self, i)
                 if self.debug_info:
                     self._forward_debug_info(i)
         return loss

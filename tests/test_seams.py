@@ -5,6 +5,8 @@ A masked InnerProduct made here (DNS's shape: [W, b, mask W, mask b], masks as s
 that a dense caffemodel may lack) exercises the layer side end to end; a recording hook and
 a spy engine exercise the solver and convolution sides.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -290,3 +292,112 @@ def test_set_update_mask_freezes_entries_and_history(tmp_path):
     solver.set_update_mask(w, None)
     solver.step(1)
     assert np.all(w.data[1] != start[1])
+
+
+# --- hook start, state through resume, snapshots; net forward hooks; param transforms ----
+
+class Stateful(ParamHook):
+    state_key = "test-stateful"
+
+    def __init__(self):
+        self.starts = []
+        self.snapshots = []
+        self.count = 0
+
+    def start(self, params, it, nets):
+        self.starts.append((it, [p.name for p in params], len(nets)))
+
+    def after_step(self, params, it):
+        self.count += 1
+
+    def get_state(self):
+        return {"count": self.count}
+
+    def set_state(self, state):
+        self.count = state["count"]
+
+    def after_snapshot(self, net, model_path, it):
+        self.snapshots.append((model_path, it, os.path.isfile(model_path)))
+
+
+def test_hook_start_runs_once_and_state_survives_resume(tmp_path):
+    prefix = tmp_path / "snap"
+    path = write_solver(tmp_path, net_text(), f'snapshot: 3 snapshot_prefix: "{prefix}"')
+    solver = get_solver(path)
+    hook = solver.add_hook(Stateful())
+    solver.step(2)
+    solver.step(1)
+    assert hook.starts == [(0, ["ip[0]", "ip[1]"], 1)]
+    model = f"{prefix}_iter_3.caffemodel"
+    assert hook.snapshots == [(model, 3, True)]
+
+    resumed = get_solver(path)
+    again = resumed.add_hook(Stateful())
+    resumed.restore(f"{prefix}_iter_3.solverstate")
+    assert again.count == 3
+    resumed.step(1)
+    assert again.starts == [(3, ["ip[0]", "ip[1]"], 1)] and again.count == 4
+
+
+class Rounder:
+    """A net hook that records the passes and rounds the `ip` top to integers."""
+
+    def __init__(self):
+        self.events = []
+
+    def attach(self, net):
+        self.events.append("attach")
+
+    def before_forward(self, net):
+        self.events.append("before")
+
+    def after_layer(self, net, layer_id):
+        rec = net._layer_records[layer_id]
+        if rec.name == "ip":
+            np.round(rec.tops[0].data, out=rec.tops[0].data)
+
+
+def test_net_forward_hooks_see_each_layer_and_may_change_tops(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(net_text())
+    net = Net(str(path), 0)
+    hook = net.add_forward_hook(Rounder())
+    net.forward()
+    ip = net.blobs["ip"].data
+    np.testing.assert_array_equal(ip, np.round(ip))
+    net.forward(start="loss")            # a pass that does not start at layer 0
+    assert hook.events == ["attach", "before"]
+
+
+def test_net_hook_factories_see_the_filtered_param(tmp_path):
+    from caffe_lite import net_hooks
+    seen = []
+
+    def factory(net_param):
+        seen.append(net_param.state.phase)
+        return Rounder() if net_param.state.phase == 1 else None
+
+    net_hooks.net_hook_factory(factory)
+    try:
+        path = tmp_path / "net.prototxt"
+        path.write_text(net_text())
+        train, test = Net(str(path), 0), Net(str(path), 1)
+    finally:
+        net_hooks.HOOK_FACTORIES.remove(factory)
+    assert seen == [0, 1]
+    assert train.forward_hooks == [] and len(test.forward_hooks) == 1
+
+
+def test_param_transform_feeds_forward_and_backward_but_not_the_blobs(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(net_text())
+    net = Net(str(path), 0)
+    layer = net.layer_by_name("ip")
+    w, b = (blob.data.copy() for blob in layer.blobs)
+    layer.param_transform = lambda i, a: np.zeros_like(a) if i == 0 else a + 1
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["ip"].data, np.broadcast_to(b + 1, (4, 3)))
+    net.backward()
+    # the gradients land in the float blobs themselves (straight through the transform)
+    assert layer.blobs[0].diff.any() and layer.blobs[1].diff.any()
+    np.testing.assert_array_equal(layer.blobs[0].data, w)

@@ -50,6 +50,10 @@ class Layer(ABC):
     state_blobs = frozenset()
     #: a caffemodel may hold only self.blobs[:optional_blobs_from]; None: all are needed
     optional_blobs_from = None
+    #: fn(blob_index, array) -> array: what Convolution, Deconvolution and InnerProduct use
+    #: as their weight (0) and bias (1) in forward and backward, while the solver keeps
+    #: updating the blobs themselves (caffe-jacinto's quantized shadow weights); None: the blobs
+    param_transform = None
 
     def __init__(self, param, phase=TRAIN, dtype=np.float32):
         self.param = param

@@ -128,11 +128,15 @@ class ConvolutionLayer(Layer):
 
     def effective_weight(self):
         """The weight forward and backward use (masked/quantized fork layers override)."""
-        return self.blobs[0].data
+        w = self.blobs[0].data
+        return w if self.param_transform is None else self.param_transform(0, w)
 
     def effective_bias(self):
         """The bias forward uses, or None without one (fork layers override)."""
-        return self.blobs[1].data if self.bias_term else None
+        if not self.bias_term:
+            return None
+        b = self.blobs[1].data
+        return b if self.param_transform is None else self.param_transform(1, b)
 
     # --- shapes ---------------------------------------------------------------------------
     def output_spatial(self, spatial):

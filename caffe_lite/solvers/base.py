@@ -7,6 +7,7 @@ plus `test_state`). `random_seed >= 0` seeds caffe_lite.common before the nets a
 
 Step(n), per iteration:
   clear param diffs; test every `test_interval` (at 0 only with `test_initialization`);
+  (once, before the first iteration: every hook's start());
   on_start hooks; loss = mean over `iter_size` forward_backward passes (diffs accumulate);
   smoothed loss over the last `average_loss` iterations; every `display` iterations log
   "Iteration N (X iter/s, Ys/D iters), loss = L" and each train output;
@@ -90,6 +91,7 @@ class Solver(ABC):
 
         self.callbacks = []
         self.hooks = hooks_for(param)
+        self._hooks_started = False
         self._update_mask = None
         self._action_function = None
         self.requested_early_exit = False
@@ -324,6 +326,7 @@ class Solver(ABC):
         self._timer = time.perf_counter()
         self._iterations_last = self.iter
         net = self.net
+        self._start_hooks()
         while self.iter < stop_iter:
             net.clear_param_diffs()
             if (p.test_interval and self.iter % p.test_interval == 0
@@ -351,6 +354,17 @@ class Solver(ABC):
             if request == STOP:
                 self.requested_early_exit = True
                 break
+
+    def _start_hooks(self):
+        """Each hook's start(), once, before the first iteration (after any restore)."""
+        if self._hooks_started:
+            return
+        self._hooks_started = True
+        nets = [self.net] + list(self.test_nets)
+        for hook in self.hooks:
+            start = getattr(hook, "start", None)
+            if start is not None:
+                start(self.params, self.iter, nets)
 
     def _display(self):
         now = time.perf_counter()

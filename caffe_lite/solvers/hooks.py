@@ -3,6 +3,9 @@
 A hook is a small object with any of these methods (ParamHook has them all as no-ops); each
 gets the parameter it acts on as a SolverParam record and the iteration, never the solver:
 
+  start(params, it, nets)          once, before the first iteration the solver runs (after a
+                                   -snapshot restore), with every updated param and the nets
+                                   ([train net] + test nets): build masks, attach net hooks
   regularize(param, it)            after weight decay: add a gradient term into param.diff
                                    (group lasso, per-element decay multipliers)
   lr_mult(param, lr_mult, it)      return the lr multiplier to use this iteration
@@ -14,6 +17,11 @@ gets the parameter it acts on as a SolverParam record and the iteration, never t
                                    (thresholding, SSL's hard zeroing, re-applied masks)
   after_step(params, it)           once per iteration, after every parameter's after_update,
                                    with all of them (net-wide schedules and reports)
+  after_snapshot(net, model_path, it)  after a snapshot's caffemodel is written (side files)
+
+A hook with a `state_key` keeps state across -snapshot resume: get_state() (JSON-able) is
+written into the snapshot's side file (solvers/snapshot.py) under that key, and set_state()
+gets it back on restore, before start().
 
 Per iteration the SGD family runs, for each updated parameter in turn: Normalize,
 Regularize (weight decay, then every hook's regularize), ComputeUpdateValue with the hooks'
@@ -41,6 +49,8 @@ def hook_factory(fn):
 
 
 def hooks_for(solver_param):
+    from ..plugins import load_plugins
+    load_plugins()
     hooks = []
     for factory in HOOK_FACTORIES:
         made = factory(solver_param)
@@ -90,6 +100,21 @@ class SolverParam:
 
 class ParamHook:
     """Base class with every hook method as a no-op; subclass and override what you need."""
+
+    #: the name this hook's get_state() is saved under in a snapshot; None: no state
+    state_key = None
+
+    def start(self, params, it, nets):
+        pass
+
+    def get_state(self):
+        return None
+
+    def set_state(self, state):
+        pass
+
+    def after_snapshot(self, net, model_path, it):
+        pass
 
     def regularize(self, param, it):
         pass

@@ -9,7 +9,9 @@ Files for iteration N, `snapshot_format: BINARYPROTO` (default) / `HDF5`:
 Real Caffe reads and writes the first two unchanged. The side file holds what exact resume
 needs beyond SolverState: the global RNG state (caffe_lite.common) and the state of every
 layer that has `get_state()` / `set_state()` (data layers: their seed and batch cursor), for
-the train net and each test net. Restore uses it when present and matching the iteration.
+the train net and each test net, and the state of every solver hook with a `state_key`
+(solvers/hooks.py: sparsity schedules, quantization ranges). Restore uses it when present
+and matching the iteration. A hook's after_snapshot runs once the caffemodel is written.
 
 Every file is written to a temp file beside it and renamed into place (caffe_lite.io.atomic):
 a kill during a snapshot leaves the previous files whole. The side file is written first and
@@ -51,6 +53,10 @@ def snapshot(solver):
     else:
         LOG.info("Snapshotting to binary proto file %s", model_path)
         atomic_write(model_path, _net_bytes(solver.net, p.snapshot_diff))
+    for hook in solver.hooks:
+        after = getattr(hook, "after_snapshot", None)
+        if after is not None:
+            after(solver.net, model_path, solver.iter)
     state = solver.snapshot_state()
     state.learned_net = model_path
     if hdf5:
@@ -111,7 +117,28 @@ def resume_state(solver):
         "rng": common.get_rng_state(),
         "train_net": _layer_states(solver.net),
         "test_nets": [_layer_states(net) for net in solver.test_nets],
+        "hooks": _hook_states(solver),
     }
+
+
+def _hook_states(solver):
+    states = {}
+    for hook in solver.hooks:
+        key = getattr(hook, "state_key", None)
+        if key is not None:
+            states[key] = hook.get_state()
+    return states
+
+
+def _set_hook_states(solver, states):
+    hooks = {getattr(h, "state_key", None): h for h in solver.hooks}
+    for key, state in states.items():
+        hook = hooks.get(key)
+        if hook is None:
+            LOG.warning("Resume file: the solver has no hook '%s' (a field of the snapshot's "
+                        "solver is gone?); its state is not restored", key)
+            continue
+        hook.set_state(state)
 
 
 def write_resume_file(solver, path):
@@ -135,6 +162,7 @@ def apply_resume_file(solver, path):
     _set_layer_states(solver.net, data.get("train_net", {}), "the train net")
     for i, (net, states) in enumerate(zip(solver.test_nets, data.get("test_nets", []))):
         _set_layer_states(net, states, f"test net #{i}")
+    _set_hook_states(solver, data.get("hooks", {}))
     LOG.info("Restored RNG and data layer state from %s", path)
     return True
 

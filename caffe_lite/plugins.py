@@ -1,0 +1,21 @@
+"""The modules that register the forks' solver hooks (solvers/hooks.py @hook_factory) and net
+hooks (net_hooks.py @net_hook_factory).
+
+They are imported once, the first time a solver or a net asks for its hooks, so that the core
+never imports a fork module by name and a plain BVLC net pays nothing for them.
+"""
+import importlib
+
+PLUGIN_MODULES = ()
+
+_loaded = False
+
+
+def load_plugins():
+    """Import every module of PLUGIN_MODULES (once per process)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name in PLUGIN_MODULES:
+        importlib.import_module(name)
