@@ -728,28 +728,56 @@ class Net(PycaffeNet):
 
     share_with = share_trained_layers_with
 
-    def copy_trained_layers_from(self, param, source=None):
-        """Copy parameters from a NetParameter (a caffemodel), matching layers by name."""
+    def copy_trained_layers_from(self, param, source=None, *, ignore_shape_mismatch=False,
+                                 count_mismatch_types=("BatchNorm",)):
+        """Copy parameters from a NetParameter (a caffemodel), matching layers by name.
+
+        By default Caffe's rules: each layer's blob count must fit (see _check_blob_count) and
+        each blob's shape must equal the target's. `ignore_shape_mismatch` is caffe-jacinto's
+        lenient load (its solver fields ignore_shape_mismatch / ignore_mismatching_blobs;
+        Solver.weight_loading_options says when it applies): a layer whose type is in
+        `count_mismatch_types` (None: any layer) may hold more or fewer blobs than the source,
+        and the leading ones that both have are copied; a blob whose shape differs is copied
+        in memory order when the element counts agree, else skipped with a warning naming
+        the layer and blob, keeping its initial values.
+        """
         where = f" (from {source})" if source else ""
         layers = param.layer if len(param.layer) else param.layers
         for src in layers:
             rec = self._target_layer(src.name)
             if rec is None:
                 continue
-            self._check_blob_count(rec, len(src.blobs), where)
+            self._check_blob_count(rec, len(src.blobs), where, ignore_shape_mismatch and (
+                count_mismatch_types is None or rec.layer.type in count_mismatch_types))
             for j, (t, bp) in enumerate(zip(rec.layer.blobs, src.blobs)):
+                what = f"layer '{src.name}' param {j}{where}"
                 if not _proto_shape_equals(t.shape, bp):
-                    raise self._layer_error(rec, _shape_mismatch(
-                        src.name, j, where, blob_shape(bp), t.shape))
-                _copy_proto_into(t, bp, f"layer '{src.name}' param {j}{where}")
+                    message = _shape_mismatch(src.name, j, where, blob_shape(bp), t.shape)
+                    if not ignore_shape_mismatch:
+                        raise self._layer_error(rec, message)
+                    if int(np.prod(blob_shape(bp), dtype=np.int64)) != t.count:
+                        LOG.warning("%s", message)
+                        continue
+                    LOG.warning("During copy param %d weights from layer '%s'%s; Ignoring "
+                                "shape mismatch and copying forcefully.  Source param shape "
+                                "is %s; target param shape is %s.", j, src.name, where,
+                                shape_string(blob_shape(bp)), shape_string(t.shape))
+                _copy_proto_into(t, bp, what)
 
-    def copy_from(self, path):
-        """Load trained weights: an HDF5 caffemodel when the name ends in .h5, else binary."""
+    def copy_from(self, path, *, ignore_shape_mismatch=False,
+                  count_mismatch_types=("BatchNorm",)):
+        """Load trained weights: an HDF5 caffemodel when the name ends in .h5, else binary.
+
+        The keywords are copy_trained_layers_from's, for binary caffemodels; HDF5 ones always
+        load with Caffe's strict rules, as caffe-jacinto's CopyTrainedLayersFromHDF5 does.
+        """
         path = str(path)
         if path.endswith(".h5"):
             self._copy_from_hdf5(path)
             return
-        self.copy_trained_layers_from(read_any_net(path), source=path)
+        self.copy_trained_layers_from(read_any_net(path), source=path,
+                                      ignore_shape_mismatch=ignore_shape_mismatch,
+                                      count_mismatch_types=count_mismatch_types)
 
     def _copy_from_hdf5(self, path):
         """Caffe's CopyTrainedLayersFromHDF5: /data/<layer>/<j>; a missing dataset is fine only
@@ -783,16 +811,20 @@ class Net(PycaffeNet):
             return None
         return self._layer_records[layer_id]
 
-    def _check_blob_count(self, rec, count, where):
+    def _check_blob_count(self, rec, count, where, any_count=False):
         """A caffemodel holds every blob of the layer, or (when the layer allows it) at least
-        the leading ones before its optional state blobs, which then keep their values."""
+        the leading ones before its optional state blobs, which then keep their values.
+        `any_count` (caffe-jacinto's lenient load) turns a mismatch into a warning."""
         layer = rec.layer
         total = len(layer.blobs)
         least = total if layer.optional_blobs_from is None else layer.optional_blobs_from
-        if not least <= count <= total:
-            raise self._layer_error(rec, f"Incompatible number of blobs for layer "
-                                         f"{rec.name}{where}: source has {count}, target "
-                                         f"has {total}")
+        if least <= count <= total:
+            return
+        message = (f"Incompatible number of blobs for layer {rec.name}{where}: source has "
+                   f"{count}, target has {total}")
+        if not any_count:
+            raise self._layer_error(rec, message)
+        LOG.warning("%s; copying the first %d", message, min(count, total))
 
     def _layer_error(self, rec, message):
         """A CaffeError at the layer's prototxt line that names the layer."""

@@ -50,6 +50,13 @@ from .validate import FieldLines, Where, resolve_net_file, validate_solver_param
 NONE, SNAPSHOT, STOP = "none", "snapshot", "stop"
 ACTIONS = (NONE, SNAPSHOT, STOP)
 
+# caffe-jacinto's lenient weight loading: the solver field of each vintage, and the layer
+# types whose blob count may then differ from the caffemodel's (None: any layer).
+_LENIENT_LOAD_FIELDS = (
+    ("ignore_shape_mismatch", ("BatchNorm",)),  # 0.16 / 0.17
+    ("ignore_mismatching_blobs", None),         # G1 / G2 (caffe-0.15, rc0.16.1)
+)
+
 
 def fmt(value):
     """A number as C++'s `ostream << float` prints it (6 significant digits)."""
@@ -216,12 +223,33 @@ class Solver(ABC):
                     raise CaffeError(f"cannot open weights file '{name}' (no such file)")
                 raise self.where(field, f"cannot open weights file '{name}' (no such file)", index)
             LOG.info("Finetuning from %s", name)
+            options = self.weight_loading_options()
             for net in [self.net] + list(self.test_nets):
-                net.copy_from(name)
+                net.copy_from(name, **options)
 
     def load_weights(self, model_list):
         """Finetune from comma-separated caffemodels (caffe train -weights)."""
         self._load_weights(model_list)
+
+    def weight_loading_options(self):
+        """Net.copy_from keywords for the `weights` field and -weights: caffe-jacinto's
+        lenient load when the solver file asks for it.
+
+        ignore_shape_mismatch (jacinto 0.16/0.17) tolerates a blob-count mismatch in
+        BatchNorm layers only; ignore_mismatching_blobs (G1/G2, its older name) in any layer,
+        as caffe-0.15's CopyTrainedLayersFrom does. Both copy the leading blobs both sides
+        have, copy a blob whose shape differs when the element counts agree and skip it with
+        a warning otherwise. A field counts only when the file sets it (HasField): the schema
+        default of ignore_shape_mismatch is true, which would silently load mismatched
+        weights into BVLC files. Where we differ from the forks: they are lenient also with
+        no solver (caffe test, time: Net::solver_ is null), and caffe-0.15 accepts a
+        blob-count mismatch even when its flag is false; HDF5 weights are strict in both.
+        """
+        for field, count_mismatch_types in _LENIENT_LOAD_FIELDS:
+            if self.param.HasField(field):
+                return {"ignore_shape_mismatch": getattr(self.param, field),
+                        "count_mismatch_types": count_mismatch_types}
+        return {}
 
     def _param_specs(self):
         specs = getattr(self.net, "param_specs", None)
