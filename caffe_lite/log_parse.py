@@ -8,6 +8,12 @@ columns as the first one; the LearningRate of the first row (logged before any "
 is copied from the second. save_csv_files writes `<log>.train` / `<log>.test` as parse_log.py.
 Beyond parse_log.py, the glog stamp is found anywhere in a line, so a log whose lines carry a
 prefix of their own (`ts`, a CI runner's timestamp) gives the same rows as the plain log.
+
+parse_sparsity reads the blocks that `display_sparsity` writes (compress/jacinto_sparsity.py):
+    Iteration 1000, sparsity (fraction of zero weights):
+        Sparsity #0: conv1 = 0.25 (108/432)
+        Total sparsity = 0.5 (9000/18000)
+one row per block: NumIters, one column per weight blob, then "total".
 """
 import csv
 import datetime
@@ -19,6 +25,9 @@ REGEX_ITERATION = re.compile(r"Iteration (\d+)")
 REGEX_TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
 REGEX_TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 REGEX_LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+REGEX_SPARSITY_BLOCK = re.compile(r"Iteration (\d+), sparsity")
+REGEX_SPARSITY = re.compile(r"Sparsity #(\d+): (\S+) = ([\.\deE+-]+)")
+REGEX_TOTAL_SPARSITY = re.compile(r"Total sparsity = ([\.\deE+-]+)")
 
 
 # glog's `I1123 00:00:00.000000` prefix, wherever it is: a shell loop, `ts` or a CI runner
@@ -81,6 +90,33 @@ def parse_log(path_or_lines, year=None):
     return train_rows, test_rows
 
 
+def parse_sparsity(path_or_lines):
+    """The display_sparsity rows of a log file path or an iterable of lines."""
+    if isinstance(path_or_lines, (str, os.PathLike)):
+        with open(path_or_lines, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    else:
+        lines = list(path_or_lines)
+    rows, row = [], None
+    for line in lines:
+        m = REGEX_SPARSITY_BLOCK.search(line)
+        if m:
+            row = OrderedDict([("NumIters", float(m.group(1)))])
+            continue
+        if row is None:
+            continue
+        m = REGEX_SPARSITY.search(line)
+        if m:
+            row[m.group(2)] = float(m.group(3))
+            continue
+        m = REGEX_TOTAL_SPARSITY.search(line)
+        if m:
+            row["total"] = float(m.group(1))
+            rows.append(row)
+            row = None
+    return rows
+
+
 def _solving_time(lines, year):
     """The stamp of the "Solving" line; as in parse_log.py, the lines up to it are consumed."""
     for line in lines:
@@ -112,9 +148,14 @@ def _fix_initial_nan_learning_rate(rows):
         rows[0]["LearningRate"] = rows[1]["LearningRate"]
 
 
-def save_csv_files(logfile_path, output_dir, train_rows, test_rows, delimiter=","):
+def save_csv_files(logfile_path, output_dir, train_rows, test_rows, delimiter=",",
+                   sparsity_rows=()):
+    """`<log>.train` and `<log>.test` as parse_log.py, and `<log>.sparsity` when given rows."""
     base = os.path.basename(logfile_path)
-    for rows, suffix in ((train_rows, ".train"), (test_rows, ".test")):
+    tables = [(train_rows, ".train"), (test_rows, ".test")]
+    if sparsity_rows:
+        tables.append((sparsity_rows, ".sparsity"))
+    for rows, suffix in tables:
         path = os.path.join(output_dir, base + suffix)
         with open(path, "w", newline="") as f:
             if not rows:

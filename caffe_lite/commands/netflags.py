@@ -1,5 +1,6 @@
 """Flag handling shared by the commands that build nets (train, test, time), as tools/caffe.cpp."""
 import contextlib
+import os
 
 from ..cli import Flag
 from ..common import TEST, TRAIN
@@ -57,3 +58,10 @@ def net_from_flags(values, default_phase):
         if name.strip():
             net.copy_from(name.strip())
     return net
+
+
+def output_prefix(output):
+    """<dir(OUT)>/<stem(OUT)>: boost's parent_path and stem (the last extension goes), as
+    caffe-jacinto's threshold and optimize name their outputs."""
+    folder, name = os.path.split(output)
+    return os.path.join(folder or ".", os.path.splitext(name)[0])

@@ -3,7 +3,10 @@
 The log is read with the regexes of Caffe's tools/extra/parse_log.py (caffe_lite.log_parse);
 lines may carry a prefix before the glog stamp. The figure has one panel for the train outputs
 and one for the test outputs against the iteration (losses on the left axis, accuracies on a
-right axis of their own), plus the learning rate. Needs matplotlib (the `plot` extra).
+right axis of their own), plus the learning rate. When the log has caffe-jacinto's
+`display_sparsity` blocks (log_parse.parse_sparsity), a panel draws the fraction of zero
+weights of each layer and of the whole net against the iteration. Needs matplotlib (the
+`plot` extra).
 """
 import os
 import re
@@ -58,20 +61,41 @@ def _plot_outputs(ax, rows, title, color_of):
     ax.grid(True, alpha=0.3)
 
 
-def build_figure(train_rows, test_rows):
-    """A matplotlib Figure of parse_log's rows: a panel per net with rows, then the lr."""
+def _plot_sparsity(ax, rows):
+    names = [k for k in rows[0] if k not in ("NumIters", "total")]
+    iters = [r["NumIters"] for r in rows]
+    for i, name in enumerate(names):
+        ax.plot(iters, [r.get(name, float("nan")) for r in rows], label=name,
+                color=f"C{i % 10}")
+    ax.plot(iters, [r["total"] for r in rows], label="total", color="k", linewidth=2)
+    ax.set_ylabel("fraction of zero weights")
+    ax.set_title("sparsity")
+    ax.legend(loc="best", fontsize="small")
+    ax.grid(True, alpha=0.3)
+
+
+def build_figure(train_rows, test_rows, sparsity_rows=()):
+    """A matplotlib Figure of parse_log's rows: a panel per net with rows, the sparsity
+    (when there are parse_sparsity rows), then the lr."""
     Figure = _figure_class()
     panels = [(rows, title) for rows, title in ((train_rows, "train"), (test_rows, "test"))
               if output_names(rows)]
     # One colour per output name, so the train loss and the test loss read as the same curve.
     names = list(dict.fromkeys(n for rows, _ in panels for n in output_names(rows)))
     color_of = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    fig = Figure(figsize=(8, 2.8 * len(panels) + 2.4), layout="constrained")
-    axes = fig.subplots(len(panels) + 1, 1, sharex=True, squeeze=False,
-                        height_ratios=[3] * len(panels) + [2])[:, 0]
-    for ax, (rows, title) in zip(axes, panels):
-        _plot_outputs(ax, rows, title, color_of)
     rows = train_rows or test_rows
+    heights = [3] * len(panels) + [3] * bool(sparsity_rows) + [2] * bool(rows)
+    fig = Figure(figsize=(8, 2.8 * (len(panels) + bool(sparsity_rows)) + 2.4 * bool(rows)),
+                 layout="constrained")
+    axes = fig.subplots(len(heights), 1, sharex=True, squeeze=False,
+                        height_ratios=heights)[:, 0]
+    for ax, (panel_rows, title) in zip(axes, panels):
+        _plot_outputs(ax, panel_rows, title, color_of)
+    if sparsity_rows:
+        _plot_sparsity(axes[len(panels)], sparsity_rows)
+    if not rows:
+        axes[-1].set_xlabel("iteration")
+        return fig
     lr = axes[-1]
     # A row's LearningRate is the "lr =" line of the display before it (parse_log.py's lag),
     # the rate in force since that iteration: drawn as a step there, a change lands where
@@ -109,13 +133,15 @@ def plot(argv):
     out = values["output"] or values["o"]
     if not os.path.isfile(log_path):
         raise CaffeError("no such log file", log_path)
-    from ..log_parse import parse_log, save_csv_files
+    from ..log_parse import parse_log, parse_sparsity, save_csv_files
     train_rows, test_rows = parse_log(log_path)
-    if not train_rows and not test_rows:
+    sparsity_rows = parse_sparsity(log_path)
+    if not train_rows and not test_rows and not sparsity_rows:
         raise _no_rows_error(log_path)
     if values["csv"]:
-        save_csv_files(log_path, values["csv"], train_rows, test_rows)
-    fig = build_figure(train_rows, test_rows)
+        save_csv_files(log_path, values["csv"], train_rows, test_rows,
+                       sparsity_rows=sparsity_rows)
+    fig = build_figure(train_rows, test_rows, sparsity_rows)
     try:
         fig.savefig(out)
     except (OSError, ValueError) as err:
