@@ -6,14 +6,16 @@ import pytest
 
 from caffe_lite import cli
 from caffe_lite.cli import Flag
-from caffe_lite.commands import compute_image_mean, convert_imageset, data, plot, test, time, train
+from caffe_lite.commands import (compute_image_mean, convert_imageset, data, optimize, plot, test,
+                                 threshold, time, train)
 
 cli._load_commands()
 FLAGS_OF = {"train": train.FLAGS, "test": test.FLAGS, "time": time.FLAGS, "data": data.FLAGS,
             "plot": plot.FLAGS, "convert_imageset": convert_imageset.FLAGS,
             "compute_image_mean": compute_image_mean.FLAGS,
             "upgrade_net_proto_text": [], "upgrade_net_proto_binary": [],
-            "upgrade_solver_proto_text": []}
+            "upgrade_solver_proto_text": [], "threshold": threshold.FLAGS,
+            "optimize": optimize.FLAGS}
 STRICT = ("-strict (Turn warnings about fork fields that caffe-lite does not implement yet "
           "into errors.) type: bool default: false")
 

@@ -45,15 +45,16 @@ BVLC_TYPES = {
 
 # Fork layer types caffe-lite does not implement, and what will. Data layers (caffe-jacinto's
 # ImageLabelData among them) become Input layers here, so only the forks' other types count.
-_ISSUE_10 = "issue #10"      # TI caffe-jacinto
+_SEGMENTATION = ("not planned: caffe-jacinto 0.15's segmentation layers; no corpus file uses "
+                 "them")
 _ISSUE_11 = "issue #11"      # SSL intel branch: fused layers
 _ISSUE_12 = "issue #12"      # DNS, INQ, NNMC
 FORK_LAYER_TYPES = {
     "DNSConvolution": _ISSUE_12, "DNSInnerProduct": _ISSUE_12,
     "INQConvolution": _ISSUE_12, "INQInnerProduct": _ISSUE_12,
     "CConvolution": _ISSUE_12, "CInnerProduct": _ISSUE_12,
-    "IOUAccuracy": _ISSUE_10, "SegmentationAccuracy": _ISSUE_10,
-    "SoftmaxWithWeightedLoss": _ISSUE_10, "ImageLabelTransformation": _ISSUE_10,
+    "IOUAccuracy": _SEGMENTATION, "SegmentationAccuracy": _SEGMENTATION,
+    "SoftmaxWithWeightedLoss": _SEGMENTATION, "ImageLabelTransformation": _SEGMENTATION,
     "ConvolutionReLU": _ISSUE_11, "ConvolutionReLUPool": _ISSUE_11,
     "ConvolutionReLUPoolLRN": _ISSUE_11, "InnerProductReLUDropout": _ISSUE_11,
     "Sparsify": "not planned: SSL master's force-regularization layer",

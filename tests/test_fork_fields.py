@@ -31,28 +31,12 @@ EXPECTED_CORPUS_WARNINGS = [
     ("LayerParameter", "dns_inner_product_param"),
     ("LayerParameter", "inq_convolution_param"),
     ("LayerParameter", "inq_inner_product_param"),
-    ("NetParameter", "quantize"),
     ("ParamSpec", "block_group_lasso"),
     ("ParamSpec", "breadth_decay_mult"),
     ("ParamSpec", "decay_proto"),
     ("ParamSpec", "kernel_shape_decay_mult"),
     ("SolverParameter", "breadth_decay"),
-    ("SolverParameter", "display_sparsity"),
-    ("SolverParameter", "ignore_shape_mismatch"),
-    ("SolverParameter", "insert_quantization_param"),
     ("SolverParameter", "kernel_shape_decay"),
-    ("SolverParameter", "quantization_start_iter"),
-    ("SolverParameter", "snapshot_log"),
-    ("SolverParameter", "sparse_mode"),
-    ("SolverParameter", "sparsity_lr_mult"),
-    ("SolverParameter", "sparsity_start_factor"),
-    ("SolverParameter", "sparsity_start_iter"),
-    ("SolverParameter", "sparsity_step_factor"),
-    ("SolverParameter", "sparsity_step_iter"),
-    ("SolverParameter", "sparsity_target"),
-    ("SolverParameter", "sparsity_threshold"),
-    ("SolverParameter", "threshold_weights"),
-    ("SolverParameter", "weight_connect_mode"),
 ]
 
 
@@ -222,44 +206,42 @@ def test_solver_fields_warn_at_their_lines(tmp_path, warnings_seen):
     path = _write(tmp_path, "solver.prototxt",
                   'net: "n.prototxt"\n'
                   "base_lr: 0.01\n"
-                  "# sparse_mode: SPARSE_UPDATE in a comment is not a field\n"
-                  "sparse_mode: SPARSE_UPDATE\n"
+                  "# breadth_decay: 0.001 in a comment is not a field\n"
+                  "breadth_decay: 0.001\n"
                   "display: 10\n"
-                  "sparsity_target: 0.8\n")
+                  "kernel_shape_decay: 0.5\n")
     read_solver_param(path)
     assert warnings_seen() == [
-        f"{path}:4: sparse_mode: SPARSE_UPDATE (caffe-jacinto SolverParameter.sparse_mode) "
-        "is not implemented in caffe-lite yet (issue #10): ignored",
-        f"{path}:6: sparsity_target: 0.8 (caffe-jacinto SolverParameter.sparsity_target) "
-        "is not implemented in caffe-lite yet (issue #10): ignored",
+        f"{path}:4: breadth_decay: 0.001 (SSL SolverParameter.breadth_decay) "
+        "is not implemented in caffe-lite yet (issue #11): ignored",
+        f"{path}:6: kernel_shape_decay: 0.5 (SSL SolverParameter.kernel_shape_decay) "
+        "is not implemented in caffe-lite yet (issue #11): ignored",
     ]
 
 
 def test_each_file_line_and_field_warns_once(tmp_path, warnings_seen):
-    path = _write(tmp_path, "s.prototxt", 'net: "n.prototxt"\nsparse_mode: SPARSE_UPDATE\n')
+    path = _write(tmp_path, "s.prototxt", 'net: "n.prototxt"\nbreadth_decay: 0.001\n')
     read_solver_param(path)
     read_solver_param(path)
     assert len(warnings_seen()) == 1
 
 
 @pytest.mark.parametrize("line, warns", [
-    ("sparse_mode: SPARSE_NONE", False),
-    ("sparse_mode: 0", False),
-    ("sparse_mode: 1", True),
-    ("display_sparsity: 0", False),
-    ("display_sparsity: 1000", True),
-    ("weight_connect_mode: WEIGHT_CONNECTED", False),
-    ("weight_connect_mode: WEIGHT_DISCONNECTED_ELTWISE", True),
-    ("threshold_weights: false", False),
-    ("threshold_weights: true", True),
+    ("rampup_interval: 0", False),
+    ("rampup_interval: 100", True),
+    ("force_decay: 0", False),
+    ("force_decay: 0.1", True),
+    ("solver_data_type: FLOAT", False),
+    ("solver_data_type: FLOAT16", True),
+    ("sparse_mode: SPARSE_UPDATE", False),            # caffe-jacinto: honoured
+    ("weight_connect_mode: WEIGHT_DISCONNECTED_ELTWISE", False),
+    ("threshold_weights: true", False),
     ("breadth_decay: 0", False),
     ("breadth_decay: 1e-3", True),
     ("min_lr: 0.0", False),
     ("min_lr: 1e-5", True),
-    ("sparsity_target: 0", True),     # G1 reads 0 as "switch every lr at once"
-    ("sparsity_target: 1.0", True),   # G3 reads 1 as "full sparsity"
-    ("sparsity_lr_mult: 1", True),    # replaces the param's own lr_mult
-    ("sparsity_step_iter: 1000", True),
+    ("sparsity_target: 0.8", False),
+    ("insert_quantization_param: true", False),
 ])
 def test_solver_value_is_judged_by_the_inert_column(tmp_path, warnings_seen, line, warns):
     path = _write(tmp_path, "s.prototxt", f'net: "n.prototxt"\n{line}\n')
@@ -313,14 +295,12 @@ def test_list_elements_warn_at_their_own_lines(tmp_path, warnings_seen):
     path = _write(tmp_path, "net.prototxt",
                   'layer { name: "ip" type: "InnerProduct"\n'
                   "  param: [ { lr_mult: 1 },\n"
-                  "           { block_group_lasso { ydimen: 1 } } ]\n"
-                  "  loss_param { label_weights: [ 0.5,\n"
-                  "                                2 ] } }\n")
+                  "           { block_group_lasso { ydimen: 1 } },\n"
+                  "           { block_group_lasso { xdimen: 1 } } ] }\n")
     read_net_param(path)
     assert [m.split(" (")[0] for m in warnings_seen()] == [
         f"{path}:3: layer 'ip': param.block_group_lasso",
-        f"{path}:4: layer 'ip': loss_param.label_weights: 0.5",
-        f"{path}:5: layer 'ip': loss_param.label_weights: 2",
+        f"{path}:4: layer 'ip': param.block_group_lasso",
     ]
 
 
@@ -345,7 +325,7 @@ def test_nested_net_param_of_a_solver_warns_where_it_is_written(tmp_path, warnin
                   "base_lr: 0.1\n"
                   "net_param {\n"
                   '  name: "inline"\n'
-                  "  quantize: true\n"
+                  "  default_forward_type: FLOAT16\n"
                   '  layer { name: "conv1" type: "Convolution"\n'
                   "    dns_convolution_param { gamma: 0.0001 c_rate: 3 } }\n"
                   "}\n"
@@ -353,7 +333,7 @@ def test_nested_net_param_of_a_solver_warns_where_it_is_written(tmp_path, warnin
                   "  dropout_param { random_seed: 7 } } }\n")
     read_solver_param(path)
     assert [m.split(" (")[0] for m in warnings_seen()] == [
-        f"{path}:4: net_param.quantize: true",
+        f"{path}:4: net_param.default_forward_type: FLOAT16",
         f"{path}:6: net_param.layer 'conv1': dns_convolution_param",
         f"{path}:9: test_net_param.layer 'd': dropout_param.random_seed: 7",
     ]
@@ -372,13 +352,13 @@ def test_field_names_inside_strings_are_not_fields(tmp_path, warnings_seen):
 def test_strict_mode_refuses_with_one_line_naming_file_and_line(tmp_path, strict,
                                                                   warnings_seen):
     path = _write(tmp_path, "s.prototxt",
-                  'net: "n.prototxt"\nbase_lr: 0.1\nsparse_mode: SPARSE_UPDATE\n')
+                  'net: "n.prototxt"\nbase_lr: 0.1\nbreadth_decay: 0.001\n')
     with pytest.raises(CaffeError) as err:
         read_solver_param(path)
     assert (err.value.path, err.value.line) == (path, 3)
     assert str(err.value) == (
-        f"{path}:3: sparse_mode: SPARSE_UPDATE (caffe-jacinto SolverParameter.sparse_mode) "
-        "is not implemented in caffe-lite yet (issue #10): refused in strict mode")
+        f"{path}:3: breadth_decay: 0.001 (SSL SolverParameter.breadth_decay) "
+        "is not implemented in caffe-lite yet (issue #11): refused in strict mode")
     assert warnings_seen() == []
 
 
@@ -476,7 +456,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 """
 _SOLVER = """net: "net.prototxt"
 base_lr: 0.01
-sparse_mode: SPARSE_UPDATE
+breadth_decay: 0.001
 lr_policy: "fixed"
 max_iter: 10
 snapshot_after_train: false
@@ -499,8 +479,8 @@ def test_train_warns_on_stderr_and_trains(tmp_path):
     assert len(warning) == 1
     assert warning[0].startswith("W")
     assert warning[0].endswith(
-        "] solver.prototxt:3: sparse_mode: SPARSE_UPDATE (caffe-jacinto "
-        "SolverParameter.sparse_mode) is not implemented in caffe-lite yet (issue #10): ignored")
+        "] solver.prototxt:3: breadth_decay: 0.001 (SSL "
+        "SolverParameter.breadth_decay) is not implemented in caffe-lite yet (issue #11): ignored")
     assert "Optimization Done." in run.stderr
 
 
@@ -510,6 +490,6 @@ def test_train_strict_exits_1_with_one_line(tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].endswith(
-        "solver.prototxt:3: sparse_mode: SPARSE_UPDATE (caffe-jacinto "
-        "SolverParameter.sparse_mode) is not implemented in caffe-lite yet (issue #10): "
+        "solver.prototxt:3: breadth_decay: 0.001 (SSL "
+        "SolverParameter.breadth_decay) is not implemented in caffe-lite yet (issue #11): "
         "refused in strict mode")

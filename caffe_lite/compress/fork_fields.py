@@ -69,6 +69,46 @@ HONOURED = {
     ("BatchNormParameter", "scale_filler"): "layers/batch_norm.py",
     ("BatchNormParameter", "bias_filler"): "layers/batch_norm.py",
     ("ParamSpec", "regularization_type"): "solvers/regularizers.py",
+    # caffe-jacinto sparsification: G1 (weight_connect_mode) and G2/G3 (sparse_mode)
+    ("SolverParameter", "weight_connect_mode"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "threshold_weights"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_threshold"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_target"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_lr_mult"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparse_mode"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_step_factor"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_step_iter"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_start_iter"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_start_factor"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_threshold_maxratio"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_itr_increment_bfr_applying"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "sparsity_threshold_value_max"): "compress/jacinto_sparsity.py",
+    ("SolverParameter", "display_sparsity"): "compress/jacinto_sparsity.py",
+    # caffe-jacinto quantization: Q-A in the solver, Q-B/Q-C in the net
+    ("SolverParameter", "insert_quantization_param"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "quantization_start_iter"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "quantize_weights"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "quantize_activations"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "unsigned_check_in"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "unsigned_check_out"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "quantization_param"): "compress/jacinto_quantize.py",
+    ("SolverParameter", "display_quantization"): "compress/jacinto_quantize.py",
+    ("NetParameter", "quantize"): "compress/jacinto_quantize.py",
+    ("NetParameter", "net_quantization_param"): "compress/jacinto_quantize.py",
+    # caffe-jacinto snapshots, weight loading, data and loss
+    ("SolverParameter", "snapshot_log"): "compress/snapshot_log.py",
+    ("LayerParameter", "snapshot_log_weights"): "compress/snapshot_log.py",
+    ("LayerParameter", "snapshot_log_in"): "compress/snapshot_log.py",
+    ("LayerParameter", "snapshot_log_out"): "compress/snapshot_log.py",
+    ("SolverParameter", "ignore_mismatching_blobs"): "solvers/base.py",
+    ("SolverParameter", "ignore_shape_mismatch"): "solvers/base.py",
+    ("BlobProto", "raw_data"): "io/blobs.py",
+    ("BlobProto", "raw_data_type"): "io/blobs.py",
+    ("BlobProto", "raw_diff"): "io/blobs.py",
+    ("BlobProto", "raw_diff_type"): "io/blobs.py",
+    ("DataParameter", "shuffle"): "layers/data.py",
+    ("DataParameter", "shuffle_skip_max"): "layers/data.py",
+    ("LossParameter", "label_weights"): "layers/softmax_loss.py",
 }
 
 _CUDNN = "picks a cuDNN algorithm; the convolution computed is the same"
@@ -105,51 +145,10 @@ _SEED = ("not planned: a per-layer seed (NVCaffe's Dropout, caffe-jacinto's tran
          "caffe-lite seeds every random layer from SolverParameter.random_seed")
 
 NOT_IMPLEMENTED = {
-    # --- #10 caffe-jacinto: sparsification (G1 weight_connect_mode, G2/G3 sparse_mode)
-    ("SolverParameter", "weight_connect_mode"): Pending("#10", ("WEIGHT_CONNECTED",)),
-    ("SolverParameter", "threshold_weights"): Pending("#10", (False,)),
-    ("SolverParameter", "sparsity_threshold"): Pending("#10"),
-    # G1 reads it as the zero fraction that switches lr (def 1.0), G3 as the sparsity goal
-    # (def 0.0): 0 switches every lr at once in G1, 1 asks G3 for full sparsity; no value is
-    # plain Caffe in both
-    ("SolverParameter", "sparsity_target"): Pending("#10"),
-    # it replaces the param's own lr_mult, so even 1.0 changes a bias with lr_mult 2
-    ("SolverParameter", "sparsity_lr_mult"): Pending("#10"),
-    ("SolverParameter", "sparse_mode"): Pending("#10", ("SPARSE_NONE",)),
-    ("SolverParameter", "sparsity_step_factor"): Pending("#10"),
-    ("SolverParameter", "sparsity_step_iter"): Pending("#10"),
-    ("SolverParameter", "sparsity_start_iter"): Pending("#10"),
-    ("SolverParameter", "sparsity_start_factor"): Pending("#10"),
-    ("SolverParameter", "sparsity_threshold_maxratio"): Pending("#10"),
-    ("SolverParameter", "sparsity_itr_increment_bfr_applying"): Pending("#10"),
-    ("SolverParameter", "sparsity_threshold_value_max"): Pending("#10"),
-    ("SolverParameter", "display_sparsity"): Pending("#10", (0,)),
-    # --- #10 caffe-jacinto: quantization (Q-A in the solver, Q-B/Q-C in the net)
-    ("SolverParameter", "insert_quantization_param"): Pending("#10", (False,)),
-    ("SolverParameter", "quantization_start_iter"): Pending("#10"),
-    ("SolverParameter", "quantize_weights"): Pending("#10", (False,)),
-    ("SolverParameter", "quantize_activations"): Pending("#10", (False,)),
-    ("SolverParameter", "unsigned_check_in"): Pending("#10"),
-    ("SolverParameter", "unsigned_check_out"): Pending("#10"),
-    ("SolverParameter", "quantization_param"): Pending("#10"),
-    ("SolverParameter", "display_quantization"): Pending("#10"),
-    ("NetParameter", "quantize"): Pending("#10", (False,)),
-    ("NetParameter", "net_quantization_param"): Pending("#10"),
+    # A prototxt's own per-layer settings (TI writes them with snapshot_log, and its 0.17
+    # applies them when update_quantization_param is false): caffe-lite chooses the widths and
+    # fractional lengths itself from the ranges it measures and writes them here
     ("LayerParameter", "quantization_param"): Pending("#10"),
-    # --- #10 caffe-jacinto: snapshots, weight loading, data, loss
-    ("SolverParameter", "snapshot_log"): Pending("#10", (False,)),
-    ("LayerParameter", "snapshot_log_weights"): Pending("#10", (False,)),
-    ("LayerParameter", "snapshot_log_in"): Pending("#10", (False,)),
-    ("LayerParameter", "snapshot_log_out"): Pending("#10", (False,)),
-    ("SolverParameter", "ignore_mismatching_blobs"): Pending("#10", (False,)),
-    ("SolverParameter", "ignore_shape_mismatch"): Pending("#10", (False,)),
-    ("BlobProto", "raw_data"): Pending("#10"),
-    ("BlobProto", "raw_data_type"): Pending("#10"),
-    ("BlobProto", "raw_diff"): Pending("#10"),
-    ("BlobProto", "raw_diff_type"): Pending("#10"),
-    ("DataParameter", "shuffle"): Pending("#10", (False,)),
-    ("DataParameter", "shuffle_skip_max"): Pending("#10"),
-    ("LossParameter", "label_weights"): Pending("#10"),
     # --- #11 SSL (wenwei202/caffe scnn)
     ("SolverParameter", "breadth_decay"): Pending("#11", (0.0,)),
     ("SolverParameter", "kernel_shape_decay"): Pending("#11", (0.0,)),
