@@ -104,12 +104,10 @@ def peak_rss_mb():
 
 
 # --- workers (one subprocess each) --------------------------------------------------------
-def run_caffe(name, iters, warmup):
-    param, batch, classes = input_net_param(name)
-    solver = make_solver(param)
-    net = solver.net
+def time_solver_steps(solver, param, batch, classes, iters, warmup):
+    """Seconds of each of `iters` single solver steps on fixed random inputs, after `warmup`."""
     for top, arr in random_inputs(param, batch, classes).items():
-        net.blobs[top].data[...] = arr
+        solver.net.blobs[top].data[...] = arr
     for _ in range(warmup):
         solver.step(1)
     times = []
@@ -117,6 +115,12 @@ def run_caffe(name, iters, warmup):
         t = time.perf_counter()
         solver.step(1)
         times.append(time.perf_counter() - t)
+    return times
+
+
+def run_caffe(name, iters, warmup):
+    param, batch, classes = input_net_param(name)
+    times = time_solver_steps(make_solver(param), param, batch, classes, iters, warmup)
     return {"batch": batch, "times": times, "rss": peak_rss_mb()}
 
 
