@@ -34,8 +34,8 @@ TRAINED = ("initial", "l1reg", "sparse", "final")
 COMMANDS = ["initial", "l1reg", "threshold", "threshold_test", "sparse", "test",
             "test_quantize", "optimize", "optimize_test", "final"]
 LABELS = ["initial (L2)", "l1reg (L1)", "threshold", "sparse fine-tune", "test (sparse)",
-          "test_quantize (sparse, 8 bit)", "optimize (BN folded)",
-          "final (sparse, 8 bit, no BN)"]
+          "test_quantize (sparse, fixed point)", "optimize (BN folded)",
+          "final (sparse, fixed point, no BN)"]
 QUICK_ITERS = {"initial": 2, "l1reg": 2, "sparse": 2, "final": 3}
 
 JACINTO_CONVS = ["conv1a", "conv1b"] + [f"res{i}a_branch2{b}" for i in range(2, 6)

@@ -3,7 +3,7 @@
 # scripts/train_cifar10_classification.sh runs it (caffe-jacinto-models, 2017):
 #
 #   initial (L2) -> l1reg (L1) -> threshold -> sparse fine-tune (zeros frozen)
-#   -> test -> test_quantize (8-bit) -> optimize (fold BN) -> test of the folded model
+#   -> test -> test_quantize (fixed point) -> optimize (fold BN) -> test of the folded model
 #   -> final fine-tune (sparse + quantized, on the net without BatchNorm)
 #
 # JacintoNet11 v2 on Fashion-MNIST-32 by default (CIFAR-10 with --dataset cifar10), or LeNet
@@ -233,9 +233,9 @@ TARGET = re.compile(r"\] (\S+): ni=\d+ no=\d+:? (?:fraction=(\S+)|left alone)")
 FOLDED = re.compile(r"Folded BatchNorm (\S+)")
 STAGES = [("initial", "initial (L2)"), ("l1reg", "l1reg (L1)"),
           ("threshold_test", "threshold"), ("sparse", "sparse fine-tune"),
-          ("test", "test (sparse)"), ("test_quantize", "test_quantize (sparse, 8 bit)"),
+          ("test", "test (sparse)"), ("test_quantize", "test_quantize (sparse, fixed point)"),
           ("optimize_test", "optimize (BN folded)"),
-          ("final", "final (sparse, 8 bit, no BN)")]
+          ("final", "final (sparse, fixed point, no BN)")]
 
 
 def log(stage):

@@ -5,8 +5,8 @@ lines may carry a prefix before the glog stamp. The figure has one panel for the
 and one for the test outputs against the iteration (losses on the left axis, accuracies on a
 right axis of their own), plus the learning rate. When the log has caffe-jacinto's
 `display_sparsity` blocks (log_parse.parse_sparsity), a panel draws the fraction of zero
-weights of each layer and of the whole net against the iteration. Needs matplotlib (the
-`plot` extra).
+weights of each layer and of the whole net against the iteration, and -csv also writes
+those as a .sparsity table. Needs matplotlib (the `plot` extra).
 """
 import os
 import re
@@ -17,7 +17,8 @@ from ..errors import CaffeError
 FLAGS = [
     Flag("o", "curves.png", str, "Output image (png, pdf, svg: any matplotlib format)."),
     Flag("output", "", str, "Same as -o."),
-    Flag("csv", "", str, "Optional; also write parse_log.py's .train/.test CSV files here."),
+    Flag("csv", "", str, "Optional; also write parse_log.py's .train/.test CSV files here "
+                           "(and .sparsity, when the log has sparsity reports)."),
 ]
 
 ROW_KEYS = ("NumIters", "Seconds", "LearningRate")

@@ -15,7 +15,8 @@ all quantize. Each net counts its forward passes (infer_count, from 0, TEST incl
 Q-C selects Convolution, InnerProduct, Deconvolution, BatchNorm, Scale, ReLU, PReLU, Eltwise,
 Concat, Bias, Pooling and every type whose name contains "data" (its first top only), skips
 `ignored_layer_names`, and does not round the output of a layer "merged" with its consumer
-(Conv -> BN/Scale/ReLU, BN -> Scale/ReLU, BN/Scale -> Conv without a Conv before), found on
+(Convolution / InnerProduct / Deconvolution -> BN/Scale/ReLU, BN -> Scale/ReLU, Scale -> ReLU,
+BN/Scale -> Conv without a Conv before), found on
 the graph; weight blob 0 uses bitwidth_weights, the bias bitwidth_bias. Q-B decides by list
 order instead (the next layer), has one range and scale for all tops, rounds weight blob 0
 only, and only the layer types whose 0.16 code calls Quantize round at all (Convolution,
@@ -34,7 +35,8 @@ that iteration it gives each selected layer (TI's AddQuantizationParams, by list
 fractional lengths, written into LayerParameter.quantization_param, and from then on the
 train net and the test nets run with fixed-point weights (Layer.param_transform over the
 float blobs the solver keeps updating: straight-through shadow weights) and fixed-point
-outputs of the selected layers. Ranges, lengths and the start are kept in the snapshot.
+outputs of the selected layers. The ranges and the chosen widths are kept in the snapshot
+(the lengths follow from them).
 
 Where we differ from TI, and why:
   * Q-A: TI rounds the weights in place every forward pass and the update then applies to
