@@ -95,6 +95,7 @@ HONOURED = {
     ("SolverParameter", "display_quantization"): "compress/jacinto_quantize.py",
     ("NetParameter", "quantize"): "compress/jacinto_quantize.py",
     ("NetParameter", "net_quantization_param"): "compress/jacinto_quantize.py",
+    ("LayerParameter", "quantization_param"): "compress/layer_qparams.py",
     # caffe-jacinto snapshots, weight loading, data and loss
     ("SolverParameter", "snapshot_log"): "compress/snapshot_log.py",
     ("LayerParameter", "snapshot_log_weights"): "compress/snapshot_log.py",
@@ -145,10 +146,6 @@ _SEED = ("not planned: a per-layer seed (NVCaffe's Dropout, caffe-jacinto's tran
          "caffe-lite seeds every random layer from SolverParameter.random_seed")
 
 NOT_IMPLEMENTED = {
-    # A prototxt's own per-layer settings (TI writes them with snapshot_log, and its 0.17
-    # applies them when update_quantization_param is false): caffe-lite chooses the widths and
-    # fractional lengths itself from the ranges it measures and writes them here
-    ("LayerParameter", "quantization_param"): Pending("#10"),
     # --- #11 SSL (wenwei202/caffe scnn)
     ("SolverParameter", "breadth_decay"): Pending("#11", (0.0,)),
     ("SolverParameter", "kernel_shape_decay"): Pending("#11", (0.0,)),

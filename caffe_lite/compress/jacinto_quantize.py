@@ -49,8 +49,9 @@ Where we differ from TI, and why:
   * Q-B/Q-C: a pass that stops before the last layer (forward_to) is finished at the start
     of the next one; TI finishes every ForwardFromTo. 0.17's scale_applied chain is not
     kept (it cancels except for power-of-two activations with non-power-of-two weights).
-    A prototxt's own per-layer quantization_param is not applied (TI applies it, and with
-    update_quantization_param: false only it); such a net runs in float, with a warning.
+    A prototxt's own per-layer quantization_param is applied by layer_qparams.py where the
+    net does not choose its formats itself (update_quantization_param: false, 0.16 without
+    insert_quantization_param, or quantize: false).
   * Only DYNAMIC_FIXED_POINT (and FLOAT: off) precision; MINIFLOAT and
     INTEGER_POWER_OF_2_WEIGHTS raise an error.
 """
@@ -444,25 +445,29 @@ def _net_vintage(nq):
                       or nq.HasField("insert_quantization_param")) else "0.17"
 
 
-@net_hook_factory
-def make_net_quantizer(net_param):
-    """NetParameter `quantize: true` (with quantization_start > 0, as TI requires)."""
+def net_chooses_formats(net_param):
+    """Whether a net's own quantizer measures ranges and chooses every layer's formats:
+    `quantize: true` with quantization_start > 0 (as TI requires) and, in 0.16,
+    insert_quantization_param, in 0.17 update_quantization_param. Otherwise TI applies only
+    the formats that the prototxt gives its layers (layer_qparams.py)."""
     if not net_param.quantize:
-        return None
+        return False
     nq = net_param.net_quantization_param
-    vintage = _net_vintage(nq)
     _check_precision(nq.precision, "net_quantization_param.precision")
     if nq.quantization_start <= 0:
+        return False
+    if _net_vintage(nq) == "0.16":
+        return nq.insert_quantization_param
+    return nq.update_quantization_param
+
+
+@net_hook_factory
+def make_net_quantizer(net_param):
+    """NetParameter `quantize: true`, when the net chooses its formats itself."""
+    if not net_chooses_formats(net_param):
         return None
-    if vintage == "0.16" and not nq.insert_quantization_param:
-        return None
-    if vintage == "0.17" and not nq.update_quantization_param:
-        # TI then only applies the qparams a prototxt gives its layers, which we do not read
-        LOG.warning("net_quantization_param.update_quantization_param: false: the layers' "
-                    "own quantization_param are not applied by caffe-lite; the net runs in "
-                    "float")
-        return None
-    return NetQuantizer(nq, vintage)
+    nq = net_param.net_quantization_param
+    return NetQuantizer(nq, _net_vintage(nq))
 
 
 def write_quantization_params(net):
@@ -479,47 +484,60 @@ def _check_precision(precision, field):
 
 
 # --- the solver-level flow (Q-A) -----------------------------------------------------------
-class _QuantizedWeights:
-    """One layer's Layer.param_transform: the fixed-point copy of its weight (clamped) and
-    bias (not clamped, as TI), made once per forward pass and reused by the backward."""
+class QuantizedWeights:
+    """One layer's Layer.param_transform: the fixed-point copy of each blob that has a format
+    ({blob index: QScale}), the weight clamped and the bias not (as TI), made once per forward
+    pass and reused by the backward; a blob without a format stays float."""
 
-    def __init__(self, owner, qscale):
-        self.owner, self.qscale = owner, qscale
+    def __init__(self, owner, qscales):
+        self.owner, self.qscales = owner, dict(qscales)
         self.buffers = {}
 
     def __call__(self, index, w):
+        qscale = self.qscales.get(index)
+        if qscale is None:
+            return w
         generation = self.owner.generation
         buf, made = self.buffers.get(index, (None, -1))
         if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
             buf = np.empty_like(w)
         elif made == generation:
             return buf
-        fp.fake_quantize(w, self.qscale, clip=index == 0, rounding=self.owner.rounding,
+        fp.fake_quantize(w, qscale, clip=index == 0, rounding=self.owner.rounding,
                          rng=common.rng(), out=buf)
         self.buffers[index] = (buf, generation)
         return buf
 
 
-class _NetFixedPoint(NetHook):
-    """Q-A in one net: rounds the selected layers' tops after their forward; `generation`
-    counts passes so that _QuantizedWeights rounds the weights once per pass."""
+class NetFixedPoint(NetHook):
+    """Fixed formats in one net: rounds the tops of the layers in `outputs` ({layer id: one
+    QScale or None per top}) after their forward; `generation` counts passes so that
+    QuantizedWeights rounds the weights once per pass."""
 
     def __init__(self, rounding):
         self.rounding = rounding
         self.generation = 0
-        self.outputs = {}            # layer id -> QScale of its tops
+        self.outputs = {}
 
     def before_forward(self, net):
         self.generation += 1
 
     def after_layer(self, net, layer_id):
-        qs = self.outputs.get(layer_id)
-        if qs is None:
+        formats = self.outputs.get(layer_id)
+        if formats is None:
             return
         rng = common.rng()
-        for top in net._layer_records[layer_id].tops:
-            fp.fake_quantize(top.data, qs, clip=True, rounding=self.rounding, rng=rng,
-                             out=top.data)
+        for top, qs in zip(net._layer_records[layer_id].tops, formats):
+            if qs is not None:
+                fp.fake_quantize(top.data, qs, clip=True, rounding=self.rounding, rng=rng,
+                                 out=top.data)
+
+    def release(self, net):
+        """Stop: no more rounding of tops, and the weights this hook rounds are float again."""
+        self.outputs = {}
+        for layer in net.layers:
+            if getattr(layer.param_transform, "owner", None) is self:
+                layer.param_transform = None
 
 
 class LayerRanges:
@@ -614,7 +632,7 @@ class SolverQuantizer(ParamHook):
                                                            layer.param.quantization_param)
         for net in self.nets:
             rounding = fp.STOCHASTIC if net.phase == TRAIN else self.test_rounding
-            self._net_hooks.append(net.add_forward_hook(_NetFixedPoint(rounding)))
+            self._net_hooks.append(net.add_forward_hook(NetFixedPoint(rounding)))
         if it >= self.start_iter:
             self._activate(keep_widths=True)
 
@@ -675,6 +693,9 @@ class SolverQuantizer(ParamHook):
                  "%d-bit outputs", self.start_iter, self.bw_w, self.bw_in, self.bw_out)
         self._fill_layer_params(train)
         for net, rows, hook in zip(self.nets, self.selection, self._net_hooks):
+            for other in net.forward_hooks:
+                if getattr(other, "from_prototxt", False):
+                    other.release(net)   # the formats the solver chose replace the file's
             hook.outputs = {}
             for i, (_, weights, outs) in enumerate(rows):
                 w = self.widths.get(net.layer_names[i])
@@ -682,10 +703,12 @@ class SolverQuantizer(ParamHook):
                     continue
                 layer = net.layers[i]
                 if weights and self.do_weights and layer.blobs:
-                    layer.param_transform = _QuantizedWeights(
-                        hook, fp.qa_scale(self.bw_w, w["w"], False))
+                    qs = fp.qa_scale(self.bw_w, w["w"], False)
+                    layer.param_transform = QuantizedWeights(
+                        hook, {k: qs for k in range(len(layer.blobs))})
                 if outs and self.do_activations:
-                    hook.outputs[i] = fp.qa_scale(self.bw_out, w["out"][0], w["out"][1])
+                    qs = fp.qa_scale(self.bw_out, w["out"][0], w["out"][1])
+                    hook.outputs[i] = [qs] * len(net.top_vecs[i])
 
     def _fill_layer_params(self, net):
         for i, (has, weights, outs) in enumerate(self.selection[0]):
