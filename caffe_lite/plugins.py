@@ -6,7 +6,8 @@ never imports a fork module by name and a plain BVLC net pays nothing for them.
 """
 import importlib
 
-PLUGIN_MODULES = ("caffe_lite.compress.jacinto_quantize", "caffe_lite.compress.snapshot_log",
+PLUGIN_MODULES = ("caffe_lite.compress.jacinto_quantize",
+                  "caffe_lite.compress.jacinto_quantize_solver", "caffe_lite.compress.snapshot_log",
                   "caffe_lite.compress.jacinto_sparsity", "caffe_lite.compress.layer_qparams")
 
 _loaded = False

@@ -1,4 +1,5 @@
-"""caffe-jacinto quantization flows (compress/jacinto_quantize.py, compress/snapshot_log.py):
+"""caffe-jacinto quantization flows (compress/jacinto_quantize.py, jacinto_quantize_solver.py,
+quant_selection.py, snapshot_log.py):
 layer selection, the net-level hook (Q-B/Q-C) in TEST and TRAIN, the solver-level hook
 (Q-A) with its start iteration, snapshot_log's files, state through snapshot and resume,
 `caffe-lite test` on a quantized model, and the accuracy of a fitted net at TI's defaults."""
@@ -13,6 +14,8 @@ from google.protobuf import text_format
 from caffe_lite import common
 from caffe_lite.compress import fixed_point as fp
 from caffe_lite.compress import jacinto_quantize as jq
+from caffe_lite.compress import jacinto_quantize_solver as jqs
+from caffe_lite.compress import quant_selection as qsel
 from caffe_lite.compress.snapshot_log import log_paths
 from caffe_lite.errors import CaffeError
 from caffe_lite.net import Net
@@ -27,12 +30,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # --- selection ---------------------------------------------------------------------------------
 def test_qc_selection_merges_conv_bn_relu_and_skips_ignored_layers():
     # data(Data) -> conv1 -> bn1 (in place) -> relu1 (in place) -> pool1 -> conv2 -> ip -> loss
-    g = jq.Graph(["Data", "Convolution", "BatchNorm", "ReLU", "Pooling", "Convolution",
+    g = qsel.Graph(["Data", "Convolution", "BatchNorm", "ReLU", "Pooling", "Convolution",
                   "InnerProduct", "SoftmaxWithLoss"],
                  ["data", "conv1", "bn1", "relu1", "pool1", "conv2", "ip", "loss"],
                  [[], [0], [2], [2], [2], [3], [4], [5, 1]],
                  [[0, 1], [2], [2], [2], [3], [4], [5], [6]])
-    rows = jq.qc_selection(g, ignored_names=["ip"])
+    rows = qsel.qc_selection(g, ignored_names=["ip"])
     assert rows == [(False, [0]),        # data: first top only, not the label
                     (True, []),          # conv1 is merged with bn1
                     (False, []),         # bn1 is merged with relu1
@@ -40,18 +43,18 @@ def test_qc_selection_merges_conv_bn_relu_and_skips_ignored_layers():
                     (True, [0]),         # conv2 -> InnerProduct: not merged
                     (False, []),         # ignored: neither weights nor output
                     (False, [])]         # not a quantized type
-    no_acts = jq.qc_selection(g, quantize_activations=False)
+    no_acts = qsel.qc_selection(g, quantize_activations=False)
     assert [tops for _, tops in no_acts] == [[]] * 8
-    no_weights = jq.qc_selection(g, quantize_weights=False)
+    no_weights = qsel.qc_selection(g, quantize_weights=False)
     assert [w for w, _ in no_weights] == [False] * 8
 
 
 def test_qc_selection_bn_and_scale_before_a_convolution():
     # data -> bn0 -> scale0 -> conv1 -> scale1 -> conv2
-    g = jq.Graph(["Input", "BatchNorm", "Scale", "Convolution", "Scale", "Convolution"],
+    g = qsel.Graph(["Input", "BatchNorm", "Scale", "Convolution", "Scale", "Convolution"],
                  ["in", "bn0", "scale0", "conv1", "scale1", "conv2"],
                  [[], [0], [1], [2], [3], [4]], [[0], [1], [2], [3], [4], [5]])
-    tops = [t for _, t in jq.qc_selection(g)]
+    tops = [t for _, t in qsel.qc_selection(g)]
     # bn0 -> Scale: merged; scale0 -> Conv with no Conv before: merged; conv1 -> Scale:
     # merged; scale1 -> Conv but a Conv feeds it: not merged; conv2 is last: quantized
     assert tops == [[], [], [], [], [0], [0]]
@@ -60,7 +63,7 @@ def test_qc_selection_bn_and_scale_before_a_convolution():
 def test_adjacency_selection_follows_list_order():
     types = ["Data", "Convolution", "BatchNorm", "ReLU", "Pooling", "Convolution",
              "Eltwise", "ReLU", "InnerProduct", "Deconvolution"]
-    assert jq.adjacency_selection(types) == [
+    assert qsel.adjacency_selection(types) == [
         (False, False, False),
         (True, True, False),     # Conv followed by BatchNorm
         (True, False, False),    # BatchNorm followed by ReLU
@@ -209,8 +212,8 @@ def test_factories_reject_unimplemented_precision():
     sp = caffe_pb2.SolverParameter(insert_quantization_param=True)
     sp.quantization_param.precision = caffe_pb2.QuantizationParameter.INTEGER_POWER_OF_2_WEIGHTS
     with pytest.raises(CaffeError, match="INTEGER_POWER_OF_2_WEIGHTS"):
-        jq.make_solver_quantizer(sp)
-    assert jq.make_solver_quantizer(caffe_pb2.SolverParameter()) is None
+        jqs.make_solver_quantizer(sp)
+    assert jqs.make_solver_quantizer(caffe_pb2.SolverParameter()) is None
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="needs ../shared/corpus")
@@ -381,7 +384,7 @@ def test_quantization_state_survives_snapshot_and_resume(tmp_path, resume_at):
     straight.solve()
     resumed = qa_solver(tmp_path / "b", extra)
     resumed.solve(str(tmp_path / "a" / f"snap_iter_{resume_at}.solverstate"))
-    a, b = (s.hooks[[type(h) for h in s.hooks].index(jq.SolverQuantizer)]
+    a, b = (s.hooks[[type(h) for h in s.hooks].index(jqs.SolverQuantizer)]
             for s in (straight, resumed))
     assert a.get_state() == b.get_state() and a.widths
     for name in ("conv1", "ip"):

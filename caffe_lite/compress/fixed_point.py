@@ -50,6 +50,9 @@ NEAREST = 0
 STOCHASTIC = 1
 
 _F32 = np.float32
+# C's FLT_MAX and FLT_MIN, where TI's range searches start
+FLT_MAX = float(np.finfo(np.float32).max)
+FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 # --- bits and widths -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ flow). Rounding is STOCHASTIC in TRAIN and NEAREST in TEST, as the other flows.
 
 Where caffe-lite chooses the formats itself the file's formats stand aside: a net whose own
 quantizer runs (jacinto_quantize.net_chooses_formats) gets no such hook, and a solver with
-`insert_quantization_param` releases it when its quantization starts (until then the file's
+`insert_quantization_param` (jacinto_quantize_solver.py) releases it when its quantization starts (until then the file's
 formats apply, as in TI, where the solver overwrites them at that iteration). The formats are
 read with snapshot_log.blob_format, the reader of the files TI writes; layer inputs are not
 rounded (the layer before rounds them as its output), as in the solver-level flow.
@@ -22,7 +22,8 @@ from ..errors import CaffeError
 from ..net_hooks import net_hook_factory
 from ..proto import caffe_pb2
 from . import fixed_point as fp
-from .jacinto_quantize import NetFixedPoint, QuantizedWeights, net_chooses_formats
+from .fixed_point_hooks import NetFixedPoint, QuantizedWeights
+from .jacinto_quantize import net_chooses_formats
 from .snapshot_log import blob_format
 
 QP = caffe_pb2.QuantizationParameter
@@ -31,7 +32,7 @@ QP = caffe_pb2.QuantizationParameter
 class PrototxtFormats(NetFixedPoint):
     """NetFixedPoint with the formats each layer's quantization_param gives."""
 
-    from_prototxt = True     # jacinto_quantize.SolverQuantizer releases it when it starts
+    from_prototxt = True     # jacinto_quantize_solver.SolverQuantizer releases it when it starts
 
     def attach(self, net):
         self.rounding = fp.STOCHASTIC if net.phase == TRAIN else fp.NEAREST
