@@ -28,7 +28,6 @@ the median step time and its ratio to plain (1.00 = no cost; the target is under
 """
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,7 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_train import NETS, SOLVER, input_net_param, time_solver_steps  # noqa: E402
+from benchmarks.bench_train import (NETS, SOLVER, input_net_param,  # noqa: E402
+                                    time_solver_steps, worker_result)
 
 VARIANTS = {
     "plain": "",
@@ -76,12 +76,7 @@ def run(name, variant, iters, warmup):
 def spawn(name, variant, iters, warmup):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--net", name,
            "--iters", str(iters), "--warmup", str(warmup)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise RuntimeError(f"worker {variant} failed (exit {proc.returncode})")
+    return worker_result(cmd, f"worker {variant}")
 
 
 def main():

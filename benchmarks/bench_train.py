@@ -162,12 +162,17 @@ def worker(kind, name, iters, warmup):
 def spawn(kind, name, iters, warmup):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, name,
            "--iters", str(iters), "--warmup", str(warmup)]
+    return worker_result(cmd, f"{kind} worker for {name}")
+
+
+def worker_result(cmd, what):
+    """Run a worker subprocess and return the JSON of its "RESULT " line."""
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
     sys.stderr.write(proc.stderr[-4000:])
-    raise RuntimeError(f"{kind} worker for {name} failed (exit {proc.returncode})")
+    raise RuntimeError(f"{what} failed (exit {proc.returncode})")
 
 
 # --- per-layer profile --------------------------------------------------------------------
