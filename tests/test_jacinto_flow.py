@@ -13,6 +13,7 @@ options are refused in one line before anything is written.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,10 +165,12 @@ def test_every_stage_leaves_its_files(flow):
 def test_quantized_stages_quantize(flow):
     """test_quantize (net-level `quantize: true`) switches quantization on at its second
     test batch, as caffe-jacinto 0.17 does; the final fine-tune (solver-level
-    insert_quantization_param) at its quantization_start_iter, 1 of 3 in --quick."""
+    insert_quantization_param) at its quantization_start_iter, 2 of 3 in --quick (half of a
+    stage shorter than 1000 iterations)."""
     out = flow["out"]
     assert "Enabling quantization" in (out / "test_quantize" / "test_quantize.log").read_text()
-    assert "Quantization starts at iteration 1" in (out / "final" / "final.log").read_text()
+    assert "quantization_start_iter: 2\n" in (out / "final" / "solver.prototxt").read_text()
+    assert "Quantization starts at iteration 2" in (out / "final" / "final.log").read_text()
 
 
 def test_no_stage_warns_of_an_unhonoured_field(flow):
@@ -175,6 +178,31 @@ def test_no_stage_warns_of_an_unhonoured_field(flow):
                      for line in (flow["out"] / command / f"{command}.log").read_text()
                      .splitlines() if "is not implemented in caffe-lite" in line})
     assert not warned, "\n".join(warned)
+
+
+@pytest.mark.parametrize("flow", ["lenet-mnist"], indirect=True)
+def test_from_threshold_keeps_the_trained_stages_and_redoes_the_rest(flow, tmp_path):
+    """--from threshold in a finished run's folder: initial and l1reg are kept (their
+    caffemodels untouched), the threshold runs with the new cap and every later stage
+    again from its output."""
+    out = tmp_path / "out"
+    shutil.copytree(flow["out"], out)
+    kept = {s: (out / s / "lenet_iter_2.caffemodel").read_bytes() for s in ("initial", "l1reg")}
+    env = dict(os.environ, CAFFE_LITE=f"{sys.executable} -m caffe_lite")
+    run = subprocess.run(["bash", str(ROOT / "tools" / "train_mnist_lenet_sparse_quant.sh"),
+                          "--quick", "--data", str(flow["data"]), "--out", str(out),
+                          "--from", "threshold", "--threshold-maxratio", "0.9",
+                          "--threshold-value-max", "0.5"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.findall(r"^== (\w+): kept from the earlier run", run.stdout, re.M) == \
+        ["initial", "l1reg"]
+    assert re.findall(r"^== (\w+): ", run.stdout, re.M) == ["initial", "l1reg"] + COMMANDS[2:]
+    for stage, data in kept.items():
+        assert (out / stage / "lenet_iter_2.caffemodel").read_bytes() == data, stage
+    log = (out / "threshold" / "threshold.log").read_text()
+    assert "-threshold_value_max 0.5" in run.stdout and "MaxThreshold=" in log
+    assert "-threshold_value_maxratio 0.9" in run.stdout
 
 
 TEMPLATES = sorted([*(ROOT / "models").glob("jacintonet11/*/*/solver.prototxt"),
@@ -213,6 +241,10 @@ def test_model_template_stage_is_complete(solver):
     (["--net", "lenet", "--dataset", "cifar10"], "lenet trains on mnist, not 'cifar10'"),
     (["--quick", "--sparse-iter", "0"], "'0' is not a positive count"),
     (["--out"], "--out needs a value"),
+    (["--from", "bogus"], "--from: unknown stage 'bogus' (one of: initial l1reg threshold "
+                          "sparse test optimize final)"),
+    (["--from", "final"], "--from final needs the --out folder of an earlier run"),
+    (["--from", "sparse", "--out", "nowhere"], "--from sparse: nowhere: no such folder"),
 ])
 def test_flow_refuses_bad_options_in_one_line(args, message, tmp_path):
     run = subprocess.run(["bash", str(ROOT / "tools" / "train_cifar10_jacintonet11.sh"), *args],

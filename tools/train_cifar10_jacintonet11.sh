@@ -34,11 +34,15 @@ usage: tools/train_cifar10_jacintonet11.sh [options]
   --test-batch N      test batch size (default: the model's)
   --threshold-maxratio R   cap of the threshold as a fraction of a layer's max |w|
                       (default 0.2, TI's, for jacintonet11; 0.5 for lenet)
+  --threshold-value-max V  absolute cap of the threshold (default 0.2, TI's)
+  --from STAGE        start at STAGE (threshold, sparse, test, optimize or final) in an
+                      existing --out folder, reusing the weights the earlier stages wrote
+                      there: e.g. threshold again with other caps, without training again
   --quick             2-3 iterations per stage, batches of 4, 2 test batches: checks the
                       flow, not accuracy
   -h, --help          this text
 
-Defaults: jacintonet11 2000 / 600 / 600 / 300 iterations (initial / l1reg / sparse / final,
+Defaults: jacintonet11 2000 / 600 / 600 / 600 iterations (initial / l1reg / sparse / final,
 batch 64, 1.2-1.5 s an iteration on 2 cores: about 80-90 minutes with the tests; TI's own
 are 64000 / 64000 / 64000 / 32000);
 lenet 10000 for each stage (Caffe's LeNet solver).
@@ -55,7 +59,7 @@ read -r -a caffe <<< "${CAFFE_LITE:-caffe-lite}"
 
 net=jacintonet11 dataset="" data="" out="" quick=0
 initial_iter="" l1reg_iter="" sparse_iter="" final_iter=""
-test_iter="" batch="" test_batch="" maxratio=""
+test_iter="" batch="" test_batch="" maxratio="" value_max=0.2 from=initial
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick|-h|--help) ;;
@@ -74,6 +78,8 @@ while [ $# -gt 0 ]; do
     --batch) batch=$2; shift 2 ;;
     --test-batch) test_batch=$2; shift 2 ;;
     --threshold-maxratio) maxratio=$2; shift 2 ;;
+    --threshold-value-max) value_max=$2; shift 2 ;;
+    --from) from=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option '$1'" ;;
@@ -83,6 +89,12 @@ for n in "$initial_iter" "$l1reg_iter" "$sparse_iter" "$final_iter" "$test_iter"
          "$test_batch"; do
   [[ -z "$n" || "$n" =~ ^[1-9][0-9]*$ ]] || die "'$n' is not a positive count"
 done
+stages=(initial l1reg threshold sparse test optimize final)
+from_index=-1
+for i in "${!stages[@]}"; do [ "${stages[$i]}" = "$from" ] && from_index=$i; done
+[ "$from_index" -ge 0 ] || die "--from: unknown stage '$from' (one of: ${stages[*]})"
+[ "$from" = initial ] || [ -n "$out" ] || die "--from $from needs the --out folder of an earlier run"
+[ "$from" = initial ] || [ -d "$out" ] || die "--from $from: $out: no such folder"
 
 # Per net: the templates, the data folder the templates name, the file stem of the
 # snapshots, the stage lengths, and the threshold flags. TI's script thresholds with
@@ -99,7 +111,7 @@ case "$net" in
       *) die "jacintonet11 trains on fashion-mnist-32 or cifar10, not '$dataset'" ;;
     esac
     template_data=data/$dataset stem=jacintonet11v2
-    lengths=(2000 600 600 300)
+    lengths=(2000 600 600 600)
     fractions=(0.40 0.80 0.80) maxratio=${maxratio:-0.2} ;;
   lenet)
     dataset=${dataset:-mnist}
@@ -132,6 +144,18 @@ out=$(cd "$out" && pwd)
 template_test_iter=$(sed -n 's/^test_iter: *//p' "$models/initial/solver.prototxt")
 test_iter=${test_iter:-$template_test_iter}
 
+# quant_start MAX_ITER: the iteration at which solver-level quantization starts. Its ranges
+# are moving averages from 0 with weight 0.99 on the old value, at 1 - 0.99^n of the true
+# range after n iterations (95% at 300, 99% at 460): an eighth of the stage (TI's 4000 of
+# 32000) once that is 500 or more, else up to 500 but at most half the stage (TI's 2000 of
+# 4000 in its May 2017 file).
+quant_start() {
+  local eighth=$(( ($1 + 7) / 8 )) half=$(( ($1 + 1) / 2 ))
+  if [ "$eighth" -ge 500 ]; then echo "$eighth"
+  elif [ "$half" -lt 500 ]; then echo "$half"
+  else echo 500; fi
+}
+
 # stage_files STAGE MAX_ITER: OUT/STAGE/{train,test,deploy,solver}.prototxt from the
 # templates. A stage tests once, at its end (the stage before has just been scored).
 stage_files() {
@@ -152,7 +176,7 @@ stage_files() {
       -e "s/^test_initialization: .*/test_initialization: false/" \
       -e "s/^display: .*/display: $(( (iters + 19) / 20 ))/" \
       -e "s/^display_sparsity: .*/display_sparsity: $iters/" \
-      -e "s/^quantization_start_iter: .*/quantization_start_iter: $(( (iters + 7) / 8 ))/" \
+      -e "s/^quantization_start_iter: .*/quantization_start_iter: $(quant_start "$iters")/" \
       "$models/$stage/solver.prototxt" > "$dir/solver.prototxt"
 }
 
@@ -181,37 +205,60 @@ test_stage() {    # test_stage STAGE MODEL WEIGHTS
   run "$1" "${caffe[@]}" test -model "$2" -weights "$3" -iterations "$test_iter"
 }
 
+# wants STAGE: true unless --from names a later stage; then STAGE's output must be there.
+wants() {
+  local i
+  for i in "${!stages[@]}"; do [ "${stages[$i]}" = "$1" ] && break; done
+  [ "$i" -ge "$from_index" ] && return 0
+  local made
+  case "$1" in
+    threshold|optimize) made=$out/$1/$stem.caffemodel ;;
+    test) return 1 ;;
+    *) made=$(weights_of "$1" "$2") ;;
+  esac
+  [ -f "$made" ] || die "--from $from: stage $1 has not written $made (run it first)"
+  echo "== $1: kept from the earlier run ($made)"
+  return 1
+}
+
 echo "$net on $dataset ($data) into $out"
 echo "iterations: initial $initial_iter, l1reg $l1reg_iter, sparse $sparse_iter, final $final_iter; test batches $test_iter"
 
-train_stage initial "$initial_iter"
-train_stage l1reg "$l1reg_iter" "$(weights_of initial "$initial_iter")"
+! wants initial "$initial_iter" || train_stage initial "$initial_iter"
+! wants l1reg "$l1reg_iter" || train_stage l1reg "$l1reg_iter" "$(weights_of initial "$initial_iter")"
 
+if wants threshold; then
 mkdir -p "$out/threshold"
 run threshold "${caffe[@]}" threshold -model "$out/l1reg/deploy.prototxt" \
   -weights "$(weights_of l1reg "$l1reg_iter")" -output "$out/threshold/$stem.caffemodel" \
   -threshold_fraction_low "${fractions[0]}" -threshold_fraction_mid "${fractions[1]}" \
-  -threshold_fraction_high "${fractions[2]}" -threshold_value_max 0.2 \
+  -threshold_fraction_high "${fractions[2]}" -threshold_value_max "$value_max" \
   -threshold_value_maxratio "$maxratio" -threshold_step_factor 1e-6
 test_stage threshold_test "$out/l1reg/test.prototxt" "$out/threshold/$stem.caffemodel"
+fi
 
 # The sparse solver keeps every zero of the thresholded convolutions (sparse_mode:
 # SPARSE_UPDATE). JacintoNet11's, TI's, also thresholds during training towards
 # sparsity_target 0.8 from iteration 4000: in a stage that long, it adds zeros only where
 # the threshold stage left the convolutions below the target.
-train_stage sparse "$sparse_iter" "$out/threshold/$stem.caffemodel"
+! wants sparse "$sparse_iter" || train_stage sparse "$sparse_iter" "$out/threshold/$stem.caffemodel"
 sparse_weights=$(weights_of sparse "$sparse_iter")
 
+# test also writes the test nets that optimize and its test use
 stage_files test 1
+if wants test; then
 test_stage test "$out/test/test.prototxt" "$sparse_weights"
 stage_files test_quantize 1
 test_stage test_quantize "$out/test_quantize/test.prototxt" "$sparse_weights"
+fi
 
+if wants optimize; then
 mkdir -p "$out/optimize"
 run optimize "${caffe[@]}" optimize -model "$out/test/deploy.prototxt" -weights "$sparse_weights" \
   -output "$out/optimize/$stem.caffemodel"
 # The folded BatchNorm layers are identities now: the test net scores the folded weights.
 test_stage optimize_test "$out/test/test.prototxt" "$out/optimize/$stem.caffemodel"
+fi
 
 # The final net has no BatchNorm (TI's 2017 jacintonet11_nobn_train_final): the folded
 # convolutions load by name, the identity BatchNorm layers are left out.
@@ -259,8 +306,11 @@ def last_block(text):
 print(f"== {title}: summary ({out})")
 print(f"{'stage':34s} accuracy")
 for stage, label in STAGES:
-    found = ACCURACY.findall(log(stage))
-    print(f"{label:34s} {float(found[-1]):.4f}" if found else f"{label:34s} n/a")
+    text = log(stage)
+    found = ACCURACY.findall(text)
+    # a NaN loss makes Caffe's Accuracy count every sample right: say so beside the score
+    note = "  (diverged: the loss became nan)" if re.search(r"loss = -?nan", text) else ""
+    print(f"{label:34s} {float(found[-1]):.4f}{note}" if found else f"{label:34s} n/a")
 folded = FOLDED.findall(log("optimize"))
 print(f"optimize folded {len(folded)} BatchNorm layers into their convolutions" if folded
       else "optimize folded nothing: the net has no BatchNorm after a convolution")
