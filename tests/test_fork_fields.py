@@ -26,17 +26,10 @@ DOC = ROOT / "docs" / "fork_fields.md"
 # Each fork issue that lands (#10 caffe-jacinto, #11 SSL, #12 DNS/INQ) shrinks this list.
 EXPECTED_CORPUS_WARNINGS = [
     ("ConvolutionParameter", "conv_mode"),
-    ("LayerParameter", "connectivity_mode"),
     ("LayerParameter", "dns_convolution_param"),
     ("LayerParameter", "dns_inner_product_param"),
     ("LayerParameter", "inq_convolution_param"),
     ("LayerParameter", "inq_inner_product_param"),
-    ("ParamSpec", "block_group_lasso"),
-    ("ParamSpec", "breadth_decay_mult"),
-    ("ParamSpec", "decay_proto"),
-    ("ParamSpec", "kernel_shape_decay_mult"),
-    ("SolverParameter", "breadth_decay"),
-    ("SolverParameter", "kernel_shape_decay"),
 ]
 
 
@@ -206,21 +199,22 @@ def test_solver_fields_warn_at_their_lines(tmp_path, warnings_seen):
     path = _write(tmp_path, "solver.prototxt",
                   'net: "n.prototxt"\n'
                   "base_lr: 0.01\n"
-                  "# breadth_decay: 0.001 in a comment is not a field\n"
-                  "breadth_decay: 0.001\n"
+                  "# rampup_interval: 100 in a comment is not a field\n"
+                  "rampup_interval: 100\n"
                   "display: 10\n"
-                  "kernel_shape_decay: 0.5\n")
+                  "force_decay: 0.5\n")
     read_solver_param(path)
     assert warnings_seen() == [
-        f"{path}:4: breadth_decay: 0.001 (SSL SolverParameter.breadth_decay) "
-        "is not implemented in caffe-lite yet (issue #11): ignored",
-        f"{path}:6: kernel_shape_decay: 0.5 (SSL SolverParameter.kernel_shape_decay) "
-        "is not implemented in caffe-lite yet (issue #11): ignored",
+        f"{path}:4: rampup_interval: 100 (caffe-jacinto/NVCaffe/NNMC "
+        "SolverParameter.rampup_interval) is not implemented in caffe-lite yet (issue #12): "
+        "ignored",
+        f"{path}:6: force_decay: 0.5 (SSL master SolverParameter.force_decay) "
+        "is not implemented in caffe-lite (not planned, see docs/fork_fields.md): ignored",
     ]
 
 
 def test_each_file_line_and_field_warns_once(tmp_path, warnings_seen):
-    path = _write(tmp_path, "s.prototxt", 'net: "n.prototxt"\nbreadth_decay: 0.001\n')
+    path = _write(tmp_path, "s.prototxt", 'net: "n.prototxt"\nforce_decay: 0.001\n')
     read_solver_param(path)
     read_solver_param(path)
     assert len(warnings_seen()) == 1
@@ -236,8 +230,8 @@ def test_each_file_line_and_field_warns_once(tmp_path, warnings_seen):
     ("sparse_mode: SPARSE_UPDATE", False),            # caffe-jacinto: honoured
     ("weight_connect_mode: WEIGHT_DISCONNECTED_ELTWISE", False),
     ("threshold_weights: true", False),
-    ("breadth_decay: 0", False),
-    ("breadth_decay: 1e-3", True),
+    ("breadth_decay: 1e-3", False),                   # SSL: honoured
+    ("block_group_decay: 0.01", False),
     ("min_lr: 0.0", False),
     ("min_lr: 1e-5", True),
     ("sparsity_target: 0.8", False),
@@ -255,9 +249,11 @@ def test_solver_value_is_judged_by_the_inert_column(tmp_path, warnings_seen, lin
     ("convolution_param { num_output: 2 kernel_size: 1 conv_mode: LOWERED_GEMM }", False),
     ("convolution_param { num_output: 2 kernel_size: 1 conv_mode: LOWERED_CSRMM }", True),
     ("connectivity_mode: CONNECTED", False),
-    ("connectivity_mode: DISCONNECTED_ELTWISE", True),
+    ("connectivity_mode: DISCONNECTED_ELTWISE", False),          # SSL: honoured
     ('param { decay_proto: "" }', False),
-    ('param { decay_proto: "d.binaryproto" }', True),
+    ('param { decay_proto: "d.binaryproto" }', False),
+    ("param { block_group_lasso { xdimen: 2 } }", False),
+    ("param { force_mult: 0.5 }", True),
     ("param { breadth_decay_mult: 0 kernel_shape_decay_mult: 0.0 }", False),
     ("forward_type: FLOAT", False),
     ("forward_type: FLOAT16", True),
@@ -278,29 +274,29 @@ def test_net_message_field_warns_once_at_its_line_naming_the_layer(tmp_path, war
                   '  type: "Convolution"\n'
                   '  param { name: "shared_w" lr_mult: 1 }\n'
                   "  param {\n"
-                  "    block_group_lasso {\n"
-                  "      xdimen: 2\n"
-                  "      block_decay_mult: 2\n"
+                  "    force_regularize {\n"
+                  "      xdim: 2\n"
+                  "      multi: 2\n"
                   "    }\n"
                   "  }\n"
                   '  name: "conv1"\n'
                   "}\n")
     read_net_param(path)
     assert warnings_seen() == [
-        f"{path}:6: layer 'conv1': param.block_group_lasso (SSL ParamSpec.block_group_lasso) "
-        "is not implemented in caffe-lite yet (issue #11): ignored"]
+        f"{path}:6: layer 'conv1': param.force_regularize (SSL master ParamSpec.force_regularize) "
+        "is not implemented in caffe-lite (not planned, see docs/fork_fields.md): ignored"]
 
 
 def test_list_elements_warn_at_their_own_lines(tmp_path, warnings_seen):
     path = _write(tmp_path, "net.prototxt",
                   'layer { name: "ip" type: "InnerProduct"\n'
                   "  param: [ { lr_mult: 1 },\n"
-                  "           { block_group_lasso { ydimen: 1 } },\n"
-                  "           { block_group_lasso { xdimen: 1 } } ] }\n")
+                  "           { force_regularize { ydim: 1 } },\n"
+                  "           { force_regularize { xdim: 1 } } ] }\n")
     read_net_param(path)
     assert [m.split(" (")[0] for m in warnings_seen()] == [
-        f"{path}:3: layer 'ip': param.block_group_lasso",
-        f"{path}:4: layer 'ip': param.block_group_lasso",
+        f"{path}:3: layer 'ip': param.force_regularize",
+        f"{path}:4: layer 'ip': param.force_regularize",
     ]
 
 
@@ -352,25 +348,25 @@ def test_field_names_inside_strings_are_not_fields(tmp_path, warnings_seen):
 def test_strict_mode_refuses_with_one_line_naming_file_and_line(tmp_path, strict,
                                                                   warnings_seen):
     path = _write(tmp_path, "s.prototxt",
-                  'net: "n.prototxt"\nbase_lr: 0.1\nbreadth_decay: 0.001\n')
+                  'net: "n.prototxt"\nbase_lr: 0.1\nrampup_interval: 100\n')
     with pytest.raises(CaffeError) as err:
         read_solver_param(path)
     assert (err.value.path, err.value.line) == (path, 3)
     assert str(err.value) == (
-        f"{path}:3: breadth_decay: 0.001 (SSL SolverParameter.breadth_decay) "
-        "is not implemented in caffe-lite yet (issue #11): refused in strict mode")
+        f"{path}:3: rampup_interval: 100 (caffe-jacinto/NVCaffe/NNMC "
+        "SolverParameter.rampup_interval) is not implemented in caffe-lite yet (issue #12): "
+        "refused in strict mode")
     assert warnings_seen() == []
 
 
 def test_strict_mode_refuses_a_field_already_warned(tmp_path, warnings_seen):
     path = _write(tmp_path, "n.prototxt",
-                  'layer { name: "c" type: "Convolution" connectivity_mode: '
-                  "DISCONNECTED_ELTWISE }\n")
+                  'layer { name: "c" type: "Convolution" param { force_mult: 0.5 } }\n')
     read_net_param(path)
     assert len(warnings_seen()) == 1
     old = ff.set_strict(True)
     try:
-        with pytest.raises(CaffeError, match=r":1: layer 'c': connectivity_mode"):
+        with pytest.raises(CaffeError, match=r":1: layer 'c': param.force_mult"):
             read_net_param(path)
     finally:
         ff.set_strict(old)
@@ -456,7 +452,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 """
 _SOLVER = """net: "net.prototxt"
 base_lr: 0.01
-breadth_decay: 0.001
+force_decay: 0.001
 lr_policy: "fixed"
 max_iter: 10
 snapshot_after_train: false
@@ -479,8 +475,8 @@ def test_train_warns_on_stderr_and_trains(tmp_path):
     assert len(warning) == 1
     assert warning[0].startswith("W")
     assert warning[0].endswith(
-        "] solver.prototxt:3: breadth_decay: 0.001 (SSL "
-        "SolverParameter.breadth_decay) is not implemented in caffe-lite yet (issue #11): ignored")
+        "] solver.prototxt:3: force_decay: 0.001 (SSL master SolverParameter.force_decay) "
+        "is not implemented in caffe-lite (not planned, see docs/fork_fields.md): ignored")
     assert "Optimization Done." in run.stderr
 
 
@@ -490,6 +486,6 @@ def test_train_strict_exits_1_with_one_line(tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].endswith(
-        "solver.prototxt:3: breadth_decay: 0.001 (SSL "
-        "SolverParameter.breadth_decay) is not implemented in caffe-lite yet (issue #11): "
+        "solver.prototxt:3: force_decay: 0.001 (SSL master SolverParameter.force_decay) "
+        "is not implemented in caffe-lite (not planned, see docs/fork_fields.md): "
         "refused in strict mode")

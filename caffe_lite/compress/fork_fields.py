@@ -69,6 +69,15 @@ HONOURED = {
     ("BatchNormParameter", "scale_filler"): "layers/batch_norm.py",
     ("BatchNormParameter", "bias_filler"): "layers/batch_norm.py",
     ("ParamSpec", "regularization_type"): "solvers/regularizers.py",
+    # SSL structured-sparsity training (scnn)
+    ("SolverParameter", "breadth_decay"): "compress/ssl_training.py",
+    ("SolverParameter", "kernel_shape_decay"): "compress/ssl_training.py",
+    ("SolverParameter", "block_group_decay"): "compress/ssl_training.py",
+    ("ParamSpec", "breadth_decay_mult"): "compress/ssl_training.py",
+    ("ParamSpec", "kernel_shape_decay_mult"): "compress/ssl_training.py",
+    ("ParamSpec", "block_group_lasso"): "compress/ssl_training.py",
+    ("ParamSpec", "decay_proto"): "compress/ssl_training.py",
+    ("LayerParameter", "connectivity_mode"): "compress/ssl_training.py",
     # caffe-jacinto sparsification: G1 (weight_connect_mode) and G2/G3 (sparse_mode)
     ("SolverParameter", "weight_connect_mode"): "compress/jacinto_sparsity.py",
     ("SolverParameter", "threshold_weights"): "compress/jacinto_sparsity.py",
@@ -146,15 +155,7 @@ _SEED = ("not planned: a per-layer seed (NVCaffe's Dropout, caffe-jacinto's tran
          "caffe-lite seeds every random layer from SolverParameter.random_seed")
 
 NOT_IMPLEMENTED = {
-    # --- #11 SSL (wenwei202/caffe scnn)
-    ("SolverParameter", "breadth_decay"): Pending("#11", (0.0,)),
-    ("SolverParameter", "kernel_shape_decay"): Pending("#11", (0.0,)),
-    ("SolverParameter", "block_group_decay"): Pending("#11", (0.0,)),
-    ("ParamSpec", "breadth_decay_mult"): Pending("#11", (0.0,)),
-    ("ParamSpec", "kernel_shape_decay_mult"): Pending("#11", (0.0,)),
-    ("ParamSpec", "block_group_lasso"): Pending("#11"),
-    ("ParamSpec", "decay_proto"): Pending("#11", ("",)),
-    ("LayerParameter", "connectivity_mode"): Pending("#11", ("CONNECTED",)),
+    # --- #11 SSL (wenwei202/caffe scnn): the sparse convolution engines
     ("ConvolutionParameter", "conv_mode"): Pending("#11", ("LOWERED_GEMM",)),
     # --- #12 DNS / INQ (official DNS, NNMC) and NNMC's LarsSGD
     ("LayerParameter", "cconvolution_param"): Pending("#12"),
