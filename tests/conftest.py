@@ -1,3 +1,4 @@
+import logging
 import sys
 from pathlib import Path
 
@@ -15,3 +16,25 @@ def shared():
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")
     return SHARED
+
+
+@pytest.fixture
+def caffe_log_records():
+    """caffe_log_records(level) -> a function giving the caffe_lite logger's messages of
+    exactly that level since the call, for the rest of the test."""
+    installed = []
+
+    def watch(level):
+        records = []
+        handler = logging.Handler(level)
+        handler.emit = records.append
+        log = logging.getLogger("caffe_lite")
+        installed.append((log, handler, log.level))
+        log.addHandler(handler)
+        log.setLevel(level)
+        return lambda: [r.getMessage() for r in records if r.levelno == level]
+
+    yield watch
+    for log, handler, level in reversed(installed):
+        log.removeHandler(handler)
+        log.setLevel(level)

@@ -168,18 +168,9 @@ def test_field_occurrences_give_every_value_its_line_and_place():
 # Reading files
 
 @pytest.fixture
-def warnings_seen():
-    """The caffe_lite logger's warning messages while the test runs."""
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    log = logging.getLogger("caffe_lite")
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING)
-    yield lambda: [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    log.removeHandler(handler)
-    log.setLevel(level)
+def warnings_seen(caffe_log_records):
+    """The caffe_lite logger's WARNING messages while the test runs."""
+    return caffe_log_records(logging.WARNING)
 
 
 @pytest.fixture

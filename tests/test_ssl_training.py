@@ -31,18 +31,9 @@ REDUCTION = 216
 
 
 @pytest.fixture
-def info_log():
+def info_log(caffe_log_records):
     """The caffe_lite logger's INFO messages while the test runs."""
-    records = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append
-    log = logging.getLogger("caffe_lite")
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    yield lambda: [r.getMessage() for r in records]
-    log.removeHandler(handler)
-    log.setLevel(level)
+    return caffe_log_records(logging.INFO)
 
 
 def golden_solver(case, prefix, monkeypatch, snapshot=0):
