@@ -25,7 +25,6 @@ DOC = ROOT / "docs" / "fork_fields.md"
 # The (message, field)s that some corpus file sets to a value caffe-lite does not honour yet.
 # Each fork issue that lands (#10 caffe-jacinto, #11 SSL, #12 DNS/INQ) shrinks this list.
 EXPECTED_CORPUS_WARNINGS = [
-    ("ConvolutionParameter", "conv_mode"),
     ("LayerParameter", "dns_convolution_param"),
     ("LayerParameter", "dns_inner_product_param"),
     ("LayerParameter", "inq_convolution_param"),
@@ -238,7 +237,7 @@ def test_solver_value_is_judged_by_the_inert_column(tmp_path, warnings_seen, lin
 
 @pytest.mark.parametrize("setting, warns", [
     ("convolution_param { num_output: 2 kernel_size: 1 conv_mode: LOWERED_GEMM }", False),
-    ("convolution_param { num_output: 2 kernel_size: 1 conv_mode: LOWERED_CSRMM }", True),
+    ("convolution_param { num_output: 2 kernel_size: 1 conv_mode: LOWERED_CSRMM }", False),
     ("connectivity_mode: CONNECTED", False),
     ("connectivity_mode: DISCONNECTED_ELTWISE", False),          # SSL: honoured
     ('param { decay_proto: "" }', False),
@@ -295,16 +294,15 @@ def test_v1_layers_warn_by_their_name(tmp_path, warnings_seen):
     path = _write(tmp_path, "v1.prototxt",
                   'name: "old"\n'
                   "layers {\n"
-                  '  name: "conv1"\n'
-                  "  type: CONVOLUTION\n"
-                  "  convolution_param { num_output: 2 kernel_size: 3\n"
-                  "    conv_mode: LOWERED_CCNMM }\n"
+                  '  name: "pool1"\n'
+                  "  type: POOLING\n"
+                  "  pooling_param { pool: MAX kernel_size: 2\n"
+                  "    torch_pooling: true }\n"
                   "}\n")
     read_net_param(path)
-    assert warnings_seen() == [
-        f"{path}:6: layers 'conv1': convolution_param.conv_mode: LOWERED_CCNMM "
-        "(SSL ConvolutionParameter.conv_mode) is not implemented in caffe-lite yet "
-        "(issue #11): ignored"]
+    assert len(warnings_seen()) == 1
+    assert warnings_seen()[0].startswith(
+        f"{path}:6: layers 'pool1': pooling_param.torch_pooling: true (")
 
 
 def test_nested_net_param_of_a_solver_warns_where_it_is_written(tmp_path, warnings_seen):

@@ -78,6 +78,8 @@ HONOURED = {
     ("ParamSpec", "block_group_lasso"): "compress/ssl_training.py",
     ("ParamSpec", "decay_proto"): "compress/ssl_training.py",
     ("LayerParameter", "connectivity_mode"): "compress/ssl_training.py",
+    # SSL's sparse convolution engines, forward and backward (scnn, intel)
+    ("ConvolutionParameter", "conv_mode"): "layers/convolution.py",
     # caffe-jacinto sparsification: G1 (weight_connect_mode) and G2/G3 (sparse_mode)
     ("SolverParameter", "weight_connect_mode"): "compress/jacinto_sparsity.py",
     ("SolverParameter", "threshold_weights"): "compress/jacinto_sparsity.py",
@@ -155,8 +157,6 @@ _SEED = ("not planned: a per-layer seed (NVCaffe's Dropout, caffe-jacinto's tran
          "caffe-lite seeds every random layer from SolverParameter.random_seed")
 
 NOT_IMPLEMENTED = {
-    # --- #11 SSL (wenwei202/caffe scnn): the sparse convolution engines
-    ("ConvolutionParameter", "conv_mode"): Pending("#11", ("LOWERED_GEMM",)),
     # --- #12 DNS / INQ (official DNS, NNMC) and NNMC's LarsSGD
     ("LayerParameter", "cconvolution_param"): Pending("#12"),
     ("LayerParameter", "cinner_product_param"): Pending("#12"),

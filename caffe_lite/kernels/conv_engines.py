@@ -13,6 +13,12 @@ engine may replace only the product after lowering (give LoweredGemm's subclass 
 `product`, as SSL's CSR and CCNMM modes do) or the whole pass (direct sparse convolution).
 SSL trains with LOWERED_GEMM only and uses the sparse modes for deployment, so an engine
 that has no sparse backward inherits the dense one.
+
+`train_note`: a line the Convolution layer logs as a warning when a net is built in TRAIN
+phase with this mode (None: nothing to say). `invalidate()`: drop any cached copy of the weight.
+
+SSL's modes (LOWERED_CSRMM, LOWERED_CCNMM, DIRECT_SCONV, DIRECT_DCONV) are in
+kernels/sparse_conv_engines.py, registered when this module is imported.
 """
 from .conv import DENSE, conv2d_backward, conv2d_forward
 
@@ -36,9 +42,16 @@ def conv_engine(mode):
 class LoweredGemmEngine:
     """Caffe's own convolution: im2col, then one dense GEMM per group (kernels/conv.py)."""
     product = DENSE
+    train_note = None
+
+    def invalidate(self):
+        """Nothing cached: the dense engine reads the weight at every pass."""
 
     def forward(self, x, w, bias, geo, y):
         conv2d_forward(x, w, bias, geo, y, product=self.product)
 
     def backward(self, x, w, dy, geo, dx=None, dw=None, db=None):
         conv2d_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
+
+
+from . import sparse_conv_engines  # noqa: F401  (registers SSL's sparse modes)

@@ -8,7 +8,8 @@ stride 1 / dilation 1 (repeated: once, or once per spatial axis), or pad_h/pad_w
 kernel_h/kernel_w, stride_h/stride_w (2-d only), group 1, weight_filler (constant 0),
 bias_filler (constant 0), axis 1 (the channel axis: earlier axes are batch, later ones
 spatial), engine and force_nd_im2col (accepted; one CPU path), conv_mode (SSL: the
-engine, kernels/conv_engines.py; LOWERED_GEMM is Caffe's). One or two spatial axes (one
+engine, kernels/conv_engines.py; LOWERED_GEMM is Caffe's; a mode with a `train_note`
+warns once when the net is built in TRAIN phase). One or two spatial axes (one
 runs as 2-d with a unit height); more are refused with an error.
 
 blobs: [weight (num_output, C/group, kh, kw), bias (num_output,)]. Several bottom/top pairs
@@ -24,8 +25,10 @@ or quantized layers override them).
 import numpy as np
 
 from .. import fillers
+from ..common import TRAIN
 from ..kernels.conv import ConvGeometry
 from ..kernels.conv_engines import conv_engine
+from ..log import LOG
 from ..proto import caffe_pb2
 from . import register
 from .base import Layer, shape_string as _shape_string
@@ -124,7 +127,10 @@ class ConvolutionLayer(Layer):
         """The engine for convolution_param.conv_mode (LOWERED_GEMM when it has none yet)."""
         mode = caffe_pb2.ConvolutionParameter.ConvMode.Name(
             self.param.convolution_param.conv_mode)
-        return conv_engine(mode) or conv_engine("LOWERED_GEMM")
+        engine = conv_engine(mode) or conv_engine("LOWERED_GEMM")
+        if engine.train_note and self.phase == TRAIN:
+            LOG.warning("layer '%s': conv_mode %s %s", self.name, mode, engine.train_note)
+        return engine
 
     def effective_weight(self):
         """The weight forward and backward use (masked/quantized fork layers override)."""
