@@ -47,7 +47,6 @@ BVLC_TYPES = {
 # ImageLabelData among them) become Input layers here, so only the forks' other types count.
 _SEGMENTATION = ("not planned: caffe-jacinto 0.15's segmentation layers; no corpus file uses "
                  "them")
-_ISSUE_11 = "issue #11"      # SSL intel branch: fused layers
 _ISSUE_12 = "issue #12"      # DNS, INQ, NNMC
 FORK_LAYER_TYPES = {
     "DNSConvolution": _ISSUE_12, "DNSInnerProduct": _ISSUE_12,
@@ -55,8 +54,6 @@ FORK_LAYER_TYPES = {
     "CConvolution": _ISSUE_12, "CInnerProduct": _ISSUE_12,
     "IOUAccuracy": _SEGMENTATION, "SegmentationAccuracy": _SEGMENTATION,
     "SoftmaxWithWeightedLoss": _SEGMENTATION, "ImageLabelTransformation": _SEGMENTATION,
-    "ConvolutionReLU": _ISSUE_11, "ConvolutionReLUPool": _ISSUE_11,
-    "ConvolutionReLUPoolLRN": _ISSUE_11, "InnerProductReLUDropout": _ISSUE_11,
     "Sparsify": "not planned: SSL master's force-regularization layer",
     "SymmetricRectify": "not planned: SSL master's force-regularization layer",
 }

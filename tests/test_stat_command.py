@@ -107,3 +107,21 @@ def test_stat_refuses_bad_input_in_one_line(args, message):
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if "rror" in line]
     assert len(errors) == 1 and message in errors[0], run.stderr
+
+
+def test_fused_layers_count_as_their_convolution(tmp_path):
+    """SSL intel's ConvolutionReLUPool runs its convolution at the unpooled size."""
+    model = tmp_path / "fused.prototxt"
+    model.write_text("""name: "f"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "c" type: "ConvolutionReLUPool" bottom: "data" top: "c"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.1 } }
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip" type: "InnerProductReLUDropout" bottom: "c" top: "ip"
+        inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.1 } } }
+""")
+    stats = dict(net_stats(Net(str(model), phase=TEST)))
+    assert stats["c"].macs == 4 * 27 * 64           # 8x8 outputs before the pooling
+    assert stats["ip"].macs == 5 * 64               # 4 channels x 4x4 after it

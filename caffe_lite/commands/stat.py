@@ -22,6 +22,9 @@ FLAGS = [
     Flag("weights", "", str, "Optional: the trained weights (caffemodel)."),
     STRICT_FLAG,
 ]
+# SSL intel's fused layers count as the convolution or inner product they start with
+CONVS = ("Convolution", "ConvolutionReLU", "ConvolutionReLUPool", "ConvolutionReLUPoolLRN")
+IPS = ("InnerProduct", "InnerProductReLUDropout")
 COLUMNS = ("layer", "shape", "MACs", "MACs lean", "MACs nnz", "params", "nnz", "elem%",
            "col%", "row%", "block%")
 
@@ -51,12 +54,12 @@ def net_stats(net):
     (a weight shared by several layers is counted for each: each runs its MACs)."""
     out = []
     for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
-        if layer.type not in ("Convolution", "InnerProduct") or not layer.blobs:
+        if layer.type not in CONVS + IPS or not layer.blobs:
             continue
         w = layer.blobs[0].data
-        if layer.type == "Convolution":
+        if layer.type in CONVS:
             group = layer.param.convolution_param.group or 1
-            top = net.top_vecs[i][0].shape
+            top = _conv_top(layer, net.top_vecs[i][0].shape)
             pixels = int(top[-1] * top[-2]) if len(top) >= 4 else int(top[-1])
         else:
             group, pixels = 1, _ip_rows(layer, net.top_vecs[i][0].shape)
@@ -66,6 +69,13 @@ def net_stats(net):
             block = (specs[0].ydimen, specs[0].xdimen)
         out.append((name, layer_stat(w, pixels, group, block)))
     return out
+
+
+def _conv_top(layer, top_shape):
+    """The convolution's own output shape: a fused layer's top may be pooled after it; its
+    first link blob is the convolution's output (layers/fused.py)."""
+    links = getattr(layer, "links", None)
+    return links[0][0].shape if links and links[0] else top_shape
 
 
 def _ip_rows(layer, top_shape):

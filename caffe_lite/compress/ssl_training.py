@@ -88,7 +88,10 @@ from . import group_lasso as gl
 from .jacinto_sparsity import pack_mask, unpack_mask
 
 F32 = np.float32
-ALIGNED = ("Convolution", "Deconvolution", "InnerProduct")
+# the layers whose weight connectivity_mode freezes (the fork's WeightAlign), the intel
+# branch's fused layers included: their blob 0 is their convolution's or inner product's
+ALIGNED = ("Convolution", "Deconvolution", "InnerProduct", "ConvolutionReLU",
+           "ConvolutionReLUPool", "ConvolutionReLUPoolLRN", "InnerProductReLUDropout")
 SOLVER_DECAYS = ("breadth_decay", "kernel_shape_decay", "block_group_decay")
 _CONNECTED = caffe_pb2.LayerParameter.CONNECTED
 _ELTWISE = caffe_pb2.LayerParameter.DISCONNECTED_ELTWISE
