@@ -9,7 +9,7 @@ import pytest
 from caffe_lite.common import TRAIN
 from caffe_lite.errors import CaffeError
 from caffe_lite.kernels import conv as conv_kernels
-from caffe_lite.kernels.im2col import col2im, im2col
+from caffe_lite.kernels.im2col import col2im, conv_out_size, im2col, im2col_bm, im2col_rows_bm
 from caffe_lite.layers.convolution import ConvolutionLayer
 from gradcheck import (assert_f32_sum_close, check_gradient, check_gradient_exhaustive,
                        f32_magnitudes, layer_param, make_layer)
@@ -323,6 +323,24 @@ def test_im2col_col2im_single_image_layout():
     back = np.empty_like(img)
     col2im(z, 3, 2, 1, 1, 2, 1, 1, 1, back)
     assert np.isclose(np.sum(col * z), np.sum(img * back))
+
+
+@pytest.mark.parametrize("stride,dilation,batch", [(1, 1, 1), (2, 1, 3), (1, 2, 2)])
+def test_im2col_rows_lowers_exactly_the_rows_asked(stride, dilation, batch):
+    """LOWERED_CCNMM's lowering of kept columns only: row i is im2col's row rows[i]."""
+    rng = np.random.default_rng(12)
+    xt = rng.standard_normal((3, 7, 6, batch)).astype(np.float32)
+    args = (3, 2, 1, 1, stride, stride, dilation, dilation)
+    out_h = conv_out_size(7, 3, 1, stride, dilation)
+    out_w = conv_out_size(6, 2, 1, stride, dilation)
+    full = im2col_bm(xt, *args, out_h, out_w, np.empty((18, out_h * out_w * batch), np.float32))
+    rows = np.array([17, 0, 5, 5, 11], np.int64)
+    part = im2col_rows_bm(xt, rows, *args, out_h, out_w,
+                          np.full((5, out_h * out_w * batch), np.nan, np.float32))
+    np.testing.assert_array_equal(part, full[rows])
+    with pytest.raises(ValueError, match="outside"):
+        im2col_rows_bm(xt, np.array([18]), *args, out_h, out_w,
+                       np.empty((1, out_h * out_w * batch), np.float32))
 
 
 @pytest.mark.parametrize("text,message", [

@@ -84,13 +84,20 @@ class ConvGeometry(NamedTuple):
 class LoweredGemm:
     """The dense product after lowering: Caffe's GEMM.
 
-    `matmul(w3, col3, out3)` computes out3 = w3 @ col3 for w3 (g, M/g, K) and col3
-    (g, K, n*P). A sparse product overrides it (and may cache a compressed weight, rebuilt
-    when `prepare` sees new weights).
+    `forward(in_t, w3, geo, out_t, ws)` computes one chunk's output out_t (M, OH, OW, n)
+    from its batch-minor image in_t: it lowers the image and calls `matmul(w3, col3, out3)`,
+    out3 = w3 @ col3 for w3 (g, M/g, K) and col3 (g, K, n*P). A sparse product overrides
+    `matmul` (and may cache a compressed weight, rebuilt when `prepare` sees new weights),
+    or `forward` when it lowers less than the whole image.
     """
 
     def prepare(self, w3):
         """Called once per forward with the effective weight, before any matmul."""
+
+    def forward(self, in_t, w3, geo, out_t, ws):
+        g, mg, k = w3.shape
+        col = _lower(in_t, geo, out_t.shape[1:3], ws)
+        self.matmul(w3, col.reshape(g, k, -1), out_t.reshape(g, mg, -1))
 
     def matmul(self, w3, col3, out3):
         np.matmul(w3, col3, out=out3)
@@ -190,10 +197,8 @@ def _weight3(w, g):
 # in_t (C, H, W, n) is the convolution's image, out_t (M, OH, OW, n) its output.
 
 def _forward(in_t, w3, geo, out_t, product, ws):
-    """out_t = w * in_t: one GEMM per group over the lowered batch."""
-    g, mg, k = w3.shape
-    col = _lower(in_t, geo, out_t.shape[1:3], ws)
-    product.matmul(w3, col.reshape(g, k, -1), out_t.reshape(g, mg, -1))
+    """out_t = w * in_t: one GEMM per group over the lowered batch (LoweredGemm.forward)."""
+    product.forward(in_t, w3, geo, out_t, ws)
 
 
 def _backward_weight(in_t, out_t, geo, dw_t, ws, accumulate):

@@ -60,43 +60,68 @@ def _valid_range(pad, k, dilation, stride, size, out_size):
 def im2col_bm(xt, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
               dilation_w, out_h, out_w, col):
     """xt (C, H, W, n) -> col (C*kh*kw, out_h*out_w*n); every element of col is written."""
-    channels, height, width, n = xt.shape
+    channels, _, _, n = xt.shape
+    if col.shape[0] != channels * kernel_h * kernel_w or col.shape[1] != out_h * out_w * n:
+        raise ValueError("im2col: col does not have shape (C*kh*kw, out_h*out_w*n)")
+    for r in range(channels * kernel_h * kernel_w):
+        _lower_row(xt, r, r, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                   dilation_h, dilation_w, out_h, out_w, col)
+    return col
+
+
+@njit(cache=True, nogil=True)
+def im2col_rows_bm(xt, rows, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                   dilation_h, dilation_w, out_h, out_w, col):
+    """col[i] = row rows[i] of im2col_bm's col (len(rows), out_h*out_w*n): the lowering of
+    only the weight columns a structured-sparse weight keeps (LOWERED_CCNMM)."""
+    channels, _, _, n = xt.shape
+    if col.shape[0] != rows.shape[0] or col.shape[1] != out_h * out_w * n:
+        raise ValueError("im2col_rows: col does not have shape (len(rows), out_h*out_w*n)")
+    for i in range(rows.shape[0]):
+        if rows[i] < 0 or rows[i] >= channels * kernel_h * kernel_w:
+            raise ValueError("im2col_rows: a row is outside [0, C*kh*kw)")
+        _lower_row(xt, rows[i], i, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                   dilation_h, dilation_w, out_h, out_w, col)
+    return col
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lower_row(xt, r, dst_row, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+               dilation_h, dilation_w, out_h, out_w, col):
+    """col[dst_row] = lowered row r = (c * kernel_h + ki) * kernel_w + kj of xt."""
+    _, height, width, n = xt.shape
     kk = kernel_h * kernel_w
     rowlen = out_w * n
-    if col.shape[0] != channels * kk or col.shape[1] != out_h * rowlen:
-        raise ValueError("im2col: col does not have shape (C*kh*kw, out_h*out_w*n)")
     src = xt.reshape(-1)
     dst = col.reshape(-1)
     zero = col.dtype.type(0)
-    for r in range(channels * kk):
-        c = r // kk
-        ki = (r - c * kk) // kernel_w
-        kj = r - c * kk - ki * kernel_w
-        off_w, ow_lo, ow_hi = _valid_range(pad_w, kj, dilation_w, stride_w, width, out_w)
-        for oh in range(out_h):
-            row = U((r * out_h + oh) * rowlen)
-            ih = oh * stride_h - pad_h + ki * dilation_h
-            if ih < 0 or ih >= height:
-                for t in range(rowlen):
-                    dst[row + U(t)] = zero
-                continue
-            for t in range(ow_lo * n):
+    c = r // kk
+    ki = (r - c * kk) // kernel_w
+    kj = r - c * kk - ki * kernel_w
+    off_w, ow_lo, ow_hi = _valid_range(pad_w, kj, dilation_w, stride_w, width, out_w)
+    for oh in range(out_h):
+        row = U((dst_row * out_h + oh) * rowlen)
+        ih = oh * stride_h - pad_h + ki * dilation_h
+        if ih < 0 or ih >= height:
+            for t in range(rowlen):
                 dst[row + U(t)] = zero
-            for t in range(ow_hi * n, rowlen):
-                dst[row + U(t)] = zero
-            image_row = U((c * height + ih) * width * n)
-            if stride_w == 1:
-                s0 = image_row + U((ow_lo + off_w) * n)
-                d0 = row + U(ow_lo * n)
-                for t in range((ow_hi - ow_lo) * n):
+            continue
+        for t in range(ow_lo * n):
+            dst[row + U(t)] = zero
+        for t in range(ow_hi * n, rowlen):
+            dst[row + U(t)] = zero
+        image_row = U((c * height + ih) * width * n)
+        if stride_w == 1:
+            s0 = image_row + U((ow_lo + off_w) * n)
+            d0 = row + U(ow_lo * n)
+            for t in range((ow_hi - ow_lo) * n):
+                dst[d0 + U(t)] = src[s0 + U(t)]
+        else:
+            for ow in range(ow_lo, ow_hi):
+                s0 = image_row + U((ow * stride_w + off_w) * n)
+                d0 = row + U(ow * n)
+                for t in range(n):
                     dst[d0 + U(t)] = src[s0 + U(t)]
-            else:
-                for ow in range(ow_lo, ow_hi):
-                    s0 = image_row + U((ow * stride_w + off_w) * n)
-                    d0 = row + U(ow * n)
-                    for t in range(n):
-                        dst[d0 + U(t)] = src[s0 + U(t)]
-    return col
 
 
 @njit(cache=True, nogil=True)

@@ -6,10 +6,8 @@
     Compacted   A's non-all-zero rows and columns (those worth dropping), and the dense
                 A[rows][:, cols]
     ccnmm       C = A @ B as compacted @ B[cols], scattered into C's rows (zero rows: C = 0)
-    direct_conv y = conv(x, w) + bias with w's non-zeros as a CSR over its (M, C/g*kh*kw)
-                view: each (c, kh, kw, value) adds value * a shifted input plane to the output
-                plane (Park et al., "Holistic SparseCNN"); with every entry listed (zeros too)
-                it is a direct dense convolution
+
+The direct sparse convolution (DIRECT_SCONV) is in kernels/direct_conv.py.
 
 Why the CSR product is shaped this way (ANCHORS.md: off-the-shelf CSR loses to dense BLAS below
 about 95% sparsity): a naive row-by-row kernel streams every referenced row of B from memory
@@ -107,6 +105,31 @@ def _csr_rows(indptr, indices, data, b, c, tile, lo, hi):
                 e += 1
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _csr_matvec(indptr, indices, data, b, c, lo, hi):
+    """c[lo:hi, 0] = A[lo:hi] @ b[:, 0]: a batch of one (an InnerProduct deployed on single
+    images), where the tiled kernel would run loops of one element. Four partial sums keep
+    four multiply-adds in flight; the weights stream from memory once, as a dense matvec's
+    do, but only their non-zeros."""
+    bf = b.reshape(-1)
+    cf = c.reshape(-1)
+    zero = c.dtype.type(0)
+    for i in range(lo, hi):
+        s0 = s1 = s2 = s3 = zero
+        e = indptr[i]
+        e1 = indptr[i + 1]
+        while e + 4 <= e1:
+            s0 += data[e] * bf[U(indices[e])]
+            s1 += data[e + 1] * bf[U(indices[e + 1])]
+            s2 += data[e + 2] * bf[U(indices[e + 2])]
+            s3 += data[e + 3] * bf[U(indices[e + 3])]
+            e += 4
+        while e < e1:
+            s0 += data[e] * bf[U(indices[e])]
+            e += 1
+        cf[i] = (s0 + s1) + (s2 + s3)
+
+
 def _balanced(cost_cumsum, parts):
     """Bounds splitting [0, len) into `parts` ranges of about equal cost (cumsum from 0)."""
     total = cost_cumsum[-1]
@@ -134,7 +157,10 @@ def csr_matmul(a, b, out):
     n = b.shape[1]
     # each row costs its non-zeros plus the zeroing of its output row
     cost = a.indptr + np.arange(m + 1)
-    _split(_csr_rows, (a.indptr, a.indices, a.data, b, out, TILE), cost, (a.nnz + m) * n)
+    if n == 1:
+        _split(_csr_matvec, (a.indptr, a.indices, a.data, b, out), cost, a.nnz + m)
+    else:
+        _split(_csr_rows, (a.indptr, a.indices, a.data, b, out, TILE), cost, (a.nnz + m) * n)
     return out
 
 
@@ -169,17 +195,20 @@ class Compacted(NamedTuple):
 GATHER_MACS = 24
 
 
-def compact(a, gather_macs=GATHER_MACS):
+def compact(a, gather_macs=GATHER_MACS, column_gather_macs=None):
     """A's non-all-zero rows and columns and the compacted dense matrix.
 
     All-zero columns (rows) are kept when dropping them saves fewer multiply-adds than
-    `gather_macs` times the elements moved to drop them; gather_macs=0 drops all of them."""
+    `gather_macs` times the elements moved to drop them; gather_macs=0 drops all of them.
+    `column_gather_macs`, when given, is the columns' own price (0 where the product's
+    operand is made for the kept columns only, as LOWERED_CCNMM's lowering is)."""
+    col_price = gather_macs if column_gather_macs is None else column_gather_macs
     a = np.asarray(a)
     m, k = a.shape
     mask = a != 0
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
-    if (k - len(cols)) * len(rows) < gather_macs * len(cols):
+    if (k - len(cols)) * len(rows) < col_price * len(cols):
         cols = np.arange(k)
     if (m - len(rows)) * len(cols) < gather_macs * len(rows):
         rows = np.arange(m)
@@ -210,95 +239,3 @@ def ccnmm(a, b, out, scratch=None):
         np.matmul(a.w, b, out=part)
         out[a.rows] = part
     return out
-
-
-# --- direct convolution ---------------------------------------------------------------------
-
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _direct_planes(x, indptr, indices, data, bias, kh, kw, ph, pw, sh, sw, dh, dw, group,
-                   y, lo, hi):
-    """y[n, m] for t = n * M + m in [lo, hi), on zero-padded input planes read flat.
-
-    A padded plane has rows of wp elements (wp a multiple of sw), and the output plane is
-    computed on a virtual row of owv = sh * wp / sw elements, so that output q = oy * owv + ox
-    reads input q * sw + (i * dh * wp + j * dw) for kernel offset (i, j): each listed weight is
-    ONE long contiguous (stride 1) loop over the whole output plane instead of oh short ones.
-    The virtual columns ox >= ow read past a row's end (into the padding or the next row) and
-    are dropped. Bias is added after the sum, as Caffe does."""
-    _, channels, height, width = x.shape
-    m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
-    cg = channels // group
-    mg = m_out // group
-    kk = kh * kw
-    wp = width + 2 * pw
-    wp += (sw - wp % sw) % sw
-    owv = sh * wp // sw
-    span = oh * owv
-    plane = max((span - 1) * sw + (kh - 1) * dh * wp + (kw - 1) * dw + 1, (ph + height) * wp)
-    xpad = np.zeros(cg * plane, x.dtype)
-    acc = np.empty(span, y.dtype)
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    zero = y.dtype.type(0)
-    padded = -1
-    for t in range(lo, hi):
-        n = t // m_out
-        m = t - n * m_out
-        if n * group + m // mg != padded:      # consecutive t share their image and group
-            padded = n * group + m // mg
-            for c in range(cg):
-                for r in range(height):
-                    src = U(((n * channels + (m // mg) * cg + c) * height + r) * width)
-                    dst = U(c * plane + (r + ph) * wp + pw)
-                    for q in range(width):
-                        xpad[dst + U(q)] = xf[src + U(q)]
-        for q in range(span):
-            acc[q] = zero
-        e = indptr[m]
-        e1 = indptr[m + 1]
-        if sw == 1:     # four weights per pass: one load and store of acc serves four
-            while e + 4 <= e1:
-                o0 = U(_offset(indices[e], kk, kw, plane, wp, dh, dw))
-                o1 = U(_offset(indices[e + 1], kk, kw, plane, wp, dh, dw))
-                o2 = U(_offset(indices[e + 2], kk, kw, plane, wp, dh, dw))
-                o3 = U(_offset(indices[e + 3], kk, kw, plane, wp, dh, dw))
-                v0, v1, v2, v3 = data[e], data[e + 1], data[e + 2], data[e + 3]
-                for q in range(span):
-                    acc[q] += (v0 * xpad[o0 + U(q)] + v1 * xpad[o1 + U(q)]
-                               + v2 * xpad[o2 + U(q)] + v3 * xpad[o3 + U(q)])
-                e += 4
-        while e < e1:
-            o0 = U(_offset(indices[e], kk, kw, plane, wp, dh, dw))
-            v0 = data[e]
-            for q in range(span):
-                acc[q] += v0 * xpad[o0 + U(q * sw)]
-            e += 1
-        b = bias[m] if bias.shape[0] else zero
-        out0 = U(t * oh * ow)
-        for oy in range(oh):
-            for ox in range(ow):
-                yf[out0 + U(oy * ow + ox)] = acc[oy * owv + ox] + b
-
-
-@njit(cache=True, inline="always")
-def _offset(col, kk, kw, plane, wp, dh, dw):
-    """Flat offset in the padded planes of weight column col = (c * kh + i) * kw + j."""
-    c = col // kk
-    i = (col - c * kk) // kw
-    return c * plane + i * dh * wp + (col - c * kk - i * kw) * dw
-
-
-def direct_conv(x, w_csr, bias, geo, y):
-    """y (N, M, OH, OW) = conv(x (N, C, H, W), w) + bias, with w's (M, C/g*kh*kw) view as
-    CSR (`csr_from_dense(w.reshape(M, -1))`; keep_zeros=True for the dense convolution).
-    Split over (image, output channel) pairs, balanced on the listed weights."""
-    n, m = y.shape[:2]
-    bias = np.empty(0, y.dtype) if bias is None else np.ascontiguousarray(bias, y.dtype)
-    per_channel = np.diff(w_csr.indptr) + 1
-    cost = np.zeros(n * m + 1, np.int64)
-    np.cumsum(np.tile(per_channel, n), out=cost[1:])
-    args = (np.ascontiguousarray(x), w_csr.indptr, w_csr.indices, w_csr.data, bias,
-            geo.kernel_h, geo.kernel_w, geo.pad_h, geo.pad_w, geo.stride_h, geo.stride_w,
-            geo.dilation_h, geo.dilation_w, geo.group, y)
-    _split(_direct_planes, args, cost, int(cost[-1]) * y.shape[2] * y.shape[3])
-    return y
