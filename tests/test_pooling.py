@@ -182,6 +182,14 @@ def test_stochastic_test_phase():
             np.testing.assert_allclose(top[0].data[:, :, i, j], want, rtol=1e-12)
 
 
+def test_stochastic_test_phase_gradient():
+    """TEST's backward is the gradient of sum(x^2) / sum(x) (it read an unwritten index)."""
+    x = np.abs(spaced((2, 2, 6, 5), 8)) + 0.1
+    layer, bottom, top = make_layer(text("STOCHASTIC", "kernel_size: 3 stride: 2"), [x],
+                                    phase=TEST)
+    check_gradient(layer, bottom, top)
+
+
 def test_stochastic_train_samples_by_value():
     # one 2x2 window per plane with values 1..4: picks follow p = v / 10
     planes = 4000

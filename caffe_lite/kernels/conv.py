@@ -94,6 +94,11 @@ class LoweredGemm:
     def prepare(self, w3):
         """Called once per forward with the effective weight, before any matmul."""
 
+    def lowered_rows(self, rows):
+        """Rows of the lowered image (of `rows`) that `forward` lowers at once after
+        `prepare`: what sizes the batch's chunks."""
+        return rows
+
     def forward(self, in_t, w3, geo, out_t, ws):
         g, mg, k = w3.shape
         col = _lower(in_t, geo, out_t.shape[1:3], ws)
@@ -286,7 +291,7 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
     m, oh, ow = y.shape[1:]
     w3 = _weight3(w, geo.group)
     product.prepare(w3)
-    col_elems = _col_elems(c, m, geo, (h, wd), (oh, ow), False)
+    col_elems = product.lowered_rows(c * geo.kernel_h * geo.kernel_w) * oh * ow
 
     def work(worker, start, stop):
         ws = workspace(worker)

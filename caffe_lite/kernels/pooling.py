@@ -205,6 +205,34 @@ def _sto_test_forward(x, kernel_h, kernel_w, stride_h, stride_w, top, lo, hi):
                 top[p, ph, pw] = cumvalues / cumsum
 
 
+@njit(cache=True, nogil=True)
+def sto_pool_backward_test(x, top, top_diff, kernel_h, kernel_w, stride_h, stride_w,
+                           bottom_diff):
+    """bottom_diff = the gradient of TEST's y = sum(x^2) / (FLT_MIN + sum(x)) per window,
+    dy/dx = (2 x - y) / (FLT_MIN + sum(x)), on planes (N*C, H, W). Caffe has none: its CPU
+    backward is NOT_IMPLEMENTED and its GPU one reads an index that TEST never writes."""
+    _, height, width = x.shape
+    out_h, out_w = top.shape[1], top.shape[2]
+    tiny = x.dtype.type(FLT_MIN)
+    bottom_diff[...] = 0
+    for p in range(x.shape[0]):
+        for ph in range(out_h):
+            hstart = ph * stride_h
+            hend = min(hstart + kernel_h, height)
+            for pw in range(out_w):
+                wstart = pw * stride_w
+                wend = min(wstart + kernel_w, width)
+                cumsum = tiny
+                for h in range(hstart, hend):
+                    for w in range(wstart, wend):
+                        cumsum += x[p, h, w]
+                scale = top_diff[p, ph, pw] / cumsum
+                y = top[p, ph, pw]
+                for h in range(hstart, hend):
+                    for w in range(wstart, wend):
+                        bottom_diff[p, h, w] += scale * (2 * x[p, h, w] - y)
+
+
 def _planes(a):
     return a.reshape(-1, a.shape[-2], a.shape[-1])
 

@@ -128,6 +128,10 @@ class CcnmmProduct(_CachedProduct):
     def __init__(self):
         super().__init__(_ccnmm_groups)
 
+    def lowered_rows(self, rows):
+        # one group's kept rows at a time: chunks of the batch grow as the columns go
+        return max([1] + [len(lowered) for _, lowered in self._groups])
+
     def forward(self, in_t, w3, geo, out_t, ws):
         g, mg, k = w3.shape
         oh, ow, n = out_t.shape[1:]

@@ -10,7 +10,8 @@ kernel is the whole H x W, pad 0 and stride 1 only); round_mode (CEIL | FLOOR, d
   AVE: y = sum(window clipped to the image) / (window clipped to the padded image).
   STOCHASTIC (Caffe: GPU only, no padding): TRAIN picks one element with probability
        x / sum(window) (for non-negative x) and routes the gradient to it; TEST outputs
-       sum(x^2) / sum(x).
+       sum(x^2) / sum(x), and its backward is that function's gradient (Caffe has no TEST
+       backward: its GPU kernel reads a pick index that TEST never writes).
 Input 4-d (N, C, H, W); one bottom, one or two tops.
 """
 import numpy as np
@@ -124,6 +125,13 @@ class PoolingLayer(Layer):
             return
         dy = top[0].diff
         dx = bottom[0].diff
+        if self.method == STOCHASTIC and self.phase != TRAIN:
+            def planes(a):
+                return a.reshape((-1,) + a.shape[2:])
+            K.sto_pool_backward_test(planes(bottom[0].data), planes(top[0].data), planes(dy),
+                                     self.kernel_h, self.kernel_w, self.stride_h,
+                                     self.stride_w, planes(dx))
+            return
         index = self._index
         if self.method == MAX and len(top) > 1:
             index = top[1].data.astype(np.int64)
