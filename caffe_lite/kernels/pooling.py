@@ -182,27 +182,33 @@ def _ave_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, l
 
 @njit(cache=True, nogil=True)
 def _sto_test_forward(x, kernel_h, kernel_w, stride_h, stride_w, top, lo, hi):
-    _, height, width = x.shape
     out_h, out_w = top.shape[1], top.shape[2]
-    zero = x.dtype.type(0)
-    tiny = x.dtype.type(FLT_MIN)
     for p in range(lo, hi):
-        xp = x[p]
         for ph in range(out_h):
-            hstart = ph * stride_h
-            hend = min(hstart + kernel_h, height)
             for pw in range(out_w):
-                wstart = pw * stride_w
-                wend = min(wstart + kernel_w, width)
-                # FLT_MIN keeps an all-zero window from dividing by zero
-                cumsum = tiny
-                cumvalues = zero
-                for h in range(hstart, hend):
-                    for w in range(wstart, wend):
-                        v = xp[h, w]
-                        cumsum += v
-                        cumvalues += v * v
+                _, _, _, _, cumsum, cumvalues = _sto_window(x[p], ph, pw, kernel_h, kernel_w,
+                                                            stride_h, stride_w)
                 top[p, ph, pw] = cumvalues / cumsum
+
+
+@njit(cache=True, inline="always")
+def _sto_window(xp, ph, pw, kernel_h, kernel_w, stride_h, stride_w):
+    """STOCHASTIC's window (no padding) of output (ph, pw) in plane xp: hstart, hend, wstart,
+    wend, FLT_MIN + sum(x) and sum(x^2). FLT_MIN keeps an all-zero window from dividing by
+    zero."""
+    height, width = xp.shape
+    hstart = ph * stride_h
+    hend = min(hstart + kernel_h, height)
+    wstart = pw * stride_w
+    wend = min(wstart + kernel_w, width)
+    cumsum = xp.dtype.type(FLT_MIN)
+    cumvalues = xp.dtype.type(0)
+    for h in range(hstart, hend):
+        for w in range(wstart, wend):
+            v = xp[h, w]
+            cumsum += v
+            cumvalues += v * v
+    return hstart, hend, wstart, wend, cumsum, cumvalues
 
 
 @njit(cache=True, nogil=True)
@@ -211,21 +217,13 @@ def sto_pool_backward_test(x, top, top_diff, kernel_h, kernel_w, stride_h, strid
     """bottom_diff = the gradient of TEST's y = sum(x^2) / (FLT_MIN + sum(x)) per window,
     dy/dx = (2 x - y) / (FLT_MIN + sum(x)), on planes (N*C, H, W). Caffe has none: its CPU
     backward is NOT_IMPLEMENTED and its GPU one reads an index that TEST never writes."""
-    _, height, width = x.shape
     out_h, out_w = top.shape[1], top.shape[2]
-    tiny = x.dtype.type(FLT_MIN)
     bottom_diff[...] = 0
     for p in range(x.shape[0]):
         for ph in range(out_h):
-            hstart = ph * stride_h
-            hend = min(hstart + kernel_h, height)
             for pw in range(out_w):
-                wstart = pw * stride_w
-                wend = min(wstart + kernel_w, width)
-                cumsum = tiny
-                for h in range(hstart, hend):
-                    for w in range(wstart, wend):
-                        cumsum += x[p, h, w]
+                hstart, hend, wstart, wend, cumsum, _ = _sto_window(
+                    x[p], ph, pw, kernel_h, kernel_w, stride_h, stride_w)
                 scale = top_diff[p, ph, pw] / cumsum
                 y = top[p, ph, pw]
                 for h in range(hstart, hend):
