@@ -296,6 +296,13 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
     def work(worker, start, stop):
         ws = workspace(worker)
         for s, e in _chunks(start, stop, col_elems, x.itemsize):
+            if e - s == 1 and x.flags.c_contiguous and y.flags.c_contiguous:
+                # one image: batch-minor is the image's own layout, so no transposes
+                _forward(x[s].reshape(c, h, wd, 1), w3, geo, y[s].reshape(m, oh, ow, 1),
+                         product, ws)
+                if bias is not None:
+                    y[s] += bias.reshape(m, 1, 1)
+                continue
             in_t = _to_minor(x[s:e], ws, "in_t")
             out_t = ws.get("out_t", (m, oh, ow, e - s), y.dtype)
             _forward(in_t, w3, geo, out_t, product, ws)
