@@ -121,6 +121,11 @@ HONOURED = {
     ("DataParameter", "shuffle"): "layers/data.py",
     ("DataParameter", "shuffle_skip_max"): "layers/data.py",
     ("LossParameter", "label_weights"): "layers/softmax_loss.py",
+    # NNMC's solver additions (NNMC's rule also for NVCaffe / caffe-jacinto 0.17 files)
+    ("SolverParameter", "rampup_interval"): "solvers/lr_policy.py",
+    ("SolverParameter", "rampup_lr"): "solvers/lr_policy.py",
+    ("SolverParameter", "min_lr"): "solvers/lr_policy.py",
+    ("SolverParameter", "local_gw_ratio"): "solvers/lars_sgd.py",
 }
 
 _CUDNN = "picks a cuDNN algorithm; the convolution computed is the same"
@@ -157,18 +162,13 @@ _SEED = ("not planned: a per-layer seed (NVCaffe's Dropout, caffe-jacinto's tran
          "caffe-lite seeds every random layer from SolverParameter.random_seed")
 
 NOT_IMPLEMENTED = {
-    # --- #12 DNS / INQ (official DNS, NNMC) and NNMC's LarsSGD
+    # --- #12 DNS / INQ (official DNS, NNMC)
     ("LayerParameter", "cconvolution_param"): Pending("#12"),
     ("LayerParameter", "cinner_product_param"): Pending("#12"),
     ("LayerParameter", "dns_convolution_param"): Pending("#12"),
     ("LayerParameter", "dns_inner_product_param"): Pending("#12"),
     ("LayerParameter", "inq_convolution_param"): Pending("#12"),
     ("LayerParameter", "inq_inner_product_param"): Pending("#12"),
-    ("SolverParameter", "rampup_interval"): Pending("#12", (0,)),
-    ("SolverParameter", "rampup_lr"): Pending("#12"),
-    # every lr policy is >= 0, so a floor at 0 changes nothing
-    ("SolverParameter", "min_lr"): Pending("#12", (0.0,)),
-    ("SolverParameter", "local_gw_ratio"): Pending("#12"),
     # --- not planned
     ("LayerParameter", "image_label_data_param"): Pending(_SEGMENTATION),
     ("LayerParameter", "image_label_transform_param"): Pending(_SEGMENTATION),

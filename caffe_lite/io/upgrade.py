@@ -120,7 +120,8 @@ DATA_TRANSFORM_PARAMS = {"DATA": "data_param", "IMAGE_DATA": "image_data_param",
 DATA_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 SOLVER_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
-                "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+                "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam",
+                "LARSSGD": "LarsSGD"}       # NNMC
 
 
 # ---------------------------------------------------------------------------------------------

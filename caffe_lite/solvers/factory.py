@@ -1,7 +1,7 @@
 """Solver registry and get_solver: Caffe's SolverRegistry.
 
 The rule comes from the `type` string ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta",
-"Adam"), or from the legacy `solver_type` enum when `type` is not set. An unknown type fails
+"Adam", NNMC's "LarsSGD"), or from the legacy `solver_type` enum when `type` is not set. An unknown type fails
 with one line naming the file, the line of `type` and the known types. Forks register their
 rules with @register_solver("Name").
 """
@@ -9,13 +9,11 @@ import importlib
 import os
 
 from ..errors import CaffeError
+from ..io.upgrade import SOLVER_TYPES
 from ..proto import caffe_pb2
 
 SOLVERS = {}
-#: legacy SolverParameter.solver_type enum names -> type strings (Caffe's UpgradeSolverType)
-LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
-                "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
-_RULE_MODULES = ("sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
+_RULE_MODULES = ("sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "lars_sgd")
 
 
 def register_solver(name):
@@ -37,7 +35,7 @@ def solver_type(param):
         return param.type
     if param.HasField("solver_type"):
         enum = caffe_pb2.SolverParameter.SolverType.Name(param.solver_type)
-        return LEGACY_TYPES.get(enum, enum)
+        return SOLVER_TYPES.get(enum, enum)      # Caffe's UpgradeSolverType
     return param.type
 
 

@@ -14,7 +14,15 @@ With base_lr, gamma, power, stepsize, stepvalue and max_iter from the SolverPara
 
 A policy is `fn(param, state) -> float32 rate`, where `state` has `iter` and a mutable
 `current_step` (the solver itself, or any object with those two attributes). Forks add their
-policies (warm-up, min_lr, ...) with @register_lr_policy("name").
+policies with @register_lr_policy("name").
+
+Then, for every policy, NNMC's warm-up and floor (sgd_solver.cpp, FORK_FIELDS.md 4.2); with
+their defaults (0) they change nothing:
+  iter < rampup_interval:  rate = min(rate, rampup_lr + (rate - rampup_lr) * iter / rampup_interval)
+  rate < min_lr:           rate = min_lr
+NVCaffe 0.17 and caffe-jacinto 0.17 have fields of the same names with another rule (base_lr
+ramped up quadratically in place of the policy, min_lr also inside poly); a text file does not
+say which fork wrote it, and caffe-lite follows NNMC's (docs/fork_fields.md).
 
 Numerics follow Caffe's float build: `pow(float, int)` promotes to double (step, exp,
 multistep), `pow(float, float)` and `exp(float)` stay in float (inv, poly, sigmoid), and the
@@ -45,7 +53,16 @@ def get_learning_rate(param, state):
         policy = LR_POLICIES[param.lr_policy]
     except KeyError:
         raise CaffeError(f"Unknown learning rate policy: {param.lr_policy}") from None
-    return policy(param, state)
+    return _warm_up_and_floor(param, state.iter, policy(param, state))
+
+
+def _warm_up_and_floor(param, iteration, rate):
+    """NNMC's rampup_interval / rampup_lr warm-up and min_lr floor, in float as NNMC."""
+    if iteration < param.rampup_interval:
+        alpha = _f32(iteration) / _f32(param.rampup_interval)
+        ramp = _f32(param.rampup_lr)
+        rate = min(rate, _f32(ramp + (_f32(rate) - ramp) * alpha))
+    return max(_f32(rate), _f32(param.min_lr))
 
 
 def _pow_double(base, exponent):
