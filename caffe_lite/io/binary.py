@@ -16,6 +16,7 @@ from ..errors import CaffeError
 from ..log import LOG
 from ..proto.vintages import describe_foreign_field
 from . import upgrade as _upgrade
+from .input_file import read_input
 from .atomic import atomic_write
 
 try:
@@ -34,18 +35,7 @@ def is_hdf5_path(path):
 
 
 def read_bytes(path, what="file"):
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise CaffeError(f"no such {what}", path) from None
-    except IsADirectoryError:
-        raise CaffeError(f"is a directory, not a {what}", path) from None
-    except PermissionError:
-        raise CaffeError("permission denied", path) from None
-    except OSError as err:
-        raise CaffeError(f"cannot read: {err.strerror or err}", path) from None
+    return read_input(path, what)
 
 
 def parse_binary(data, message, path):

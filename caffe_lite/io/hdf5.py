@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ..errors import CaffeError
+from .input_file import file_problem
 from .atomic import atomic_path
 from .blobs import array_to_blob_proto
 
@@ -36,10 +37,11 @@ def _pb2():
 def _open_read(path):
     h5py = _h5py()
     path = os.fspath(path)
-    if os.path.isdir(path):
+    problem = file_problem(path)
+    if problem == "is a directory":
         raise CaffeError("is a directory, not an HDF5 file", path)
-    if not os.path.exists(path):
-        raise CaffeError("no such file", path)
+    if problem:
+        raise CaffeError(problem, path)
     try:
         return h5py.File(path, "r")
     except OSError:

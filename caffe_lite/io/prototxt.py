@@ -18,6 +18,7 @@ from google.protobuf import text_format
 
 from ..errors import CaffeError
 from . import upgrade as _upgrade
+from .input_file import read_input
 
 _LOC_PREFIX = re.compile(r"^\d+(?::\d+)? : ")
 _NO_FIELD = re.compile(r'^Message type "([\w.]+)" has no field named "([^"]+)"\.$')
@@ -39,18 +40,7 @@ def _pb2():
 def read_text_file(path, what="file"):
     """Return the text of `path`, or raise a CaffeError that says why it cannot be a prototxt."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CaffeError(f"no such {what}", path) from None
-    except IsADirectoryError:
-        raise CaffeError(f"is a directory, not a {what}", path) from None
-    except PermissionError:
-        raise CaffeError("permission denied", path) from None
-    except OSError as err:
-        raise CaffeError(f"cannot read: {err.strerror or err}", path) from None
-    return decode_text(data, path)
+    return decode_text(read_input(path, what), path)
 
 
 def decode_text(data, path):

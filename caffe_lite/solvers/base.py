@@ -38,6 +38,7 @@ from google.protobuf import text_format
 
 from .. import common
 from ..errors import CaffeError
+from ..io.input_file import file_problem
 from ..kernels.gemm import blas_single_threaded
 from ..log import LOG
 from ..proto import caffe_pb2
@@ -140,8 +141,9 @@ class Solver(ABC):
         """(NetParameter, (file, layer lines)) of a net file the solver names."""
         from ..io.prototxt import read_net_param
         resolved = resolve_net_file(path, self.param_path)
-        if not os.path.isfile(resolved):
-            raise self.where(field, f"cannot open {field} file '{path}' (no such file)", index)
+        problem = file_problem(resolved)
+        if problem:
+            raise self.where(field, f"cannot open {field} file '{path}' ({problem})", index)
         param, lines = read_net_param(resolved, with_lines=True)
         return param, (resolved, lines)
 
@@ -218,10 +220,12 @@ class Solver(ABC):
             name = name.strip()
             if not name:
                 continue
-            if not os.path.isfile(name):
+            problem = file_problem(name)
+            if problem:
+                message = f"cannot open weights file '{name}' ({problem})"
                 if field is None:
-                    raise CaffeError(f"cannot open weights file '{name}' (no such file)")
-                raise self.where(field, f"cannot open weights file '{name}' (no such file)", index)
+                    raise CaffeError(message)
+                raise self.where(field, message, index)
             LOG.info("Finetuning from %s", name)
             options = self.weight_loading_options()
             for net in [self.net] + list(self.test_nets):

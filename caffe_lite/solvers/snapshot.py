@@ -25,6 +25,7 @@ import numpy as np
 from .. import common
 from ..errors import CaffeError
 from ..io.atomic import atomic_write
+from ..io.input_file import file_problem
 from ..log import LOG
 from ..proto import caffe_pb2
 
@@ -187,8 +188,9 @@ def _resolve_learned_net(learned_net, state_path):
 
 def restore(solver, path):
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CaffeError("cannot open solver state (no such file)", path)
+    problem = file_problem(path)
+    if problem:
+        raise CaffeError(f"cannot open solver state ({problem})", path)
     state = read_state(path)
     history = solver.history
     if len(state.history) != len(history):
@@ -206,8 +208,9 @@ def restore(solver, path):
     solver.iter = int(state.iter)
     if state.HasField("learned_net") and state.learned_net:
         model = _resolve_learned_net(state.learned_net, path)
-        if not os.path.isfile(model):
-            raise CaffeError(f"learned_net '{state.learned_net}' not found", path)
+        problem = file_problem(model)
+        if problem:
+            raise CaffeError(f"learned_net '{state.learned_net}': {problem}", path)
         solver.net.copy_from(model)
     solver.current_step = int(state.current_step)
     LOG.info("SGDSolver: restoring history")

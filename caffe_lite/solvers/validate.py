@@ -8,6 +8,7 @@ parser keeps no positions.
 import os
 
 from ..errors import CaffeError
+from ..io.input_file import file_problem
 from ..io.prototxt import top_level_fields
 from ..proto import caffe_pb2
 from . import lr_policy
@@ -124,5 +125,6 @@ def validate_solver_param(param, where, solver_path=None):
 
 def _check_file(path, field, index, where, solver_path):
     resolved = resolve_net_file(path, solver_path)
-    if not os.path.isfile(resolved):
-        raise where(field, f"cannot open {field} file '{path}' (no such file)", index)
+    problem = file_problem(resolved)
+    if problem:
+        raise where(field, f"cannot open {field} file '{path}' ({problem})", index)
