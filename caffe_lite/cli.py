@@ -113,7 +113,11 @@ def _convert(flag, value):
             return False
         raise CaffeError(f"flag -{flag.name} takes true or false, got '{value}'")
     try:
-        return flag.type(value)
+        converted = flag.type(value)
+        # gflags' int32 flags: a value that does not fit is a bad value, not an overflow later
+        if flag.type is int and not -2 ** 31 <= converted < 2 ** 31:
+            raise ValueError(value)
+        return converted
     except ValueError:
         kind = _TYPE_NAMES[flag.type]
         article = "an" if kind[0] in "aeiou" else "a"

@@ -61,6 +61,8 @@ def _train(values, positional):
     for stage in stages_from_flag(values["stage"]):
         param.train_state.stage.append(stage)
     if values["iterations"] is not None:
+        if values["iterations"] < 1:      # as test and time: a run of no iteration is a typo
+            raise CaffeError(f"-iterations must be >= 1, got {values['iterations']}")
         param.max_iter = values["iterations"]
     warn_gpu(values["gpu"])
     LOG.info("Use CPU.")
