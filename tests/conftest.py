@@ -38,3 +38,12 @@ def caffe_log_records():
     for log, handler, level in reversed(installed):
         log.removeHandler(handler)
         log.setLevel(level)
+
+
+@pytest.fixture
+def restore_glog():
+    """cli.main points the glog handler at the test's stderr; put the old one back after."""
+    from caffe_lite.log import LOG
+    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
+    yield
+    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]

@@ -15,13 +15,7 @@ GOLDEN_MODEL = ROOT / "tests" / "data" / "golden" / "layers_a" / "weights_init.c
 SENTINEL = b"untouched\n"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The commands point the glog handler at this test's stderr; put it back after."""
-    from caffe_lite.log import LOG
-    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
-    yield
-    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_glog")
 
 
 def run(capsys, *argv):

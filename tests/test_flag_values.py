@@ -10,12 +10,7 @@ NET = ('name: "n"\nlayer { name: "d" type: "Input" top: "x" '
 SOLVER = 'net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 1\n'
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    from caffe_lite.log import LOG
-    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
-    yield
-    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_glog")
 
 
 def error_of(capsys, *argv):

@@ -7,13 +7,7 @@ from caffe_lite import cli
 from test_solver_features import DUMMY_DATA, LAYERS
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """cli.main points the glog handler at this test's stderr; put the old one back."""
-    from caffe_lite.log import LOG
-    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
-    yield
-    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_glog")
 
 NET = 'name: "tiny"\n' + DUMMY_DATA + LAYERS
 

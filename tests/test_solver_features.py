@@ -17,13 +17,7 @@ from caffe_lite.solvers import SignalHandler, get_solver
 from caffe_lite.solvers import snapshot as snapshot_mod
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """cli.main points the glog handler at this test's stderr; put the old one back."""
-    from caffe_lite.log import LOG
-    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
-    yield
-    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_glog")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -20,13 +20,7 @@ from caffe_lite.log_parse import parse_log
 from test_solver_features import DUMMY_DATA, write_case
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """cli.main points the glog handler at this test's stderr; put the old one back."""
-    from caffe_lite.log import LOG
-    saved = (list(LOG.handlers), LOG.level, LOG.propagate)
-    yield
-    LOG.handlers[:], LOG.level, LOG.propagate = saved[0], saved[1], saved[2]
+pytestmark = pytest.mark.usefixtures("restore_glog")
 
 ROOT = Path(__file__).resolve().parent.parent
 
