@@ -399,6 +399,12 @@ class Net(PycaffeNet):
             if not message.startswith(named):
                 message = named + message
             raise CaffeError(message, path=path, line=line) from err
+        except MemoryError as err:
+            raise self._layer_error(rec, f"not enough memory for its blobs ({err})") from err
+        except (ValueError, OverflowError) as err:
+            # a value of the file that no check caught (a negative dim, a kernel of 2^31):
+            # it still gets the file, line and layer, not an internal error
+            raise self._layer_error(rec, f"cannot be set up: {err}") from err
         LOG.info("Setting up %s", lp.name)
         for top_id, (top, blob_id) in enumerate(zip(rec.tops, rec.top_ids)):
             weight = rec.layer.loss(top_id)
