@@ -65,11 +65,21 @@ class PrefetchingDataLayer(Layer):
         return {"seed": self.seed, "batch_index": self.batch_index}
 
     def set_state(self, state):
+        seed = resume_count(state, "seed", 2 ** 64)
+        batch_index = resume_count(state, "batch_index", None)
         self.prefetcher.stop()
-        self.seed = int(state["seed"])
-        self.batch_index = int(state["batch_index"])
+        self.seed, self.batch_index = seed, batch_index
 
     def __del__(self):
         prefetcher = getattr(self, "prefetcher", None)
         if prefetcher is not None:
             prefetcher.stop()
+
+
+def resume_count(state, key, limit):
+    """state[key] as an int in [0, limit) (no limit: None), or a ValueError naming the key."""
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
+            limit is not None and value >= limit):
+        raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+    return value

@@ -20,7 +20,7 @@ from ..errors import CaffeError
 from ..log import LOG
 from . import register
 from .base import Layer
-from .base_data import source_error
+from .base_data import resume_count, source_error
 
 
 def _h5py():
@@ -91,8 +91,8 @@ class HDF5DataLayer(Layer):
 
     def set_state(self, state):
         """Place the reader at row `offset` of the stream (counting every row served)."""
-        self.seed = int(state["seed"])
-        self.offset = int(state["offset"])
+        self.seed = resume_count(state, "seed", 2 ** 64)
+        self.offset = resume_count(state, "offset", None)
         per_pass = sum(self._row_count(i) for i in range(len(self.files)))
         if per_pass == 0:
             raise self.error("the HDF5 files hold no rows")

@@ -103,12 +103,12 @@ def _layer_states(net):
 
 def _set_layer_states(net, states, label):
     layers = dict(zip(net.layer_names, net.layers))
-    for name, state in states.items():
+    for name, state in _members(states, dict, label).items():
         layer = layers.get(name)
         if layer is None or not callable(getattr(layer, "set_state", None)):
             LOG.warning("Resume file: %s has no stateful layer '%s'; skipped", label, name)
             continue
-        layer.set_state(state)
+        _step(f"{label}, layer '{name}'", layer.set_state, state)
 
 
 def resume_state(solver):
@@ -133,13 +133,31 @@ def _hook_states(solver):
 
 def _set_hook_states(solver, states):
     hooks = {getattr(h, "state_key", None): h for h in solver.hooks}
-    for key, state in states.items():
+    for key, state in _members(states, dict, "hooks").items():
         hook = hooks.get(key)
         if hook is None:
             LOG.warning("Resume file: the solver has no hook '%s' (a field of the snapshot's "
                         "solver is gone?); its state is not restored", key)
             continue
-        hook.set_state(state)
+        _step(f"hook '{key}'", hook.set_state, state)
+
+
+class _Damaged(Exception):
+    """A member of a resume file that cannot be applied; `args[0]` names it."""
+
+
+def _members(value, kind, label):
+    if not isinstance(value, kind):
+        raise _Damaged(f"{label} is a {type(value).__name__}, not a "
+                       f"{'list' if kind is list else 'mapping'}")
+    return value
+
+
+def _step(label, apply, state):
+    try:
+        apply(state)
+    except Exception as err:       # whatever the member holds: it is refused, never half-set
+        raise _Damaged(f"{label}: {err}") from None
 
 
 def write_resume_file(solver, path):
@@ -148,24 +166,41 @@ def write_resume_file(solver, path):
 
 
 def apply_resume_file(solver, path):
+    """Restore the RNG, the data layers' cursors and the hooks' state from the side file of a
+    snapshot: all of it, or (a damaged file) none of it and one error line naming the file
+    and the member. A file of another iteration is ignored with a warning."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as err:
-        LOG.warning("Cannot read resume file %s (%s); RNG and data cursors not restored",
-                    path, err)
-        return False
-    if data.get("iter") != solver.iter:
+        raise CaffeError(f"cannot read the resume file ({err}); move it away to resume "
+                         f"without the RNG and data cursors", path) from None
+    if not isinstance(data, dict) or isinstance(data.get("iter"), bool) or not isinstance(
+            data.get("iter"), int):
+        raise CaffeError("not a resume file (an object with an integer 'iter' expected)",
+                         path)
+    if data["iter"] != solver.iter:
         LOG.warning("Resume file %s is for iteration %s, the solver state for %d; ignored",
-                    path, data.get("iter"), solver.iter)
+                    path, data["iter"], solver.iter)
         return False
-    common.set_rng_state(data["rng"])
-    _set_layer_states(solver.net, data.get("train_net", {}), "the train net")
-    for i, (net, states) in enumerate(zip(solver.test_nets, data.get("test_nets", []))):
-        _set_layer_states(net, states, f"test net #{i}")
-    _set_hook_states(solver, data.get("hooks", {}))
+    before = resume_state(solver)
+    try:
+        _apply_resume_state(solver, data)
+    except _Damaged as err:
+        _apply_resume_state(solver, before)
+        raise CaffeError(f"damaged resume file: {err.args[0]}; nothing of it was restored",
+                         path) from None
     LOG.info("Restored RNG and data layer state from %s", path)
     return True
+
+
+def _apply_resume_state(solver, data):
+    _step("rng", common.set_rng_state, data.get("rng"))
+    _set_layer_states(solver.net, data.get("train_net", {}), "the train net")
+    test_nets = _members(data.get("test_nets", []), list, "test_nets")
+    for i, (net, states) in enumerate(zip(solver.test_nets, test_nets)):
+        _set_layer_states(net, states, f"test net #{i}")
+    _set_hook_states(solver, data.get("hooks", {}))
 
 
 # --- Restore --------------------------------------------------------------------------------
