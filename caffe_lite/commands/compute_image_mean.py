@@ -35,7 +35,12 @@ def channel_means(mean):
 def compute_image_mean(db_path, output=None, backend="lmdb"):
     reader = open_reader(db_path, backend)
     LOG.info("Starting iteration")
-    mean = compute_mean(_counted(value for _, value in reader.items()))
+    try:
+        mean = compute_mean(_counted(value for _, value in reader.items()))
+    except CaffeError as err:
+        if err.path is not None:
+            raise
+        raise CaffeError(str(err), db_path) from None
     if output:
         from ..io.binary import write_binary
         LOG.info("Write to %s", output)

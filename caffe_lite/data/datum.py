@@ -2,31 +2,47 @@
 import io
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..errors import CaffeError
 from ..proto import caffe_pb2
 
 
 def datum_from_bytes(value):
+    """The Datum a database record holds, or a CaffeError saying the record is not one (the
+    caller adds the database and the record)."""
     datum = caffe_pb2.Datum()
-    datum.ParseFromString(value)
+    try:
+        datum.ParseFromString(value)
+    except (DecodeError, RuntimeError, ValueError):
+        raise CaffeError(f"not a Datum ({len(value)} bytes that do not parse as one)") \
+            from None
     return datum
+
+
+def raw_datum_shape(datum):
+    """(C, H, W) of an unencoded datum, checked: every extent positive and the pixels (data
+    or float_data) exactly C*H*W; else a CaffeError saying what is wrong."""
+    shape = (datum.channels, datum.height, datum.width)
+    if min(shape) <= 0:
+        raise CaffeError(f"datum has channels {shape[0]}, height {shape[1]}, width "
+                         f"{shape[2]}: each must be positive")
+    size = len(datum.data) if datum.data else len(datum.float_data)
+    if size == 0:
+        raise CaffeError("datum holds neither data nor float_data")
+    if size != shape[0] * shape[1] * shape[2]:
+        raise CaffeError(f"datum of shape {shape} holds {size} values")
+    return shape
 
 
 def datum_to_array(datum, force_color=False, force_gray=False):
     """(C, H, W) array of the datum's pixels: uint8 for raw/encoded data, float32 for float_data."""
     if datum.encoded:
         return decode_image(datum.data, force_color, force_gray)
+    shape = raw_datum_shape(datum)
     if datum.data:
-        arr = np.frombuffer(datum.data, np.uint8)
-    elif len(datum.float_data):
-        arr = np.asarray(datum.float_data, np.float32)
-    else:
-        raise CaffeError("datum holds neither data nor float_data")
-    shape = (datum.channels, datum.height, datum.width)
-    if arr.size != shape[0] * shape[1] * shape[2]:
-        raise CaffeError(f"datum of shape {shape} holds {arr.size} values")
-    return arr.reshape(shape)
+        return np.frombuffer(datum.data, np.uint8).reshape(shape)
+    return np.asarray(datum.float_data, np.float32).reshape(shape)
 
 
 def decode_image(data, force_color=False, force_gray=False):

@@ -6,6 +6,7 @@ read the same database: readers therefore share one read-only environment per pa
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -54,8 +55,23 @@ def _shared_env(path):
                                    max_readers=512, subdir=True)
             except _lmdb().Error as err:
                 raise CaffeError(f"cannot open LMDB: {err}", path) from None
+            try:
+                _check_covered(env, data_file, path)
+            except CaffeError:
+                env.close()
+                raise
             _ENVS[key] = env
         return env
+
+
+def _check_covered(env, data_file, path):
+    """A data.mdb shorter than the pages its environment uses is truncated: reading it would
+    kill the process with SIGBUS (the pages are memory-mapped), so it is refused here."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(data_file)
+    if size < need:
+        raise CaffeError(f"damaged LMDB database: data.mdb has {size} bytes, its pages need "
+                         f"{need} (truncated?)", path)
 
 
 def _close_inherited(where):
@@ -114,29 +130,32 @@ class LMDBReader:
 
     def seek(self, index):
         """Position at record `index` (mod count)."""
-        self._open_cursor()
-        self._index = index % self.count
-        for _ in range(self._index):
-            self._cursor.next()
+        with self._reading():
+            self._open_cursor()
+            self._index = index % self.count
+            for _ in range(self._index):
+                self._cursor.next()
 
     def next_value(self):
         self._follow_fork()
-        if self._cursor is None:
-            self._open_cursor()
-        value = self._cursor.value()
-        self._index = (self._index + 1) % self.count
-        if not self._cursor.next():
-            self._cursor.first()
+        with self._reading():
+            if self._cursor is None:
+                self._open_cursor()
+            value = self._cursor.value()
+            self._index = (self._index + 1) % self.count
+            if not self._cursor.next():
+                self._cursor.first()
         return value
 
     def values_at(self, indices):
         """The values of the records at positions `indices` (key order, each < count)."""
         self._follow_fork()
-        if self._keys is None:
-            with self.env.begin() as txn:
-                self._keys = _KeyTable(txn.cursor().iternext(keys=True, values=False))
-        with self.env.begin(buffers=False) as txn:
-            return [txn.get(self._keys[int(i)]) for i in indices]
+        with self._reading():
+            if self._keys is None:
+                with self.env.begin() as txn:
+                    self._keys = _KeyTable(txn.cursor().iternext(keys=True, values=False))
+            with self.env.begin(buffers=False) as txn:
+                return [txn.get(self._keys[int(i)]) for i in indices]
 
     def close(self):
         if self._txn is not None:
@@ -144,8 +163,17 @@ class LMDBReader:
             self._txn = self._cursor = None
 
     def items(self):
-        with self.env.begin() as txn:
+        with self._reading(), self.env.begin() as txn:
             yield from txn.cursor()
+
+    @contextmanager
+    def _reading(self):
+        """LMDB's own errors (overwritten pages: CorruptedError, a bad page: PageNotFound) as
+        one error naming the database."""
+        try:
+            yield
+        except _lmdb().Error as err:
+            raise CaffeError(f"damaged LMDB database: {err}", self.path) from None
 
 
 class LevelDBReader:

@@ -26,8 +26,11 @@ def compute_mean(items, chunk=1024):
             total += part
         buf.clear()
 
-    for value in items:
-        arr = datum_to_array(datum_from_bytes(value))
+    for record, value in enumerate(items):
+        try:
+            arr = datum_to_array(datum_from_bytes(value))
+        except CaffeError as err:
+            raise CaffeError(f"record #{record} (in key order): {err}") from None
         if buf and arr.shape != buf[0].shape:
             raise CaffeError(f"images differ in shape ({buf[0].shape} vs {arr.shape}); "
                              "the mean needs one size")

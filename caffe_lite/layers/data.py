@@ -26,7 +26,7 @@ generator: the orders are random in the fork's way, not the fork's own sequence.
 import numpy as np
 
 from ..common import TRAIN
-from ..data.datum import datum_from_bytes, datum_to_array
+from ..data.datum import datum_from_bytes, datum_to_array, raw_datum_shape
 from ..data.db import open_reader
 from ..errors import CaffeError
 from . import register
@@ -58,7 +58,7 @@ class DataLayer(PrefetchingDataLayer):
         self.skip_max = int(p.shuffle_skip_max)
         self._set_skip()
         self._next_record = None
-        first, _ = self._decode([self._peek()])
+        first, _ = self._decode([self._peek()], [self.skip % self.reader.count])
         item_shape = self.transformer.output_shape(*first.shape[1:])
         top[0].reshape((self.batch_size,) + item_shape)
         if self.output_labels:
@@ -93,30 +93,44 @@ class DataLayer(PrefetchingDataLayer):
         self._next_record = None
         return value
 
-    def _decode(self, values):
-        datums = [datum_from_bytes(v) for v in values]
+    def _decode(self, values, records):
+        """(images, labels) of the records' values; a bad record is one error naming the
+        database and the record's position in key order."""
+        t = self.transformer
+        datums = [self._checked(datum_from_bytes, v, r) for v, r in zip(values, records)]
         labels = np.array([d.label for d in datums], np.float32)
         first = datums[0]
-        if not first.encoded and first.data and all(
-                d.data and not d.encoded and d.channels == first.channels
-                and d.height == first.height and d.width == first.width for d in datums):
-            # raw uint8 datums: one join and one view, no per-image arrays
-            flat = np.frombuffer(b"".join(d.data for d in datums), np.uint8)
-            return flat.reshape(len(datums), first.channels, first.height, first.width), labels
-        t = self.transformer
-        arrays = [datum_to_array(d, t.force_color, t.force_gray) for d in datums]
+        if not first.encoded and first.data:
+            shape = self._checked(raw_datum_shape, first, records[0])
+            if all(d.data and not d.encoded and d.channels == first.channels
+                   and d.height == first.height and d.width == first.width
+                   and len(d.data) == len(first.data) for d in datums):
+                # raw uint8 datums: one join and one view, no per-image arrays
+                flat = np.frombuffer(b"".join(d.data for d in datums), np.uint8)
+                return flat.reshape((len(datums),) + shape), labels
+        arrays = [self._checked(datum_to_array, d, r, t.force_color, t.force_gray)
+                  for d, r in zip(datums, records)]
         if any(a.shape != arrays[0].shape for a in arrays):
             raise self.error("images in one batch differ in shape; resize them when "
                              "building the database (convert_imageset -resize_height/-width)")
         return np.stack(arrays), labels
 
+    def _checked(self, fn, value, record, *args):
+        try:
+            return fn(value, *args)
+        except CaffeError as err:
+            raise self.error(f"data_param.source '{self.param.data_param.source}', record "
+                             f"#{record} (in key order): {err}") from None
+
     def load_batch(self, k):
         if self.order == "in order":
+            start = (self.skip + k * self.batch_size) % self.reader.count
+            records = [(start + i) % self.reader.count for i in range(self.batch_size)]
             values = self._values_in_order(k)
         else:
             records = self._shuffled(k) if self.order == "shuffle" else self._walk(k)
             values = self.reader.values_at(records)
-        images, labels = self._decode(values)
+        images, labels = self._decode(values, list(records))
         return self.transformer.transform(images, self.batch_rng(k)), labels
 
     def _values_in_order(self, k):

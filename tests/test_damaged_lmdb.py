@@ -1,0 +1,85 @@
+"""Damaged LMDB databases and records give one error line naming the database (and the record)
+instead of SIGBUS, an internal error or a silent half-read (issue #16). Run as a user runs the
+commands, in subprocesses: a truncated data.mdb used to kill the process."""
+import os
+import subprocess
+import sys
+
+import lmdb
+import pytest
+
+from caffe_lite.proto import caffe_pb2
+
+NET = """name: "n"
+layer { name: "data" type: "Data" top: "data" top: "label"
+  data_param { source: "db" batch_size: 4 backend: LMDB } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def datum(channels=1, side=28, data=None):
+    d = caffe_pb2.Datum(channels=channels, height=side, width=side, label=1)
+    d.data = bytes(max(channels, 0) * side * side) if data is None else data
+    return d.SerializeToString()
+
+
+def build(folder, records):
+    env = lmdb.open(str(folder), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, value in enumerate(records):
+            txn.put(b"%08d" % i, value)
+    env.close()
+
+
+def truncate(folder, size):
+    os.truncate(folder / "data.mdb", size(os.path.getsize(folder / "data.mdb")))
+
+
+def overwrite_pages(folder):
+    data = bytearray((folder / "data.mdb").read_bytes())
+    for offset in range(8192, len(data), 4096):       # every page after the two meta pages
+        data[offset:offset + 16] = b"\xaa" * 16
+    (folder / "data.mdb").write_bytes(bytes(data))
+
+
+GOOD = [datum() for _ in range(64)]
+CASES = {   # records, damage to the file, words of the message
+    "a record that is not a Datum": (GOOD[:3] + [b"\xff\xff\xff junk"] + GOOD[4:], None,
+                                     "record #3 (in key order): not a Datum"),
+    "pixels that do not fill the shape": (GOOD[:5] + [datum(data=b"abc")] + GOOD[6:], None,
+                                          "record #5 (in key order): datum of shape (1, 28, 28) "
+                                          "holds 3 values"),
+    "negative channels": ([datum(channels=-1, data=b"")] * 8, None,
+                          "datum has channels -1, height 28, width 28: each must be positive"),
+    "data.mdb cut to 16 KB": (GOOD, lambda f: truncate(f, lambda n: 16384),
+                              "damaged LMDB database: data.mdb has 16384 bytes"),
+    "data.mdb cut in half": (GOOD, lambda f: truncate(f, lambda n: n // 2),
+                             "damaged LMDB database: data.mdb has"),
+    "overwritten pages": (GOOD, overwrite_pages, "damaged LMDB database: "),
+}
+
+
+def caffe_lite(*argv, cwd):
+    return subprocess.run([sys.executable, "-m", "caffe_lite", *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("command", ["time", "compute_image_mean"])
+def test_damage_is_one_line_naming_the_database(tmp_path, case, command):
+    records, damage, words = CASES[case]
+    build(tmp_path / "db", records)
+    if damage:
+        damage(tmp_path / "db")
+    (tmp_path / "net.prototxt").write_text(NET)
+    argv = (["time", "-model", "net.prototxt", "-iterations", "2"] if command == "time"
+            else ["compute_image_mean", "db", "mean.binaryproto"])
+    proc = caffe_lite(*argv, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("caffe-lite")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert "internal error" not in lines[0] and words in lines[0], lines[0]
+    assert "db" in lines[0]
+    assert not (tmp_path / "mean.binaryproto").exists()
