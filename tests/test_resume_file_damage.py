@@ -77,3 +77,23 @@ def test_an_intact_side_file_still_restores_exactly(tmp_path):
     resumed.step(2)
     for key, value in params_of(straight.net).items():
         assert (params_of(resumed.net)[key] == value).all(), key
+
+
+def test_a_history_blob_of_the_wrong_size_names_the_state_file(tmp_path):
+    from caffe_lite.proto import caffe_pb2
+    path = write_case(tmp_path, LMDB_DATA)
+    first = get_solver(path)
+    first.step(1)
+    state_file = first.snapshot()
+    state = caffe_pb2.SolverState()
+    with open(state_file, "rb") as f:
+        state.ParseFromString(f.read())
+    del state.history[0].data[:]
+    state.history[0].data.extend([0.0] * 50)
+    with open(state_file, "wb") as f:
+        f.write(state.SerializeToString())
+    with pytest.raises(CaffeError) as err:
+        get_solver(path).restore(state_file)
+    assert str(err.value.path) == str(state_file)
+    assert str(err.value).endswith("history blob 0: blob: 50 data values for shape [5, 108] "
+                                   "(540 values)")      # ip1's weight: 5 x (6 x 6 x 3)

@@ -235,7 +235,10 @@ def restore(solver, path):
     from ..io.blobs import blob_proto_to_array
     arrays = []
     for i, (bp, h) in enumerate(zip(state.history, history)):
-        arr = blob_proto_to_array(bp)
+        try:
+            arr = blob_proto_to_array(bp)
+        except CaffeError as err:
+            raise CaffeError(f"history blob {i}: {err}", path) from None
         if arr.size != h.size:
             raise CaffeError(f"history blob {i} has {arr.size} values ({tuple(arr.shape)}), "
                              f"the param has {h.size} ({tuple(h.shape)})", path)
