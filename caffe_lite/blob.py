@@ -7,6 +7,8 @@ blob's memory the way Caffe's ShareData does (Split, Flatten, Reshape use it).
 """
 import numpy as np
 
+from . import memory_guard
+
 
 class Blob:
     __slots__ = ("_data", "_diff", "dtype", "__weakref__")
@@ -14,6 +16,7 @@ class Blob:
     def __init__(self, shape=(), dtype=np.float32):
         self.dtype = np.dtype(dtype)
         shape = tuple(int(d) for d in shape)
+        memory_guard.charge(2 * _nbytes(shape, self.dtype))
         self._data = np.zeros(shape, self.dtype)
         self._diff = np.zeros(shape, self.dtype)
 
@@ -54,6 +57,7 @@ class Blob:
             self._data = self._data.reshape(shape)
             self._diff = self._diff.reshape(shape)
         else:
+            memory_guard.charge(2 * (_nbytes(shape, self.dtype) - self._data.nbytes))
             self._data = np.zeros(shape, self.dtype)
             self._diff = np.zeros(shape, self.dtype)
 
@@ -112,3 +116,11 @@ class Blob:
 
     def __repr__(self):
         return f"Blob(shape={self.shape}, dtype={self.dtype})"
+
+
+def _nbytes(shape, dtype):
+    """Bytes of an array of `shape` (Python ints: no overflow for absurd shapes)."""
+    count = 1
+    for d in shape:
+        count *= max(int(d), 0)
+    return count * dtype.itemsize

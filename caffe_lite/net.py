@@ -28,6 +28,7 @@ from google.protobuf import text_format
 
 from .blob import Blob
 from .common import TRAIN
+from . import memory_guard
 from .errors import CaffeError
 from .io.binary import read_any_net, write_binary
 from .io.blobs import array_to_blob_proto, blob_proto_to_array, blob_shape
@@ -230,7 +231,7 @@ class Net(PycaffeNet):
     """
 
     def __init__(self, model=None, *args, weights=None, phase=None, param=None, level=None,
-                 stages=(), dtype=np.float32, source=None):
+                 stages=(), dtype=np.float32, source=None, max_memory=None):
         for arg in args:
             if isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
                 if phase is not None:
@@ -248,6 +249,7 @@ class Net(PycaffeNet):
             param, model = model, None
         self.dtype = np.dtype(dtype)
         self.source = None
+        self.max_memory = max_memory
         lines = None
         if model is not None:
             param, lines = read_net_param(str(model), with_lines=True)
@@ -300,28 +302,50 @@ class Net(PycaffeNet):
         name_to_idx = {}
         available = set()
         memory_used = 0
-        for layer_id, lp in enumerate(param.layer):
-            rec = self._create_layer(lp, where(origin[layer_id]) if origin[layer_id] is not None
-                                     else (self.source, None))
-            self._layer_records.append(rec)
-            need_backward = self._wire_bottoms(rec, lp, available, name_to_idx)
-            for top_id in range(len(lp.top)):
-                self._append_top(rec, lp, top_id, available, name_to_idx)
-                if lp.type == "Input":
-                    self._input_blob_indices.append(len(self._blob_records) - 1)
-            if rec.layer.auto_top_blobs:
-                needed = max(rec.layer.min_top or 0, rec.layer.exact_num_top or 0)
-                for top_id in range(len(lp.top), needed):
-                    self._append_top(rec, lp, top_id, None, None)
-            self._setup_layer(rec, lp)
-            memory_used += sum(top.count for top in rec.tops)
-            LOG.info("Memory required for data: %d", memory_used * self.dtype.itemsize)
-            need_backward |= self._append_params(layer_id, rec, lp)
-            rec.need_backward = need_backward
-            if need_backward:
-                for blob_id in rec.top_ids:
-                    self._blob_records[blob_id].need_backward = True
+        limit = self.max_memory or memory_guard.default_limit()
+        with memory_guard.budget(limit) as blobs:
+            for layer_id, lp in enumerate(param.layer):
+                if blobs is not None:
+                    blobs.layer = lp.name
+                try:
+                    memory_used = self._init_layer(layer_id, lp, origin, where, available,
+                                                   name_to_idx, memory_used)
+                except memory_guard.BudgetExceeded:
+                    rec_where = (where(origin[layer_id]) if origin[layer_id] is not None
+                                 else (self.source, None))
+                    raise CaffeError(
+                        f"layer '{lp.name}' ({lp.type}): the net's blobs need more than "
+                        f"{memory_guard.human(limit)} (data and diff, "
+                        f"{memory_guard.human(blobs.used)} up to this layer; largest: "
+                        f"{blobs.largest()}); the limit is the memory available, or "
+                        f"-max_memory", path=rec_where[0], line=rec_where[1]) from None
+        self._finish_init(param, available, name_to_idx)
 
+    def _init_layer(self, layer_id, lp, origin, where, available, name_to_idx, memory_used):
+        """Create, wire and set up one layer (Net::Init's loop body); the memory so far."""
+        rec = self._create_layer(lp, where(origin[layer_id]) if origin[layer_id] is not None
+                                 else (self.source, None))
+        self._layer_records.append(rec)
+        need_backward = self._wire_bottoms(rec, lp, available, name_to_idx)
+        for top_id in range(len(lp.top)):
+            self._append_top(rec, lp, top_id, available, name_to_idx)
+            if lp.type == "Input":
+                self._input_blob_indices.append(len(self._blob_records) - 1)
+        if rec.layer.auto_top_blobs:
+            needed = max(rec.layer.min_top or 0, rec.layer.exact_num_top or 0)
+            for top_id in range(len(lp.top), needed):
+                self._append_top(rec, lp, top_id, None, None)
+        self._setup_layer(rec, lp)
+        memory_used += sum(top.count for top in rec.tops)
+        LOG.info("Memory required for data: %d", memory_used * self.dtype.itemsize)
+        need_backward |= self._append_params(layer_id, rec, lp)
+        rec.need_backward = need_backward
+        if need_backward:
+            for blob_id in rec.top_ids:
+                self._blob_records[blob_id].need_backward = True
+        return memory_used
+
+    def _finish_init(self, param, available, name_to_idx):
         self._prune_backward()
         if param.force_backward:
             self._force_backward()

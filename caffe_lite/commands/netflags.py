@@ -26,6 +26,25 @@ def strict_fork_fields(strict):
         set_strict(old)
 
 
+MAX_MEMORY_FLAG = Flag("max_memory", "", str, "Refuse a net whose blobs (data and diff) need "
+                                              "more than this (e.g. 4G); default: the memory "
+                                              "the machine has available.")
+
+
+@contextlib.contextmanager
+def net_memory_limit(value):
+    """-max_memory for the length of one command (memory_guard.py)."""
+    from .. import memory_guard
+    if not value:
+        yield
+        return
+    memory_guard.set_limit(memory_guard.parse_size(value))
+    try:
+        yield
+    finally:
+        memory_guard.set_limit(None)
+
+
 def stages_from_flag(value):
     return [s for s in value.split(",") if s]
 

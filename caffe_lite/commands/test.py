@@ -17,7 +17,8 @@ from ..log import LOG
 from ..solvers.base import _outputs, fmt, _loss_note
 from ..solvers.progress import ProgressBar
 from ..common import TEST
-from .netflags import STRICT_FLAG, net_from_flags, strict_fork_fields
+from .netflags import (MAX_MEMORY_FLAG, STRICT_FLAG, net_from_flags, net_memory_limit,
+                       strict_fork_fields)
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
@@ -27,6 +28,7 @@ FLAGS = [
     Flag("level", 0, int, "Optional; network level."),
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("gpu", "", str, "Accepted for compatibility; caffe-lite runs on the CPU."),
+    MAX_MEMORY_FLAG,
     STRICT_FLAG,
 ]
 
@@ -34,7 +36,7 @@ FLAGS = [
 @command("test", "score a model", "-model MODEL -weights WEIGHTS [flags]")
 def test(argv):
     values, positional = parse_flags(argv, FLAGS)
-    with strict_fork_fields(values["strict"]):
+    with strict_fork_fields(values["strict"]), net_memory_limit(values["max_memory"]):
         return _test(values, positional)
 
 

@@ -16,7 +16,8 @@ from ..errors import CaffeError
 from ..log import LOG
 from ..kernels.gemm import blas_single_threaded
 from ..common import TRAIN
-from .netflags import STRICT_FLAG, net_from_flags, strict_fork_fields
+from .netflags import (MAX_MEMORY_FLAG, STRICT_FLAG, net_from_flags, net_memory_limit,
+                       strict_fork_fields)
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
@@ -27,6 +28,7 @@ FLAGS = [
     Flag("level", 0, int, "Optional; network level."),
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("gpu", "", str, "Accepted for compatibility; caffe-lite runs on the CPU."),
+    MAX_MEMORY_FLAG,
     STRICT_FLAG,
 ]
 
@@ -38,7 +40,7 @@ def _ms(seconds):
 @command("time", "benchmark model execution time", "-model MODEL [flags]")
 def time_command(argv):
     values, positional = parse_flags(argv, FLAGS)
-    with strict_fork_fields(values["strict"]):
+    with strict_fork_fields(values["strict"]), net_memory_limit(values["max_memory"]):
         return _time(values, positional)
 
 

@@ -16,7 +16,8 @@ from ..cli import Flag, command, parse_flags
 from ..errors import CaffeError
 from ..log import LOG
 from ..solvers.progress import ProgressBar
-from .netflags import STRICT_FLAG, stages_from_flag, strict_fork_fields, warn_gpu
+from .netflags import (MAX_MEMORY_FLAG, STRICT_FLAG, net_memory_limit, stages_from_flag,
+                       strict_fork_fields, warn_gpu)
 
 FLAGS = [
     Flag("solver", "", str, "The solver definition protocol buffer text file."),
@@ -30,6 +31,7 @@ FLAGS = [
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("iterations", None, int, "Optional; the number of iterations to run, replacing "
                                   "the solver's max_iter."),
+    MAX_MEMORY_FLAG,
     STRICT_FLAG,
 ]
 
@@ -37,7 +39,7 @@ FLAGS = [
 @command("train", "train or finetune a model", "-solver SOLVER [flags]")
 def train(argv):
     values, positional = parse_flags(argv, FLAGS)
-    with strict_fork_fields(values["strict"]):
+    with strict_fork_fields(values["strict"]), net_memory_limit(values["max_memory"]):
         return _train(values, positional)
 
 

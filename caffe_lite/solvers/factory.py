@@ -1,8 +1,8 @@
 """Solver registry and get_solver: Caffe's SolverRegistry.
 
 The rule comes from the `type` string ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta",
-"Adam", NNMC's "LarsSGD"), or from the legacy `solver_type` enum when `type` is not set. An unknown type fails
-with one line naming the file, the line of `type` and the known types. Forks register their
+"Adam", NNMC's "LarsSGD"), or from the legacy `solver_type` enum when `type` is not set. An
+unknown type fails with one line naming the file, the line of `type` and the known types. Forks register their
 rules with @register_solver("Name").
 """
 import importlib
