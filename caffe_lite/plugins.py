@@ -9,7 +9,8 @@ import importlib
 PLUGIN_MODULES = ("caffe_lite.compress.jacinto_quantize",
                   "caffe_lite.compress.jacinto_quantize_solver", "caffe_lite.compress.snapshot_log",
                   "caffe_lite.compress.jacinto_sparsity", "caffe_lite.compress.layer_qparams",
-                  "caffe_lite.compress.ssl_training")
+                  "caffe_lite.compress.ssl_training",
+                  "caffe_lite.compress.dns_inq_training")
 
 _loaded = False
 

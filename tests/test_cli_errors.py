@@ -222,7 +222,7 @@ def test_error_names_the_command_once(capsys, argv, message):
 def test_unknown_flag_lists_the_flags(capsys):
     rc, err = run(capsys, "train", "-solvr", "s")
     assert rc == 1 and one_error_line(err) == (
-        "caffe-lite train: error: unknown flag -solvr (flags: -gpu -iterations -level "
+        "caffe-lite train: error: unknown flag -solvr (flags: -gpu -inq_portion -iterations -level "
         "-max_memory -sighup_effect -sigint_effect -snapshot -solver -stage -strict -weights; "
         "-help explains them)")
 

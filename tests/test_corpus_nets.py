@@ -47,11 +47,7 @@ BVLC_TYPES = {
 # ImageLabelData among them) become Input layers here, so only the forks' other types count.
 _SEGMENTATION = ("not planned: caffe-jacinto 0.15's segmentation layers; no corpus file uses "
                  "them")
-_ISSUE_12 = "issue #12"      # DNS, INQ, NNMC
 FORK_LAYER_TYPES = {
-    "DNSConvolution": _ISSUE_12, "DNSInnerProduct": _ISSUE_12,
-    "INQConvolution": _ISSUE_12, "INQInnerProduct": _ISSUE_12,
-    "CConvolution": _ISSUE_12, "CInnerProduct": _ISSUE_12,
     "IOUAccuracy": _SEGMENTATION, "SegmentationAccuracy": _SEGMENTATION,
     "SoftmaxWithWeightedLoss": _SEGMENTATION, "ImageLabelTransformation": _SEGMENTATION,
     "Sparsify": "not planned: SSL master's force-regularization layer",

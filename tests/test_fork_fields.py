@@ -24,12 +24,7 @@ DOC = ROOT / "docs" / "fork_fields.md"
 
 # The (message, field)s that some corpus file sets to a value caffe-lite does not honour yet.
 # Each fork issue that lands (#10 caffe-jacinto, #11 SSL, #12 DNS/INQ) shrinks this list.
-EXPECTED_CORPUS_WARNINGS = [
-    ("LayerParameter", "dns_convolution_param"),
-    ("LayerParameter", "dns_inner_product_param"),
-    ("LayerParameter", "inq_convolution_param"),
-    ("LayerParameter", "inq_inner_product_param"),
-]
+EXPECTED_CORPUS_WARNINGS = []
 
 
 def _descriptor(message):
@@ -312,14 +307,14 @@ def test_nested_net_param_of_a_solver_warns_where_it_is_written(tmp_path, warnin
                   '  name: "inline"\n'
                   "  default_forward_type: FLOAT16\n"
                   '  layer { name: "conv1" type: "Convolution"\n'
-                  "    dns_convolution_param { gamma: 0.0001 c_rate: 3 } }\n"
+                  "    sparsify_param { thre: 0.0001 coef: 3 } }\n"
                   "}\n"
                   'test_net_param { layer { name: "d" type: "Dropout"\n'
                   "  dropout_param { random_seed: 7 } } }\n")
     read_solver_param(path)
     assert [m.split(" (")[0] for m in warnings_seen()] == [
         f"{path}:4: net_param.default_forward_type: FLOAT16",
-        f"{path}:6: net_param.layer 'conv1': dns_convolution_param",
+        f"{path}:6: net_param.layer 'conv1': sparsify_param",
         f"{path}:9: test_net_param.layer 'd': dropout_param.random_seed: 7",
     ]
     assert warnings_seen()[2].endswith(

@@ -216,8 +216,8 @@ def test_empty_and_missing(tmp_path):
 def _layer_with_unknown(number, payload=b"\x01"):
     """A NetParameter holding one layer that carries varint field `number`."""
     layer = caffe_pb2.LayerParameter(name="conv1", type="Convolution").SerializeToString()
-    layer += blobs._varint(number << 3) + payload
-    return blobs._varint((100 << 3) | 2) + blobs._varint(len(layer)) + layer
+    layer += blobs.encode_varint(number << 3) + payload
+    return blobs.encode_varint((100 << 3) | 2) + blobs.encode_varint(len(layer)) + layer
 
 
 def _foreign_layer_number():

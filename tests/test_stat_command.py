@@ -93,8 +93,14 @@ def test_stat_command_prints_the_table(tmp_path):
     assert conv.split()[1:5] == ["4x2x3x3", "1,152", "400", "400"]
     total = next(line for line in lines if line.startswith("total"))
     assert total.split()[1:3] == ["1,344", "526"]
-    assert lines[-1] == ("MACs per image: dense 1,344; with the all-zero rows and columns "
+    assert lines[-3] == ("MACs per image: dense 1,344; with the all-zero rows and columns "
                          "removed 526 (2.56x fewer); non-zero weights only 526")
+    assert lines[-2] == "Parameters kept: 151 of 264 weights (57.20%, 1.7x fewer)"
+    # 264 weights and 7 biases in float32; sparse: 151 non-zeros and one filler entry for a
+    # gap over 15, each a 4-bit index and a float32 value, then the biases
+    assert lines[-1].startswith(f"Stored: {(152 * 36 + 7) // 8 + 28:,} bytes sparse")
+    assert lines[-1].endswith("against 1,084 bytes float32 (1.5x smaller)")
+    assert conv.split()[7] == "34.72" and conv.split()[-1] == "no"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,11 +3,13 @@
     caffe-lite train -solver S [-weights a.caffemodel[,b.caffemodel]] [-snapshot x.solverstate]
                      [-sigint_effect stop|snapshot|none] [-sighup_effect snapshot|stop|none]
                      [-level N] [-stage s1,s2] [-gpu ids|all] [-iterations N] [-strict]
+                     [-inq_portion P] [-max_memory M]
 
 As Caffe: -weights and -snapshot are exclusive; -level/-stage go into the solver's
 train_state; SIGINT stops (after the final snapshot) and SIGHUP snapshots unless told
 otherwise; -gpu is accepted (with one warning) and the CPU is used. -iterations, when given,
-replaces the solver's max_iter (Caffe's train ignores it). Logs go to stderr in glog's shape;
+replaces the solver's max_iter (Caffe's train ignores it). -inq_portion runs official
+INQ's step on plain Caffe files (compress/dns_inq_training.py). Logs go to stderr in glog's shape;
 a progress bar (iteration, loss, ETA) is added only when stderr is a terminal.
 """
 import sys
@@ -31,6 +33,9 @@ FLAGS = [
     Flag("stage", "", str, "Optional; network stages, separated by ','."),
     Flag("iterations", None, int, "Optional; the number of iterations to run, replacing "
                                   "the solver's max_iter."),
+    Flag("inq_portion", None, float, "Optional; official INQ: quantize this fraction of "
+                                     "blob 0 of every layer to powers of two when training "
+                                     "starts and freeze it (0.3, 0.6, 0.8, 1.0)."),
     MAX_MEMORY_FLAG,
     STRICT_FLAG,
 ]
@@ -75,6 +80,9 @@ def _train(values, positional):
     with SignalHandler(values["sigint_effect"], values["sighup_effect"]) as handler:
         solver = get_solver(param, path=solver_path)
         solver.set_action_function(handler.get_action)
+        if values["inq_portion"] is not None:
+            from ..compress.dns_inq_training import OfficialInqHook
+            solver.add_hook(OfficialInqHook(values["inq_portion"]))
         if values["snapshot"]:
             LOG.info("Resuming from %s", values["snapshot"])
             solver.restore(values["snapshot"])

@@ -126,6 +126,13 @@ HONOURED = {
     ("SolverParameter", "rampup_lr"): "solvers/lr_policy.py",
     ("SolverParameter", "min_lr"): "solvers/lr_policy.py",
     ("SolverParameter", "local_gw_ratio"): "solvers/lars_sgd.py",
+    # DNS (official, NNMC) and NNMC's INQ layers
+    ("LayerParameter", "cconvolution_param"): "layers/cconvolution.py",
+    ("LayerParameter", "cinner_product_param"): "layers/cinner_product.py",
+    ("LayerParameter", "dns_convolution_param"): "layers/dns_convolution.py",
+    ("LayerParameter", "dns_inner_product_param"): "layers/dns_inner_product.py",
+    ("LayerParameter", "inq_convolution_param"): "layers/inq_convolution.py",
+    ("LayerParameter", "inq_inner_product_param"): "layers/inq_inner_product.py",
 }
 
 _CUDNN = "picks a cuDNN algorithm; the convolution computed is the same"
@@ -162,13 +169,6 @@ _SEED = ("not planned: a per-layer seed (NVCaffe's Dropout, caffe-jacinto's tran
          "caffe-lite seeds every random layer from SolverParameter.random_seed")
 
 NOT_IMPLEMENTED = {
-    # --- #12 DNS / INQ (official DNS, NNMC)
-    ("LayerParameter", "cconvolution_param"): Pending("#12"),
-    ("LayerParameter", "cinner_product_param"): Pending("#12"),
-    ("LayerParameter", "dns_convolution_param"): Pending("#12"),
-    ("LayerParameter", "dns_inner_product_param"): Pending("#12"),
-    ("LayerParameter", "inq_convolution_param"): Pending("#12"),
-    ("LayerParameter", "inq_inner_product_param"): Pending("#12"),
     # --- not planned
     ("LayerParameter", "image_label_data_param"): Pending(_SEGMENTATION),
     ("LayerParameter", "image_label_transform_param"): Pending(_SEGMENTATION),

@@ -13,13 +13,16 @@ per image (1 for an InnerProduct):
   params      the weight count; params_nnz its non-zeros (biases are not counted)
 
 and SSL's four percentages (group_lasso.py): element (|w| < 1e-4), column, row and block
-(the layer's first block_group_lasso spec, None without one).
+(the layer's first block_group_lasso spec, None without one); for DNS / INQ models, the
+exponents when every weight is 0 or +-2^k, and the bits of the weights stored sparse with
+4-bit relative indices and 4-bit codes (stored_size.py).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import group_lasso
+from . import group_lasso, stored_size
+from .inq import power_of_two_report
 
 
 @dataclass
@@ -34,6 +37,9 @@ class LayerStat:
     column: float
     row: float
     block: object        # percent, or None without a block shape
+    powers: object       # sorted exponents k when every weight is 0 or +-2^k, else None
+    stored_bits: int     # the weights as stored sparse and coded (stored_size.py)
+    bias: int = 0        # the bias count (stored as float32 either way)
 
 
 def live_lines(mat, group):
@@ -49,9 +55,9 @@ def live_lines(mat, group):
     return out
 
 
-def layer_stat(w, pixels, group=1, block=None):
+def layer_stat(w, pixels, group=1, block=None, bias=0):
     """LayerStat of weight `w` (float array) producing `pixels` outputs per image per filter;
-    `block` = (ydimen, xdimen) or None."""
+    `block` = (ydimen, xdimen) or None; `bias` the layer's bias count."""
     mat = group_lasso.as_matrix(w)
     rows, cols = mat.shape
     nnz = int(np.count_nonzero(mat))
@@ -61,4 +67,10 @@ def layer_stat(w, pixels, group=1, block=None):
         macs_nnz=nnz * pixels, macs_lean=lean, params=int(w.size), params_nnz=nnz,
         element=float(group_lasso.element_sparsity(w)),
         column=float(group_lasso.column_sparsity(w)), row=float(group_lasso.row_sparsity(w)),
-        block=None if block is None else float(group_lasso.block_sparsity(w, *block)))
+        block=None if block is None else float(group_lasso.block_sparsity(w, *block)),
+        powers=_powers(w), stored_bits=stored_size.stored_bits(w), bias=int(bias))
+
+
+def _powers(w):
+    exact, exps = power_of_two_report(w)
+    return tuple(exps) if exact else None

@@ -151,7 +151,31 @@ def read_any_net(path):
     if is_hdf5_path(path):
         from .hdf5 import read_net_hdf5_param
         return read_net_hdf5_param(path)
-    return read_net_binary(path)
+    try:
+        return read_net_binary(path)
+    except CaffeError as err:
+        fallback = _fork_weights(path)
+        if fallback is None:
+            raise
+        LOG.warning("%s: %s; its layers' names and blobs are read, their other fields "
+                    "skipped", path, str(err).split(": ", 1)[-1].split(";")[0])
+        return fallback
+
+
+def _fork_weights(path):
+    """A fork's caffemodel whose layer fields collide with ours, read as names and blobs
+    only (io/weights_view.py); None when that does not parse either."""
+    from .weights_view import weights_only
+    try:
+        data = weights_only(read_bytes(path))
+        param = _pb2().NetParameter()
+        param.ParseFromString(data)
+    except (CaffeError, ValueError, DecodeError, RuntimeError):
+        return None
+    if not param.layer or unknown_fields(param):
+        return None
+    _upgrade.upgrade_net_param(param, os.fspath(path))
+    return param
 
 
 def read_net_weights(path):

@@ -123,10 +123,11 @@ def _packed(bp, field, values, double):
     if not raw:
         return b""
     number = bp.DESCRIPTOR.fields_by_name[field].number
-    return _varint((number << 3) | 2) + _varint(len(raw)) + raw
+    return encode_varint((number << 3) | 2) + encode_varint(len(raw)) + raw
 
 
-def _varint(n):
+def encode_varint(n):
+    """Protobuf's base-128 varint encoding of a non-negative int."""
     out = bytearray()
     while True:
         byte = n & 0x7F

@@ -1,0 +1,15 @@
+"""INQInnerProduct (NNMC): InnerProduct with Incremental Network Quantization.
+
+InnerProduct's parameters and maths, with
+inq_inner_product_param { portion (twice: before, after), num_quantum_values 8, weight_mask_filler,
+bias_mask_filler } (rules: layers/incremental_quantization.py, compress/inq.py).
+blobs: [weight, bias, weight mask, bias mask] (masks: state blobs, 1 = float, 0 = frozen).
+"""
+from . import register
+from .incremental_quantization import IncrementalQuantizationMixin
+from .inner_product import InnerProductLayer
+
+
+@register("INQInnerProduct")
+class INQInnerProductLayer(IncrementalQuantizationMixin, InnerProductLayer):
+    quantization_field = "inq_inner_product_param"
