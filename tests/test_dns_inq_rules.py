@@ -224,3 +224,25 @@ def test_bias_less_masked_layer_has_one_mask():
                                     phase=TRAIN)
     assert len(layer.blobs) == 2 and layer.state_blobs == {1}
     layer.forward(bottom, top)
+
+
+# --- stored size ----------------------------------------------------------------------------
+
+def test_relative_indices_need_a_filler_entry_per_16_skipped_zeros():
+    from caffe_lite.compress import stored_size
+    w = np.zeros(60, np.float32)
+    w[[0, 15, 16, 49]] = 1.0          # gaps 0, 14, 0, 32 zeros: the last needs 2 fillers
+    assert stored_size.relative_index_entries(w) == 4 + 2
+    w[59] = 1.0                       # gap 9
+    assert stored_size.relative_index_entries(w) == 5 + 2
+    assert stored_size.relative_index_entries(np.zeros(5)) == 0
+
+
+def test_values_take_four_bits_only_when_all_are_powers_of_two_in_fifteen_codes():
+    from caffe_lite.compress import stored_size
+    seven = np.float32([2.0 ** -k for k in range(7)] + [-(2.0 ** -k) for k in range(7)] + [0])
+    assert stored_size.value_bits(seven) == 4                   # 14 signed powers and 0
+    eight = np.float32([2.0 ** -k for k in range(8)] + [-1.0])
+    assert stored_size.value_bits(eight) == 32                  # 16 signed codes + 0
+    assert stored_size.value_bits(np.float32([0.3, 0.5])) == 32
+    assert stored_size.stored_bits(seven) == 14 * (4 + 4)

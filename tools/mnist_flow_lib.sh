@@ -99,11 +99,13 @@ train_stage() {
   [ -f "$(weights_of "$stage" "$iters")" ] || die "stage $stage wrote no $(weights_of "$stage" "$iters")"
 }
 
-# dense_stage: the README's main job (models/lenet), unless --dense gave its caffemodel;
-# sets dense to the weights
+# dense_stage: the README's main job (models/lenet), unless --dense gave its caffemodel,
+# which is then scored on the test set; sets dense to the weights
 dense_stage() {
   if [ -n "$dense" ]; then
-    echo "== dense: $dense"
+    stage_files dense models/lenet/lenet_train_test.prototxt models/lenet/lenet_solver.prototxt 1
+    run dense "${caffe[@]}" test -model "$out/dense/net.prototxt" -weights "$dense" \
+      -iterations "${test_iter:-$(solver_value "$root/models/lenet/lenet_solver.prototxt" test_iter)}"
     return
   fi
   local iters=${dense_iter:-$(solver_value "$root/models/lenet/lenet_solver.prototxt" max_iter)}
@@ -111,8 +113,10 @@ dense_stage() {
   dense=$(weights_of dense "$iters")
 }
 
-# accuracy STAGE: the last "Test net output ... accuracy = x" of the stage's log
+# accuracy STAGE: the last accuracy of the stage's log: "Test net output #i: accuracy = x"
+# (train) or "] accuracy = x" (test)
 accuracy() {
   local log=$out/$1/$1.log
-  [ -f "$log" ] && sed -n 's/.*Test net output #[0-9]*: accuracy = \([0-9.]*\).*/\1/p' "$log" | tail -n 1
+  [ -f "$log" ] && sed -n -E 's/.*(Test net output #[0-9]+: |\] )accuracy = ([0-9.]+).*/\2/p' "$log" |
+    tail -n 1
 }

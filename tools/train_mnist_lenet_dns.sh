@@ -44,7 +44,7 @@ mkdir -p "$out/stat"
 
 {
   echo "== LeNet DNS: summary ($out)"
-  echo "dense accuracy: $(accuracy dense || true)${dense:+ (weights $dense)}"
+  echo "dense accuracy: $(accuracy dense)${dense:+ (weights $dense)}"
   echo "DNS accuracy:   $(accuracy dns) after $dns_iter iterations"
   echo
   cat "$out/stat/stat.txt"

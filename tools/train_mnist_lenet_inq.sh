@@ -53,7 +53,7 @@ mkdir -p "$out/stat"
 
 {
   echo "== LeNet INQ: summary ($out)"
-  echo "dense accuracy:    $(accuracy dense || true)${dense:+ (weights $dense)}"
+  echo "dense accuracy:    $(accuracy dense)${dense:+ (weights $dense)}"
   for step in 30 60 80 100; do
     printf '%-18s %s\n' "INQ $step% accuracy:" "$(accuracy "inq_$step")"
   done
