@@ -246,3 +246,16 @@ def test_values_take_four_bits_only_when_all_are_powers_of_two_in_fifteen_codes(
     assert stored_size.value_bits(eight) == 32                  # 16 signed codes + 0
     assert stored_size.value_bits(np.float32([0.3, 0.5])) == 32
     assert stored_size.stored_bits(seven) == 14 * (4 + 4)
+
+
+@pytest.mark.parametrize("kind", ["INQConvolution", "INQInnerProduct"])
+def test_inq_gradients_are_the_plain_layers(kind):
+    rng = np.random.default_rng(4)
+    text = (conv(kind, "portion: 0 portion: 0.5") if "Conv" in kind
+            else ip(kind, "portion: 0 portion: 0.5"))
+    x = rng.standard_normal((2, 2, 5, 5) if "Conv" in kind else (2, 4))
+    layer, bottom, top = make_layer(text, [x], phase=TEST)
+    for b in layer.blobs[:2]:
+        b.data[...] = rng.standard_normal(b.shape)
+    check_gradient(layer, bottom, top, check_params=[0, 1])
+    assert layer.blobs[2].data.all()        # TEST never quantizes
