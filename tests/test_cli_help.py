@@ -6,8 +6,8 @@ import pytest
 
 from caffe_lite import cli
 from caffe_lite.cli import Flag
-from caffe_lite.commands import (bench, compute_image_mean, convert_imageset, data, optimize, plot,
-                                 stat, test, threshold, time, train)
+from caffe_lite.commands import (bench, compress, compute_image_mean, convert_imageset, data,
+                                 optimize, plot, stat, test, threshold, time, train)
 
 cli._load_commands()
 FLAGS_OF = {"train": train.FLAGS, "test": test.FLAGS, "time": time.FLAGS, "data": data.FLAGS,
@@ -15,7 +15,8 @@ FLAGS_OF = {"train": train.FLAGS, "test": test.FLAGS, "time": time.FLAGS, "data"
             "compute_image_mean": compute_image_mean.FLAGS,
             "upgrade_net_proto_text": [], "upgrade_net_proto_binary": [],
             "upgrade_solver_proto_text": [], "threshold": threshold.FLAGS,
-            "optimize": optimize.FLAGS, "stat": stat.FLAGS, "bench": bench.FLAGS}
+            "optimize": optimize.FLAGS, "stat": stat.FLAGS, "bench": bench.FLAGS,
+            "compress": compress.FLAGS, "deephi_compress": compress.FLAGS}
 STRICT = ("-strict (Turn warnings about fork fields that caffe-lite does not implement yet "
           "into errors.) type: bool default: false")
 

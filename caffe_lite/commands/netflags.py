@@ -49,9 +49,10 @@ def stages_from_flag(value):
     return [s for s in value.split(",") if s]
 
 
-def warn_gpu(value):
+def warn_gpu(value, what="-gpu"):
+    """One warning that `what` (the flag, or a config's field) asks for GPUs `value`."""
     if value:
-        LOG.warning("-gpu %s requested; caffe-lite runs on the CPU.", value)
+        LOG.warning("%s %s requested; caffe-lite runs on the CPU.", what, value)
         from .. import common
         common._gpu_warned = True  # one warning in all, not one more from the solver
 
