@@ -177,6 +177,43 @@ def test_v1_with_layer_entries_drops_them():
     assert [lp.name for lp in param.layer] == ["old"]
 
 
+def test_v1_param_specs_cover_the_longest_list():
+    param = net('layers { name: "c" type: CONVOLUTION param: "w" blobs_lr: 1 blobs_lr: 2 '
+                'weight_decay: 0 blob_share_mode: PERMISSIVE blob_share_mode: STRICT '
+                'blob_share_mode: STRICT }')
+    upgrade.upgrade_net_param(param)
+    assert_same(param, 'layer { name: "c" type: "Convolution"\n'
+                       '  param { name: "w" share_mode: PERMISSIVE lr_mult: 1 decay_mult: 0 }\n'
+                       '  param { share_mode: STRICT lr_mult: 2 } param { share_mode: STRICT } }')
+
+
+def test_v1_layer_with_v0_layer_inside(caplog):
+    v1 = caffe_pb2.V1LayerParameter(name="a", type=caffe_pb2.V1LayerParameter.RELU,
+                                    bottom=["x"], top=["y"])
+    v1.layer.name = "old"
+    lp = caffe_pb2.LayerParameter()
+    assert upgrade.upgrade_v1_layer_parameter(v1, lp) is False
+    assert "has V0 layer" in caplog.text
+    assert lp == caffe_pb2.LayerParameter(name="a", type="ReLU", bottom=["x"], top=["y"])
+
+
+def test_v1_upgrade_error_leaves_the_net_as_it_was(monkeypatch):
+    param = net('layer { name: "new" type: "ReLU" }\n'
+                'layers { name: "a" type: RELU } layers { name: "b" type: TANH }')
+    before = param.SerializeToString()
+    real = upgrade.upgrade_v1_layer_type
+
+    def fail_on_tanh(value, path=""):
+        if value == caffe_pb2.V1LayerParameter.TANH:
+            raise CaffeError("no TanH today")
+        return real(value, path)
+
+    monkeypatch.setattr(upgrade, "upgrade_v1_layer_type", fail_on_tanh)
+    with pytest.raises(CaffeError, match="no TanH"):
+        upgrade.upgrade_v1_net(param)
+    assert param.SerializeToString() == before
+
+
 def test_v1_blobs_are_kept():
     param = net('layers { name: "ip" type: INNER_PRODUCT blobs { shape { dim: 2 } data: 1 '
                 'data: 2 } }')

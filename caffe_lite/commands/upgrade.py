@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from ..cli import command, parse_flags, usage_line
 from ..errors import CaffeError
-from ..io import binary, prototxt, upgrade
+from ..io import binary, fast_text, prototxt, upgrade
 from ..io.atomic import atomic_write
 from ..log import LOG
 
@@ -59,7 +59,7 @@ def upgrade_net_proto_text(argv):
     param = _read_net_text(src)
     if not _upgrade_net(param, src):
         LOG.warning("File already in latest proto format: %s", src)
-    atomic_write(dst, text_format.MessageToString(param).encode("utf-8"))
+    atomic_write(dst, fast_text.to_string(param).encode("utf-8"))
     LOG.info("Wrote upgraded NetParameter text proto to %s", dst)
     return 0
 

@@ -15,11 +15,15 @@ Where Caffe dies (LOG(FATAL)/CHECK) we raise CaffeError; where Caffe logs an err
 on ("continuing anyway") we log the same and return False, as UpgradeNetAsNeeded does.
 The rules are data (tables below), so a reader can check them against upstream line by line.
 """
+from functools import cache
+
 from ..errors import CaffeError
 from ..log import LOG
 
 
+@cache
 def _pb2():
+    # Imported on first use, and cached: the per-layer loops below call this.
     from ..proto import caffe_pb2
     return caffe_pb2
 
@@ -136,14 +140,21 @@ def net_needs_v1_to_v2_upgrade(param):
 
 
 def net_needs_data_upgrade(param):
-    v1 = _pb2().V1LayerParameter
+    params = _data_transform_params()
     for lp in param.layers:
-        for type_name, field in DATA_TRANSFORM_PARAMS.items():
-            if lp.type == v1.LayerType.Value(type_name):
-                sub = getattr(lp, field)
-                if any(sub.HasField(f) for f in DATA_TRANSFORM_FIELDS):
-                    return True
+        field = params.get(lp.type)
+        if field is not None:
+            sub = getattr(lp, field)
+            if any(sub.HasField(f) for f in DATA_TRANSFORM_FIELDS):
+                return True
     return False
+
+
+@cache
+def _data_transform_params():
+    """DATA_TRANSFORM_PARAMS keyed by the LayerType number (what `lp.type` reads)."""
+    enum = _pb2().V1LayerParameter.LayerType
+    return {enum.Value(name): field for name, field in DATA_TRANSFORM_PARAMS.items()}
 
 
 def net_needs_input_upgrade(param):
@@ -371,16 +382,16 @@ def _assign(message, field, value):
 
 def upgrade_net_data_transformation(param):
     """UpgradeNetDataTransformation: old fields of data params -> transform_param."""
-    v1 = _pb2().V1LayerParameter
+    params = _data_transform_params()
     for lp in param.layers:
-        for type_name, field in DATA_TRANSFORM_PARAMS.items():
-            if lp.type != v1.LayerType.Value(type_name):
-                continue
-            sub = getattr(lp, field)
-            for name in DATA_TRANSFORM_FIELDS:
-                if sub.HasField(name):
-                    setattr(lp.transform_param, name, getattr(sub, name))
-                    sub.ClearField(name)
+        field = params.get(lp.type)
+        if field is None:
+            continue
+        sub = getattr(lp, field)
+        for name in DATA_TRANSFORM_FIELDS:
+            if sub.HasField(name):
+                setattr(lp.transform_param, name, getattr(sub, name))
+                sub.ClearField(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,76 +401,112 @@ def upgrade_v1_net(param, path=""):
     """UpgradeV1Net, in place: every `layers` entry becomes a `layer`; existing `layer`
     entries are dropped (with an error), as upstream does."""
     ok = True
-    if len(param.layer):
+    dropped = len(param.layer)
+    if dropped:
         LOG.error("Input NetParameter to be upgraded already specifies 'layer' fields; these "
                   "will be ignored for the upgrade.")
         ok = False
-    v1_layers = list(param.layers)
-    new_layers = []
-    for i, v1 in enumerate(v1_layers):
-        lp = _pb2().LayerParameter()
-        if not upgrade_v1_layer_parameter(v1, lp, path):
-            LOG.error("Upgrade of input layer %d failed.", i)
-            ok = False
-        new_layers.append(lp)
+    # The new layers are built where they end up (a copy of each costs as much again), after
+    # the dropped ones; on an error `param` is left as it was.
+    layers = param.layer
+    try:
+        for i, v1 in enumerate(param.layers):
+            if not upgrade_v1_layer_parameter(v1, layers.add(), path):
+                LOG.error("Upgrade of input layer %d failed.", i)
+                ok = False
+    except BaseException:
+        del layers[dropped:]
+        raise
+    del layers[:dropped]
     param.ClearField("layers")
-    param.ClearField("layer")
-    param.layer.extend(new_layers)
     return ok
 
 
 def upgrade_v1_layer_type(type_value, path=""):
-    enum = _pb2().V1LayerParameter.LayerType
-    name = enum.Name(type_value) if type_value in enum.values() else None
-    if name not in V1_LAYER_TYPES:
+    name = _v1_type_strings().get(type_value)
+    if name is None:
         raise CaffeError(f"Unknown V1LayerParameter layer type: {type_value}", path or None)
-    return V1_LAYER_TYPES[name]
+    return name
+
+
+@cache
+def _v1_type_strings():
+    """{LayerType number: V2 type string} for the types V1_LAYER_TYPES knows."""
+    enum = _pb2().V1LayerParameter.LayerType
+    strings = {}
+    for number in enum.values():
+        name = enum.Name(number)
+        if name in V1_LAYER_TYPES:
+            strings.setdefault(number, V1_LAYER_TYPES[name])
+    return strings
+
+
+# V1LayerParameter fields that keep their name and value in LayerParameter.
+_V1_SAME_REPEATED = frozenset(["bottom", "top", "include", "exclude", "blobs", "loss_weight"])
+_V1_SAME_PARAMS = frozenset(V1_COPIED_PARAMS)
+# V1LayerParameter fields that become one ParamSpec field per blob (param[i].<field>).
+_V1_PARAM_SPEC_FIELDS = {"param": "name", "blob_share_mode": "share_mode",
+                         "blobs_lr": "lr_mult", "weight_decay": "decay_mult"}
 
 
 def upgrade_v1_layer_parameter(v1, lp, path=""):
     """UpgradeV1LayerParameter: blobs_lr -> param.lr_mult, weight_decay -> param.decay_mult,
-    param (names) -> param.name, blob_share_mode -> param.share_mode, enum type -> string."""
-    pb2 = _pb2()
+    param (names) -> param.name, blob_share_mode -> param.share_mode, enum type -> string.
+
+    Walks only the fields `v1` sets (ListFields, in field-number order, so `type` is checked
+    before `blob_share_mode` as upstream does); other V1 fields are dropped, as upstream does.
+    """
     lp.Clear()
     ok = True
-    lp.bottom.extend(v1.bottom)
-    lp.top.extend(v1.top)
-    if v1.HasField("name"):
-        lp.name = v1.name
-    for rule in v1.include:
-        lp.include.add().CopyFrom(rule)
-    for rule in v1.exclude:
-        lp.exclude.add().CopyFrom(rule)
-    if v1.HasField("type"):
-        lp.type = upgrade_v1_layer_type(v1.type, path)
-    for blob in v1.blobs:
-        lp.blobs.add().CopyFrom(blob)
-
-    def spec(i):
-        while len(lp.param) <= i:
-            lp.param.add()
-        return lp.param[i]
-
-    for i, name in enumerate(v1.param):
-        spec(i).name = name
-    v1_mode = pb2.V1LayerParameter.DimCheckMode
-    for i, mode in enumerate(v1.blob_share_mode):
-        mode_name = v1_mode.Name(mode) if mode in v1_mode.values() else None
-        if mode_name not in ("STRICT", "PERMISSIVE"):
-            raise CaffeError(f"Unknown blob_share_mode: {mode}", path or None)
-        spec(i).share_mode = pb2.ParamSpec.DimCheckMode.Value(mode_name)
-    for i, lr in enumerate(v1.blobs_lr):
-        spec(i).lr_mult = lr
-    for i, decay in enumerate(v1.weight_decay):
-        spec(i).decay_mult = decay
-    lp.loss_weight.extend(v1.loss_weight)
-    for field in V1_COPIED_PARAMS:
-        if v1.HasField(field):
-            getattr(lp, field).CopyFrom(getattr(v1, field))
-    if v1.HasField("layer"):
+    spec_values = {}
+    has_v0_layer = False
+    for field, value in v1.ListFields():
+        name = field.name
+        if name in _V1_SAME_REPEATED:
+            if len(value) == 1:          # the usual one bottom, one top: append is faster
+                getattr(lp, name).append(value[0])
+            else:
+                getattr(lp, name).extend(value)
+        elif name == "name":
+            lp.name = value
+        elif name == "type":
+            lp.type = upgrade_v1_layer_type(value, path)
+        elif name in _V1_PARAM_SPEC_FIELDS:
+            spec_values[_V1_PARAM_SPEC_FIELDS[name]] = value
+        elif name in _V1_SAME_PARAMS:
+            getattr(lp, name).CopyFrom(value)
+        elif name == "layer":
+            has_v0_layer = True
+    if spec_values:
+        _upgrade_param_specs(spec_values, lp, path)
+    if has_v0_layer:
         LOG.error("Input NetParameter has V0 layer -- ignoring.")
         ok = False
     return ok
+
+
+def _upgrade_param_specs(spec_values, lp, path):
+    """lp.param[i].<field> = values[i] for each {ParamSpec field: values}; as many ParamSpecs
+    as the longest list."""
+    if "share_mode" in spec_values:
+        modes = _share_modes()
+        for mode in spec_values["share_mode"]:
+            if mode not in modes:
+                raise CaffeError(f"Unknown blob_share_mode: {mode}", path or None)
+        spec_values["share_mode"] = [modes[mode] for mode in spec_values["share_mode"]]
+    for _ in range(max(len(values) for values in spec_values.values())):
+        lp.param.add()
+    for attr, values in spec_values.items():
+        for spec, value in zip(lp.param, values):
+            setattr(spec, attr, value)
+
+
+@cache
+def _share_modes():
+    """{V1 DimCheckMode number: ParamSpec DimCheckMode number} for STRICT and PERMISSIVE."""
+    pb2 = _pb2()
+    v1_mode, mode = pb2.V1LayerParameter.DimCheckMode, pb2.ParamSpec.DimCheckMode
+    return {v1_mode.Value(name): mode.Value(name) for name in ("STRICT", "PERMISSIVE")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,10 +534,7 @@ def upgrade_net_input(param, path=""):
                 shape.CopyFrom(param.input_shape[i])
             else:
                 shape.dim.extend(param.input_dim[4 * i:4 * i + 4])
-        rest = list(param.layer)
-        param.ClearField("layer")
-        param.layer.append(layer)
-        param.layer.extend(rest)
+        param.layer.insert(0, layer)
     param.ClearField("input")
     param.ClearField("input_shape")
     param.ClearField("input_dim")
