@@ -2,7 +2,7 @@
 # options every MNIST flow takes, each stage's files written from the model templates, and
 # running a stage with its log. The caller sets `flow_usage` (its --help text) and `stem`.
 
-die() { echo "$(basename "$0"): error: $*" >&2; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/flow_stages.sh"     # die, run, weights_of
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -77,19 +77,6 @@ stage_files() {
   echo "test_initialization: false" >> "$dir/solver.prototxt"
 }
 
-# run STAGE COMMAND...: the command, its log in OUT/STAGE/STAGE.log; stops the flow on error
-run() {
-  local stage=$1 log=$out/$1/$1.log
-  shift
-  mkdir -p "$out/$stage"
-  echo "== $stage: $*"
-  if ! "$@" > "$log" 2>&1; then
-    tail -n 20 "$log" >&2
-    die "stage $stage failed (log: $log)"
-  fi
-}
-
-weights_of() { echo "$out/$1/${stem}_iter_$2.caffemodel"; }
 
 # train_stage STAGE NET SOLVER ITERS [WEIGHTS]: the solver run; its final caffemodel must exist
 train_stage() {

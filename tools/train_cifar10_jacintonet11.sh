@@ -50,7 +50,7 @@ Environment: CAFFE_LITE, the command line to run (default caffe-lite).
 EOF
 }
 
-die() { echo "$(basename "$0"): error: $*" >&2; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/flow_stages.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -180,19 +180,6 @@ stage_files() {
       "$models/$stage/solver.prototxt" > "$dir/solver.prototxt"
 }
 
-# run STAGE COMMAND...: the command, its log in OUT/STAGE/STAGE.log; stops the flow on error.
-run() {
-  local stage=$1 log=$out/$1/$1.log
-  shift
-  mkdir -p "$out/$stage"
-  echo "== $stage: $*"
-  if ! "$@" > "$log" 2>&1; then
-    tail -n 20 "$log" >&2
-    die "stage $stage failed (log: $log)"
-  fi
-}
-
-weights_of() { echo "$out/$1/${stem}_iter_$2.caffemodel"; }
 
 train_stage() {   # train_stage STAGE ITERS [WEIGHTS]
   local stage=$1 iters=$2 weights=${3:-}
