@@ -7,10 +7,13 @@ two spellings:
   v1   `layers { name: "r1" type: RELU bottom: "r0" top: "r1" }`  (V1 -> V2 upgrade, ~54 MB)
   v2   `layer { name: "r1" type: "ReLU" bottom: "r0" top: "r1" }`  (input-field upgrade only)
 and runs `python -m caffe_lite upgrade_net_proto_text IN OUT` on each in a child process
-(this checkout's caffe_lite), printing its wall seconds and peak RSS. Each command runs under
-a small wrapper process of its own, so the wrapper's resource.getrusage(RUSAGE_CHILDREN) is
-that command's alone. Both spellings upgrade to the same net; the script checks that the two
-outputs are identical. The machine is shared and noisy: compare runs made together.
+(this checkout's caffe_lite), printing its wall seconds and peak RSS: once with
+CAFFE_LITE_NUM_THREADS=1 (the whole-net path, the baseline) and once on every core (slices of
+layers in worker processes, io/parallel_upgrade.py), and the ratio of the two. Each command
+runs under a small wrapper process of its own, so the wrapper's
+resource.getrusage(RUSAGE_CHILDREN) is that command's alone. Both spellings upgrade to the
+same net; the script checks that the outputs are identical. The machine is shared and noisy:
+compare runs made together.
 """
 import argparse
 import json
@@ -48,8 +51,11 @@ def write_net(path, kind, layers):
             prev = f"r{i}"
 
 
-def run_upgrade(src, dst):
+def run_upgrade(src, dst, threads=None):
     env = dict(os.environ)
+    env.pop("CAFFE_LITE_NUM_THREADS", None)
+    if threads:
+        env["CAFFE_LITE_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "caffe_lite",
            "upgrade_net_proto_text", str(src), str(dst)]
@@ -74,17 +80,31 @@ def main():
         tmp = Path(tmp)
         for kind in kinds:
             write_net(tmp / f"{kind}.prototxt", kind, args.layers)
-        print(f"upgrade_net_proto_text, {args.layers:,} ReLU layers, {args.reps} run(s) each")
-        print(f"  {'input':<6} {'MB in':>7} {'MB out':>7} {'seconds':>9} {'peak RSS MB':>12}")
+        cores = len(os.sched_getaffinity(0))
+        print(f"upgrade_net_proto_text, {args.layers:,} ReLU layers, {args.reps} run(s) each, "
+              f"1 worker (whole-net path) against {cores} (every core)")
+        print(f"  {'input':<6} {'MB in':>7} {'MB out':>7} {'workers':>8} {'seconds':>9} "
+              f"{'peak RSS MB':>12} {'1 / N':>6}")
         for _ in range(args.reps):
             for kind in kinds:
-                src, dst = tmp / f"{kind}.prototxt", tmp / f"{kind}.out.prototxt"
-                result = run_upgrade(src, dst)
-                mb_in, mb_out = src.stat().st_size / 1e6, dst.stat().st_size / 1e6
-                print(f"  {kind:<6} {mb_in:7.1f} {mb_out:7.1f} {result['seconds']:9.2f} "
-                      f"{result['peak_rss_mb']:12,.0f}", flush=True)
+                src = tmp / f"{kind}.prototxt"
+                seconds = {}
+                for workers in (1, cores):
+                    dst = tmp / f"{kind}.{workers}.out.prototxt"
+                    result = run_upgrade(src, dst, workers)
+                    seconds[workers] = result["seconds"]
+                    mb_in, mb_out = src.stat().st_size / 1e6, dst.stat().st_size / 1e6
+                    ratio = f"{seconds[1] / seconds[workers]:6.2f}" if workers > 1 else ""
+                    print(f"  {kind:<6} {mb_in:7.1f} {mb_out:7.1f} {workers:8d} "
+                          f"{result['seconds']:9.2f} {result['peak_rss_mb']:12,.0f} {ratio}",
+                          flush=True)
+                same = (tmp / f"{kind}.1.out.prototxt").read_bytes() == \
+                    (tmp / f"{kind}.{cores}.out.prototxt").read_bytes()
+                print(f"  {kind}: 1 and {cores} workers wrote the same text: "
+                      f"{'yes' if same else 'NO'}")
         if len(kinds) == 2:
-            same = (tmp / "v1.out.prototxt").read_bytes() == (tmp / "v2.out.prototxt").read_bytes()
+            same = (tmp / f"v1.{cores}.out.prototxt").read_bytes() == \
+                (tmp / f"v2.{cores}.out.prototxt").read_bytes()
             print(f"  v1 and v2 outputs identical: {'yes' if same else 'NO'}")
 
 

@@ -144,6 +144,18 @@ def _load_commands():
         importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
+def _load_command(name):
+    """Register command `name` by importing its module alone; False for an unknown name."""
+    if name in COMMANDS:
+        return True
+    from . import commands
+    module = commands.MODULE_OF.get(name)
+    if module is None:
+        return False
+    importlib.import_module(f"{commands.__name__}.{module}")
+    return name in COMMANDS
+
+
 def usage():
     lines = ["caffe-lite: command line brew", "usage: caffe-lite <command> <args>", "",
              "commands:"]
@@ -160,8 +172,8 @@ def _is_help(arg):
 def main(argv=None):
     configure_command_process()
     argv = sys.argv[1:] if argv is None else list(argv)
-    _load_commands()
     if not argv:
+        _load_commands()
         print(usage(), file=sys.stderr)
         return 1
     if argv[0] in ("-version", "--version"):
@@ -171,19 +183,24 @@ def main(argv=None):
     if argv[0] == "help" or _is_help(argv[0]):
         if len(argv) > 1 and argv[0] == "help":
             return _help_of(argv[1])
+        _load_commands()
         print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"caffe-lite: unknown command '{name}'\n{usage()}", file=sys.stderr)
-        return 1
+    if not _load_command(name):
+        return _unknown(name)
     return _run(name, rest)
 
 
+def _unknown(name):
+    _load_commands()
+    print(f"caffe-lite: unknown command '{name}'\n{usage()}", file=sys.stderr)
+    return 1
+
+
 def _help_of(name):
-    if name not in COMMANDS:
-        print(f"caffe-lite: unknown command '{name}'\n{usage()}", file=sys.stderr)
-        return 1
+    if not _load_command(name):
+        return _unknown(name)
     return _run(name, ["-help"])
 
 

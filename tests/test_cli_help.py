@@ -31,6 +31,27 @@ def test_every_command_is_covered():
     assert sorted(FLAGS_OF) == sorted(cli.COMMANDS)
 
 
+def test_module_table_names_the_module_that_registers_each_command():
+    from caffe_lite import commands
+    registered = {name: command.fn.__module__.rsplit(".", 1)[-1]
+                  for name, command in cli.COMMANDS.items()}
+    assert commands.MODULE_OF == registered
+
+
+def test_a_command_imports_its_own_module_only(tmp_path):
+    """`caffe-lite upgrade_net_proto_text` must not pay for Numba's start-up."""
+    import subprocess
+    import sys
+    src = tmp_path / "net.prototxt"
+    src.write_text('name: "n"\nlayer { name: "d" type: "Input" top: "d" }\n')
+    code = ("import sys; from caffe_lite import cli; "
+            f"rc = cli.main(['upgrade_net_proto_text', {str(src)!r}, {str(tmp_path / 'o')!r}]); "
+            "print(rc, 'numba' in sys.modules, 'caffe_lite.commands.train' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.stdout.split() == ["0", "False", "False"], run.stderr
+
+
 @pytest.mark.parametrize("spelling", ["-help", "--help", "-h", "--h", "-helpfull"])
 def test_train_help(capsys, spelling):
     rc, out, err = run(capsys, "train", spelling)

@@ -3,7 +3,9 @@ upgrade_solver_proto_text (tools/upgrade_*.cpp).
 
 `caffe-lite upgrade_net_proto_text IN OUT` reads IN, applies upstream's upgrades and writes
 OUT. Unlike Caffe, a file that cannot be fully upgraded is an error and OUT is left as it was
-(Caffe writes the partial result and exits 1). OUT may be IN: the write is atomic.
+(Caffe writes the partial result and exits 1). OUT may be IN: the write is atomic. A net of
+several MB is upgraded on every core (io/parallel_upgrade.py; CAFFE_LITE_NUM_THREADS=1 keeps
+it to one), with the same result.
 """
 import os
 
@@ -11,9 +13,10 @@ from google.protobuf import text_format
 
 from ..cli import command, parse_flags, usage_line
 from ..errors import CaffeError
-from ..io import binary, fast_text, prototxt, upgrade
+from ..io import binary, fast_text, parallel_upgrade, prototxt, upgrade
 from ..io.atomic import atomic_write
 from ..log import LOG
+from ..threads import get_num_threads
 
 
 def _args(argv, name):
@@ -39,8 +42,7 @@ def _read_net_text(path):
     text = prototxt.read_text_file(path)
     if not text.strip():
         raise CaffeError("file is empty (expected a NetParameter)", path)
-    from ..proto import caffe_pb2
-    return prototxt.parse_text(text, caffe_pb2.NetParameter(), path)
+    return text
 
 
 def _upgrade_net(param, path):
@@ -56,10 +58,16 @@ def _upgrade_net(param, path):
          "v0_net_proto_file_in net_proto_file_out")
 def upgrade_net_proto_text(argv):
     src, dst = _args(argv, "upgrade_net_proto_text")
-    param = _read_net_text(src)
-    if not _upgrade_net(param, src):
+    text = _read_net_text(src)
+    result = parallel_upgrade.upgrade_text(text, src, get_num_threads())
+    if result is None:
+        from ..proto import caffe_pb2
+        param = prototxt.parse_text(text, caffe_pb2.NetParameter(), src)
+        result = _upgrade_net(param, src), fast_text.to_string(param)
+    changed, printed = result
+    if not changed:
         LOG.warning("File already in latest proto format: %s", src)
-    atomic_write(dst, fast_text.to_string(param).encode("utf-8"))
+    atomic_write(dst, printed.encode("utf-8"))
     LOG.info("Wrote upgraded NetParameter text proto to %s", dst)
     return 0
 

@@ -125,8 +125,8 @@ def _parse(text, message):
                 if spec is None or spec[1] != _MESSAGE or len(stack) >= _MAX_DEPTH:
                     raise _Unsupported
                 stack.append((msg, fields, close))
-                msg = _open_message(msg, spec)
-                fields = _table(spec[3])
+                msg = getattr(msg, spec[0]).add() if spec[2] else _open_message(msg, spec)
+                fields = _tables.get(spec[3]) or _table(spec[3])
                 close = "}" if opening == "{" else ">"
                 after_field = False
             elif punct:
@@ -154,9 +154,8 @@ def _chunks(text):
 
 
 def _open_message(msg, spec):
-    attr, _, repeated, _, _ = spec
-    if repeated:
-        return getattr(msg, attr).add()
+    """The singular message field of `spec` in `msg`, present from now on."""
+    attr = spec[0]
     if msg.HasField(attr):       # text_format.Parse refuses a second one
         raise _Unsupported
     sub = getattr(msg, attr)
@@ -285,10 +284,11 @@ def _print_message(msg, indent, out, chunks):
         elif kind == _TEXT:
             append(f'{indent}{name}: "{value if _PLAIN(value) else _escape(value)}"\n')
         elif kind == _SUBS:
+            opening, closing, inner = f"{indent}{name} {{\n", f"{indent}}}\n", indent + "  "
             for sub in value:
-                append(f"{indent}{name} {{\n")
-                _print_message(sub, indent + "  ", out, chunks)
-                append(f"{indent}}}\n")
+                append(opening)
+                _print_message(sub, inner, out, chunks)
+                append(closing)
                 if len(out) >= _FLUSH:
                     chunks.append("".join(out))
                     out.clear()

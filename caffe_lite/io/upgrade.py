@@ -15,6 +15,7 @@ Where Caffe dies (LOG(FATAL)/CHECK) we raise CaffeError; where Caffe logs an err
 on ("continuing anyway") we log the same and return False, as UpgradeNetAsNeeded does.
 The rules are data (tables below), so a reader can check them against upstream line by line.
 """
+from collections import namedtuple
 from functools import cache
 
 from ..errors import CaffeError
@@ -196,34 +197,16 @@ def upgrade_net_param(param, path=""):
                     "./build/tools/upgrade_net_proto_text for prototxt and "
                     "./build/tools/upgrade_net_proto_binary for model weights upgrade this "
                     "and any other net protos to the new format.")
-    if net_needs_data_upgrade(param):
-        LOG.info("Attempting to upgrade input file specified using deprecated "
-                 "transformation parameters: %s", path)
-        upgrade_net_data_transformation(param)
-        LOG.info("Successfully upgraded file specified using deprecated data "
-                 "transformation parameters.")
-        LOG.warning("Note that future Caffe releases will only support transform_param "
-                    "messages for transformation fields.")
-    if net_needs_v1_to_v2_upgrade(param):
-        LOG.info("Attempting to upgrade input file specified using deprecated "
-                 "V1LayerParameter: %s", path)
-        if not upgrade_v1_net(param, path):
-            success = False
-            LOG.error("Warning: had one or more problems upgrading V1LayerParameter (see "
-                      "above); continuing anyway.")
-        else:
-            LOG.info("Successfully upgraded file specified using deprecated V1LayerParameter")
-    if net_needs_input_upgrade(param):
-        LOG.info("Attempting to upgrade input file specified using deprecated input "
-                 "fields: %s", path)
-        upgrade_net_input(param, path)
-        LOG.info("Successfully upgraded file specified using deprecated input fields.")
-        LOG.warning("Note that future Caffe releases will only support input layers and "
-                    "not input fields.")
-    if net_needs_batch_norm_upgrade(param):
-        LOG.info("Attempting to upgrade batch norm layers using deprecated params: %s", path)
-        upgrade_net_batch_norm(param)
-        LOG.info("Successfully upgraded batch norm layers using deprecated params.")
+    for step in LATER_STEPS:
+        if step.needs(param):
+            LOG.info(step.attempt, path)
+            if step.run(param, path) is False:
+                success = False
+                LOG.error(step.failure)
+            else:
+                LOG.info(step.success)
+            if step.note:
+                LOG.warning(step.note)
     return success
 
 
@@ -548,3 +531,37 @@ def upgrade_net_batch_norm(param):
             for spec in lp.param:
                 spec.lr_mult = 0.0
                 spec.decay_mult = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps after V0 -> V1, in UpgradeNetAsNeeded's order, with its log lines. `run` returns
+# False when some old field had no place in the new format (None or True: done).
+UpgradeStep = namedtuple("UpgradeStep", "name needs run attempt success failure note")
+
+LATER_STEPS = (
+    UpgradeStep(
+        "data", net_needs_data_upgrade, lambda param, path: upgrade_net_data_transformation(param),
+        "Attempting to upgrade input file specified using deprecated transformation "
+        "parameters: %s",
+        "Successfully upgraded file specified using deprecated data transformation "
+        "parameters.", None,
+        "Note that future Caffe releases will only support transform_param messages for "
+        "transformation fields."),
+    UpgradeStep(
+        "v1", net_needs_v1_to_v2_upgrade, upgrade_v1_net,
+        "Attempting to upgrade input file specified using deprecated V1LayerParameter: %s",
+        "Successfully upgraded file specified using deprecated V1LayerParameter",
+        "Warning: had one or more problems upgrading V1LayerParameter (see above); "
+        "continuing anyway.", None),
+    UpgradeStep(
+        "input", net_needs_input_upgrade, upgrade_net_input,
+        "Attempting to upgrade input file specified using deprecated input fields: %s",
+        "Successfully upgraded file specified using deprecated input fields.", None,
+        "Note that future Caffe releases will only support input layers and not input "
+        "fields."),
+    UpgradeStep(
+        "batch_norm", net_needs_batch_norm_upgrade,
+        lambda param, path: upgrade_net_batch_norm(param),
+        "Attempting to upgrade batch norm layers using deprecated params: %s",
+        "Successfully upgraded batch norm layers using deprecated params.", None, None),
+)
