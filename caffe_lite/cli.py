@@ -21,6 +21,7 @@ from .threads import configure_command_process
 Command = namedtuple("Command", "fn help usage")
 COMMANDS = {}
 HELP_FLAGS = ("help", "h", "helpfull", "helpshort")
+running_command = None      # the command this process runs, for errors raised outside it
 # gflags' names for the types of its flags
 _TYPE_NAMES = {bool: "bool", int: "int32", float: "double", str: "string"}
 
@@ -61,10 +62,12 @@ def parse_flags(argv, flags):
     """Parse gflags-style `argv` against `flags` (a list of Flag). Returns (values, positional)."""
     spec = {f.name: f for f in flags}
     values = {f.name: f.default for f in flags}
-    positional = []
+    positional = Arguments()
+    bare_bool = None         # the boolean flag just given without a value, if any
     i = 0
     while i < len(argv):
         arg = argv[i]
+        after_bool, bare_bool = bare_bool, None
         if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
             name = arg.lstrip("-")
             value = None
@@ -84,6 +87,7 @@ def parse_flags(argv, flags):
             if value is None:
                 if flag.type is bool:
                     value = "true"
+                    bare_bool = name
                 else:
                     if i + 1 >= len(argv):
                         raise CaffeError(f"flag -{name} needs a value")
@@ -91,9 +95,31 @@ def parse_flags(argv, flags):
                     value = argv[i]
             values[name] = _convert(flag, value)
         else:
+            if after_bool:
+                positional.after_bool_flag[len(positional)] = after_bool
             positional.append(arg)
         i += 1
     return values, positional
+
+
+class Arguments(list):
+    """The positional arguments parse_flags found; after_bool_flag maps the index of one that
+    came right after a boolean flag without a value (gflags never gives it to the flag:
+    `-strict false` is -strict plus an argument) to that flag's name."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_bool_flag = {}
+
+
+def unexpected_argument(positional, index=0):
+    """The CaffeError for the surplus argument positional[index]."""
+    arg = positional[index]
+    flag = getattr(positional, "after_bool_flag", {}).get(index)
+    if flag:
+        return CaffeError(f"unexpected argument '{arg}' after -{flag} (a boolean flag takes "
+                          f"a value only as -{flag}=VALUE)")
+    return CaffeError(f"unexpected argument '{arg}'")
 
 
 def _is_number(text):
@@ -205,7 +231,9 @@ def _help_of(name):
 
 
 def _run(name, argv):
+    global running_command
     from .log import configure_logging, restore_logging
+    running_command = name
     try:
         saved = configure_logging()
     except CaffeError as err:

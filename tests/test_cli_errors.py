@@ -242,3 +242,19 @@ def test_strict_is_set_for_the_command_only(capsys, tmp_path, monkeypatch):
     assert calls == [True, False]
     assert cli.main(["time", "-model", str(net), "-iterations", "1"]) == 0
     assert calls == [True, False]
+
+
+@pytest.mark.parametrize("value", ["", "false", "x"])
+def test_a_value_after_a_boolean_flag_names_the_flag(tmp_path, capsys, value):
+    """gflags never gives `-strict false` the value: the error says how to (a fuzz case)."""
+    from caffe_lite import cli
+    assert cli.main(["time", "-model", "net.prototxt", "-strict", value]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"caffe-lite time: error: unexpected argument '{value}' after -strict (a "
+                   "boolean flag takes a value only as -strict=VALUE)"]
+
+
+def test_other_surplus_arguments_keep_the_plain_message(capsys):
+    from caffe_lite import cli
+    assert cli.main(["time", "extra", "-model", "net.prototxt"]) == 1
+    assert capsys.readouterr().err.strip() == "caffe-lite time: error: unexpected argument 'extra'"

@@ -44,6 +44,19 @@ def overwrite_pages(folder):
     (folder / "data.mdb").write_bytes(bytes(data))
 
 
+def key_past_the_end(folder):
+    """The first record of the last page (a leaf) claims a 20,000-byte key and an overflow
+    page: LMDB reads the page number after the key, past the end of data.mdb but inside its
+    mapping (SIGBUS). A fuzz case found it (the flags and key size of a node overwritten)."""
+    data = bytearray((folder / "data.mdb").read_bytes())
+    page = len(data) - 4096
+    assert int.from_bytes(data[page + 10:page + 12], "little") & 0x02, "not a leaf"  # P_LEAF
+    node = page + int.from_bytes(data[page + 16:page + 18], "little")
+    data[node + 4:node + 6] = (0x01).to_bytes(2, "little")          # mn_flags: F_BIGDATA
+    data[node + 6:node + 8] = (20000).to_bytes(2, "little")         # mn_ksize
+    (folder / "data.mdb").write_bytes(bytes(data))
+
+
 GOOD = [datum() for _ in range(64)]
 CASES = {   # records, damage to the file, words of the message
     "a record that is not a Datum": (GOOD[:3] + [b"\xff\xff\xff junk"] + GOOD[4:], None,
@@ -58,6 +71,9 @@ CASES = {   # records, damage to the file, words of the message
     "data.mdb cut in half": (GOOD, lambda f: truncate(f, lambda n: n // 2),
                              "damaged LMDB database: data.mdb has"),
     "overwritten pages": (GOOD, overwrite_pages, "damaged LMDB database: "),
+    "a key past the end of the file": (
+        [datum(side=2)] * 16, key_past_the_end,
+        "damaged LMDB database: a read ran past the end of data.mdb (bus error)"),
 }
 
 
@@ -83,3 +99,15 @@ def test_damage_is_one_line_naming_the_database(tmp_path, case, command):
     assert "internal error" not in lines[0] and words in lines[0], lines[0]
     assert "db" in lines[0]
     assert not (tmp_path / "mean.binaryproto").exists()
+
+
+def test_the_fault_address_names_the_database(tmp_path):
+    from caffe_lite.data import bus_error
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "55d0c0000000-55d0c0001000 r--p 00000000 00:1f 12 /usr/bin/python3.11\n"
+        "7f0000000000-7f0000a00000 r--s 00000000 00:1f 34 /data/mnist/train_lmdb/data.mdb\n"
+        "7f0000a00000-7f0000a01000 rw-p 00000000 00:00 0\n")
+    assert bus_error.mapped_database(0x7f0000003000, maps) == "/data/mnist/train_lmdb"
+    assert bus_error.mapped_database(0x7f0000a00010, maps) is None
+    assert bus_error.mapped_database(0x55d0c0000010, maps) is None

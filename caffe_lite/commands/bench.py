@@ -18,7 +18,7 @@ net or a crop_size gives the input shape. A table on stdout; -csv writes the row
 """
 import os
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..errors import CaffeError
 from .netflags import STRICT_FLAG, strict_fork_fields
 
@@ -61,7 +61,7 @@ def bench(argv):
         raise CaffeError(f"unknown benchmark '{positional[0]}' "
                          f"(benchmarks: {', '.join(BENCHMARKS)})")
     if len(positional) > 1:
-        raise CaffeError(f"unexpected argument '{positional[1]}'")
+        raise unexpected_argument(positional, 1)
     with strict_fork_fields(values["strict"]):
         return sparse(values)
 

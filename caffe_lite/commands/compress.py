@@ -30,7 +30,7 @@ import sys
 
 from google.protobuf import text_format
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..errors import CaffeError
 from ..io.atomic import atomic_write
 from ..io.binary import write_binary
@@ -66,7 +66,7 @@ def compress_command(argv):
     if sub not in SUBCOMMANDS:
         raise CaffeError(f"unknown subcommand '{sub}' (subcommands: {', '.join(SUBCOMMANDS)})")
     if len(positional) > 1:
-        raise CaffeError(f"unexpected argument '{positional[1]}'")
+        raise unexpected_argument(positional, 1)
     with strict_fork_fields(values["strict"]):
         return RUN[sub](values)
 

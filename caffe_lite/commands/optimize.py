@@ -19,7 +19,7 @@ import os
 
 from google.protobuf import text_format
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..common import TEST
 from ..compress.bn_fold import fold_batch_norm
 from ..errors import CaffeError
@@ -60,7 +60,7 @@ def _output(values):
 
 def _optimize(values, positional):
     if positional:
-        raise CaffeError(f"unexpected argument '{positional[0]}'")
+        raise unexpected_argument(positional, 0)
     output = _output(values)
     for given, flag, what in ((values["model"], "model", "a model definition"),
                               (values["weights"], "weights", "model weights"),

@@ -15,7 +15,7 @@ exponents k (INQ). Then the totals, the speed-up that removing rows and columns 
 (compress/stored_size.py) against float32.
 The table goes to stdout; log lines to stderr as usual.
 """
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..common import TEST
 from ..compress.structure_stat import layer_stat
 from ..errors import CaffeError
@@ -41,7 +41,7 @@ COLUMNS = ("layer", "shape", "MACs", "MACs lean", "MACs nnz", "params", "nnz", "
 def stat(argv):
     values, positional = parse_flags(argv, FLAGS)
     if positional:
-        raise CaffeError(f"unexpected argument '{positional[0]}'")
+        raise unexpected_argument(positional, 0)
     if not values["model"]:
         raise CaffeError("Need a model definition to stat (-model).")
     with strict_fork_fields(values["strict"]):

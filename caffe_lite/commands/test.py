@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..errors import CaffeError
 from ..log import LOG
 from ..solvers.base import _outputs, fmt, _loss_note
@@ -42,7 +42,7 @@ def test(argv):
 
 def _test(values, positional):
     if positional:
-        raise CaffeError(f"unexpected argument '{positional[0]}'")
+        raise unexpected_argument(positional, 0)
     if not values["model"]:
         raise CaffeError("Need a model definition to score (-model).")
     if not values["weights"]:

@@ -23,7 +23,7 @@ import os
 
 from google.protobuf import text_format
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..common import TEST
 from ..compress import sparsity
 from ..compress.jacinto_sparsity import log_sparsity
@@ -65,7 +65,7 @@ def threshold(argv):
 
 def _threshold(values, positional):
     if positional:
-        raise CaffeError(f"unexpected argument '{positional[0]}'")
+        raise unexpected_argument(positional, 0)
     for flag, what in (("model", "a model definition"), ("weights", "model weights"),
                        ("output", "an output path")):
         if not values[flag]:

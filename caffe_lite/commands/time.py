@@ -11,7 +11,7 @@ Caffe, the net is fed whatever its input blobs hold and every layer's backward i
 """
 import time
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..errors import CaffeError
 from ..log import LOG
 from ..kernels.gemm import blas_single_threaded
@@ -46,7 +46,7 @@ def time_command(argv):
 
 def _time(values, positional):
     if positional:
-        raise CaffeError(f"unexpected argument '{positional[0]}'")
+        raise unexpected_argument(positional, 0)
     if not values["model"]:
         raise CaffeError("Need a model definition to time (-model).")
     net = net_from_flags(values, TRAIN)

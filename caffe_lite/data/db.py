@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import CaffeError
 from ..threads import ForkSafeRLock
+from . import bus_error
 
 _ENVS = {}
 _ENVS_LOCK = ForkSafeRLock()
@@ -61,6 +62,7 @@ def _shared_env(path):
                 env.close()
                 raise
             _ENVS[key] = env
+            bus_error.watch(path)
         return env
 
 
