@@ -216,11 +216,14 @@ def main(argv=None):
     with ThreadPoolExecutor(args.jobs) as pool:
         results = pool.map(lambda i: run_case(i, args.seed, args.timeout, args.keep),
                            range(args.cases))
-        for family, verdict, why, folder in results:
+        for done, (family, verdict, why, folder) in enumerate(results, 1):
             counts.setdefault(family, {"ok": 0, "error": 0, "DEFECT": 0})[verdict] += 1
             if verdict == "DEFECT":
                 defects.append((family, why, folder))
                 print(f"DEFECT {family}: {why}", file=sys.stderr)
+            if done % 250 == 0:      # a long campaign shows where it is
+                print(f"{done}/{args.cases} cases, {len(defects)} defects, "
+                      f"{time.time() - start:.0f} s", file=sys.stderr, flush=True)
     lines = [f"`python tools/fuzz.py -cases {args.cases} -seed {args.seed} -jobs {args.jobs}`: "
              f"{args.cases} cases in {time.time() - start:.0f} s, {len(defects)} defects", "",
              "| family | cases | exit 0 | one clean error line | defects |",
