@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import CaffeError
 from ..threads import ForkSafeRLock
-from . import bus_error
+from . import bus_error, mapped_pages
 
 _ENVS = {}
 _ENVS_LOCK = ForkSafeRLock()
@@ -102,10 +102,15 @@ class _KeyTable:
 
 class LMDBReader:
     """Sequential reader that wraps around at the end, as Caffe's DataReader does. In a
-    forked child it reopens the database and goes on from the same record."""
+    forked child it reopens the database and goes on from the same record. Every
+    RELEASE_BYTES of values read, the pages read so far leave the process's resident memory
+    (mapped_pages.py): a long run does not end up holding the whole database."""
+
+    RELEASE_BYTES = 16 << 20
 
     def __init__(self, path):
         self.path = path = os.fspath(path)
+        self._unreleased = 0
         self.env = _shared_env(path)
         self.count = self.env.stat()["entries"]
         if self.count == 0:
@@ -147,7 +152,14 @@ class LMDBReader:
             self._index = (self._index + 1) % self.count
             if not self._cursor.next():
                 self._cursor.first()
+        self._count_read(len(value))
         return value
+
+    def _count_read(self, size):
+        self._unreleased += size
+        if self._unreleased >= self.RELEASE_BYTES:
+            self._unreleased = 0
+            mapped_pages.release(os.path.join(self.path, "data.mdb"))
 
     def values_at(self, indices):
         """The values of the records at positions `indices` (key order, each < count)."""
@@ -157,7 +169,9 @@ class LMDBReader:
                 with self.env.begin() as txn:
                     self._keys = _KeyTable(txn.cursor().iternext(keys=True, values=False))
             with self.env.begin(buffers=False) as txn:
-                return [txn.get(self._keys[int(i)]) for i in indices]
+                values = [txn.get(self._keys[int(i)]) for i in indices]
+        self._count_read(sum(len(v) for v in values if v is not None))
+        return values
 
     def close(self):
         if self._txn is not None:
