@@ -21,6 +21,7 @@ SSL's modes (LOWERED_CSRMM, LOWERED_CCNMM, DIRECT_SCONV, DIRECT_DCONV) are in
 kernels/sparse_conv_engines.py, registered when this module is imported.
 """
 from .conv import DENSE, conv2d_backward, conv2d_forward
+from .depthwise_conv import depthwise_backward, depthwise_forward, is_depthwise
 
 CONV_ENGINES = {}
 
@@ -40,7 +41,9 @@ def conv_engine(mode):
 
 @register_conv_engine("LOWERED_GEMM")
 class LoweredGemmEngine:
-    """Caffe's own convolution: im2col, then one dense GEMM per group (kernels/conv.py)."""
+    """Caffe's own convolution: im2col, then one dense GEMM per group (kernels/conv.py). A
+    depthwise convolution (one input channel per group), which lowering serves badly, runs
+    the direct depthwise loops instead (kernels/depthwise_conv.py): the same sums."""
     product = DENSE
     train_note = None
 
@@ -48,10 +51,16 @@ class LoweredGemmEngine:
         """Nothing cached: the dense engine reads the weight at every pass."""
 
     def forward(self, x, w, bias, geo, y):
-        conv2d_forward(x, w, bias, geo, y, product=self.product)
+        if self.product is DENSE and is_depthwise(x, geo):
+            depthwise_forward(x, w, bias, geo, y)
+        else:
+            conv2d_forward(x, w, bias, geo, y, product=self.product)
 
     def backward(self, x, w, dy, geo, dx=None, dw=None, db=None):
-        conv2d_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
+        if is_depthwise(x, geo):
+            depthwise_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
+        else:
+            conv2d_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
 
 
 from . import sparse_conv_engines  # noqa: F401  (registers SSL's sparse modes)

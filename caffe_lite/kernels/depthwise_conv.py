@@ -1,0 +1,202 @@
+"""Depthwise convolution (group == input channels: MobileNet's and JacintoNet's 3x3 layers)
+as direct loops over each plane, forward and backward.
+
+Lowering serves these layers badly: each channel's product is (m, kh*kw) x (kh*kw, P*n), a
+GEMM with an inner dimension of 9 and m (the channel multiplier, usually 1) rows, so the
+lowered path spends its time in im2col and in a GEMM per channel that BLAS cannot make
+fast. Here each output plane (image n, output channel o of input channel c = o // m) is
+accumulated tap by tap from the input plane:
+
+    y[n, o, oh, ow] = sum over (ki, kj) of w[o, ki, kj] * x[n, c, oh*sh - ph + ki*dh,
+                                                                ow*sw - pw + kj*dw]   (+ b[o])
+
+For each tap the output columns whose input column falls inside the image form one range,
+found once per tap, so the innermost loop has no test and (stride 1) reads and writes
+contiguously. The data gradient scatters the same products back into the input plane
+(planes of different input channels are disjoint, so images x channels split over threads
+freely); the weight and bias gradients sum, per output channel, over the batch in float64
+(each output channel's sums are one thread's, so no two threads write one weight).
+
+Summation order: the forward sums taps in (ki, kj) order and adds the bias last, as Caffe's
+GEMM over K = (c, ki, kj) then its bias pass; the gradients' sums over the batch are in
+float64 rather than the lowered path's float32 GEMM (more exact, equal to float32 rounding).
+"""
+import numpy as np
+from numba import njit, uint64 as U
+
+from .neuron import split_range
+
+
+def is_depthwise(x, geo):
+    """Does this convolution have one input channel per group (and a 4-d input)?"""
+    return x.ndim == 4 and geo.group > 1 and x.shape[1] == geo.group
+
+
+def depthwise_forward(x, w, bias, geo, y):
+    """y = depthwise conv(x, w) (+ bias): x (N, C, H, W), w (C*m, 1, kh, kw)."""
+    n, m = y.shape[0], y.shape[1]
+    w2 = _taps(w)
+    b = np.empty(0, y.dtype) if bias is None else np.ascontiguousarray(bias, y.dtype)
+    out = y if y.flags.c_contiguous else np.empty(y.shape, y.dtype)
+    split_range(_forward_planes, n * m, y.size * w2.shape[1], _flat(x), w2, b, out.reshape(-1),
+                *_args(x, out, geo))
+    if out is not y:
+        y[...] = out
+
+
+def depthwise_backward(x, w, dy, geo, dx=None, dw=None, db=None):
+    """dx overwritten; dw and db accumulated (Caffe's convention); None: not wanted."""
+    w2 = _taps(w)
+    args = _args(x, dy, geo)
+    work = dy.size * w2.shape[1]
+    if dw is not None or db is not None:
+        sums = np.zeros((w2.shape[0], w2.shape[1] + 1), np.float64)
+        split_range(_weight_sums, w2.shape[0], work, _flat(x), _flat(dy), sums,
+                    dw is not None, db is not None, *args)
+        if dw is not None:
+            dw += sums[:, :-1].reshape(dw.shape).astype(dw.dtype)
+        if db is not None:
+            db += sums[:, -1].astype(db.dtype)
+    if dx is not None:
+        grad = dx if dx.flags.c_contiguous else np.empty(dx.shape, dx.dtype)
+        split_range(_data_planes, dx.shape[0] * dx.shape[1], work, _flat(dy), w2,
+                    grad.reshape(-1), *args)
+        if grad is not dx:
+            dx[...] = grad
+
+
+def _taps(w):
+    return np.ascontiguousarray(w).reshape(w.shape[0], -1)
+
+
+def _flat(a):
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _args(x, y, geo):
+    """The shapes and geometry the loops take: channels in and out, input and output
+    sides, then kernel, pad, stride and dilation."""
+    return (x.shape[1], y.shape[1], x.shape[2], x.shape[3], y.shape[2], y.shape[3],
+            geo.kernel_h, geo.kernel_w, geo.pad_h, geo.pad_w, geo.stride_h, geo.stride_w,
+            geo.dilation_h, geo.dilation_w)
+
+
+# The loops index flat arrays with unsigned integers (U): Numba's signed indices carry a
+# wraparound test for negative values that keeps the innermost loops from vectorizing. A
+# row's start may be "negative" before its first valid column is added; unsigned arithmetic
+# wraps back to the right index.
+
+@njit(cache=True, nogil=True)
+def _columns(kj, dw, pw, sw, width, out_w):
+    """(offset, first, stop): output columns [first, stop) read input column
+    ow * sw + offset, inside [0, width)."""
+    offset = kj * dw - pw
+    first = 0 if offset >= 0 else (-offset + sw - 1) // sw
+    last = width - 1 - offset
+    stop = 0 if last < 0 else min(out_w, last // sw + 1)
+    return offset, first, max(first, stop)
+
+
+@njit(cache=True, nogil=True)
+def _forward_planes(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+                    sh, sw, dh, dw, lo, hi):
+    mult = cout // cin
+    out_plane = out_h * out_w
+    for plane in range(lo, hi):
+        n = plane // cout
+        o = plane % cout
+        src = (n * cin + o // mult) * height * width
+        dst = plane * out_plane
+        for i in range(out_plane):
+            y[U(dst + i)] = 0
+        for ki in range(kh):
+            for kj in range(kw):
+                tap = w[o, ki * kw + kj]
+                offset, first, stop = _columns(kj, dw, pw, sw, width, out_w)
+                for oh in range(out_h):
+                    ih = oh * sh - ph + ki * dh
+                    if ih < 0 or ih >= height:
+                        continue
+                    row = U(src + ih * width + offset)
+                    out = U(dst + oh * out_w)
+                    if sw == 1:
+                        for ow in range(first, stop):
+                            y[out + U(ow)] += tap * x[row + U(ow)]
+                    else:
+                        for ow in range(first, stop):
+                            y[out + U(ow)] += tap * x[row + U(ow * sw)]
+        if bias.size:
+            for i in range(out_plane):
+                y[U(dst + i)] += bias[o]
+
+
+@njit(cache=True, nogil=True)
+def _data_planes(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw, sh, sw,
+                 dh, dw, lo, hi):
+    mult = cout // cin
+    in_plane = height * width
+    for plane in range(lo, hi):
+        n = plane // cin
+        c = plane % cin
+        dst = plane * in_plane
+        for i in range(in_plane):
+            dx[U(dst + i)] = 0
+        for o in range(c * mult, (c + 1) * mult):
+            grad = (n * cout + o) * out_h * out_w
+            for ki in range(kh):
+                for kj in range(kw):
+                    tap = w[o, ki * kw + kj]
+                    offset, first, stop = _columns(kj, dw, pw, sw, width, out_w)
+                    for oh in range(out_h):
+                        ih = oh * sh - ph + ki * dh
+                        if ih < 0 or ih >= height:
+                            continue
+                        row = U(dst + ih * width + offset)
+                        src = U(grad + oh * out_w)
+                        if sw == 1:
+                            for ow in range(first, stop):
+                                dx[row + U(ow)] += tap * dy[src + U(ow)]
+                        else:
+                            for ow in range(first, stop):
+                                dx[row + U(ow * sw)] += tap * dy[src + U(ow)]
+
+
+# reassoc: the float64 sums may be split into vector lanes (without it LLVM keeps one
+# sequential sum, 10x slower); the order is fixed by the compiled code, not by the threads
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _weight_sums(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, out_w, kh, kw,
+                 ph, pw, sh, sw, dh, dw, lo, hi):
+    """sums[o, tap] = sum over n, oh, ow of dy * x at the tap; sums[o, -1] = sum of dy."""
+    batch = x.size // (cin * height * width)
+    mult = cout // cin
+    out_plane = out_h * out_w
+    for o in range(lo, hi):
+        c = o // mult
+        for n in range(batch):
+            grad = (n * cout + o) * out_plane
+            src = (n * cin + c) * height * width
+            if want_b:
+                total = 0.0
+                for i in range(out_plane):
+                    total += np.float64(dy[U(grad + i)])
+                sums[o, kh * kw] += total
+            if not want_w:
+                continue
+            for ki in range(kh):
+                for kj in range(kw):
+                    offset, first, stop = _columns(kj, dw, pw, sw, width, out_w)
+                    total = 0.0
+                    for oh in range(out_h):
+                        ih = oh * sh - ph + ki * dh
+                        if ih < 0 or ih >= height:
+                            continue
+                        row = U(src + ih * width + offset)
+                        g = U(grad + oh * out_w)
+                        if sw == 1:
+                            for ow in range(first, stop):
+                                total += np.float64(dy[g + U(ow)]) * np.float64(x[row + U(ow)])
+                        else:
+                            for ow in range(first, stop):
+                                total += (np.float64(dy[g + U(ow)])
+                                          * np.float64(x[row + U(ow * sw)]))
+                    sums[o, ki * kw + kj] += total

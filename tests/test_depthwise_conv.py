@@ -1,0 +1,112 @@
+"""kernels/depthwise_conv.py: the direct depthwise loops that Convolution runs when every group
+has one input channel, against the float64 oracle, the lowered path and numerical gradients."""
+import itertools
+
+import numpy as np
+import pytest
+
+from caffe_lite import threads
+from caffe_lite.kernels import conv as conv_kernels
+from caffe_lite.kernels import conv_engines, depthwise_conv
+from caffe_lite.kernels.conv import ConvGeometry
+from gradcheck import assert_f32_sum_close, check_gradient, f32_magnitudes
+from test_conv import build, conv_oracle, conv_text, out_size
+
+# channels C = 3; multiplier, kernel, stride, pad, dilation, bias
+GRID = list(itertools.product([1, 2], [(3, 3), (3, 2)], [(1, 1), (2, 1)], [(0, 0), (1, 2)],
+                              [1, 2], [True, False]))
+
+
+@pytest.mark.parametrize("mult,kernel,stride,pad,dilation,bias", GRID)
+def test_forward_and_gradient(mult, kernel, stride, pad, dilation, bias):
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    layer, bottom, top = build(conv_text("Convolution", 3 * mult, kernel, stride, pad, dilation,
+                                         group=3, bias=bias), x)
+    b = layer.blobs[1].data if bias else None
+    expected = conv_oracle(x, layer.blobs[0].data, b, stride, pad, (dilation,) * 2, 3)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
+    check_gradient(layer, bottom, top)
+
+
+def test_convolution_layers_take_the_depthwise_path(monkeypatch):
+    def lowered(*args, **kwargs):
+        raise AssertionError("the lowered path ran")
+    monkeypatch.setattr(conv_engines, "conv2d_forward", lowered)
+    monkeypatch.setattr(conv_engines, "conv2d_backward", lowered)
+    x = np.random.default_rng(1).standard_normal((2, 4, 5, 5))
+    layer, bottom, top = build(conv_text("Convolution", 4, (3, 3), pad=(1, 1), group=4), x)
+    top[0].diff[...] = 1
+    layer.backward(top, [True], bottom)
+    with pytest.raises(AssertionError, match="lowered path"):     # group 2: two channels each
+        build(conv_text("Convolution", 4, (3, 3), pad=(1, 1), group=2), x)
+
+
+def geometry(kernel=(3, 3), stride=(1, 1), pad=(1, 1), dilation=(1, 1), group=8):
+    return ConvGeometry(*kernel, *pad, *stride, *dilation, group)
+
+
+def lowered_and_direct(x, w, b, dy, geo):
+    """(forward, dx, dw, db) by the lowered path and by the depthwise loops."""
+    results = []
+    for forward, backward in ((conv_kernels.conv2d_forward, conv_kernels.conv2d_backward),
+                              (depthwise_conv.depthwise_forward,
+                               depthwise_conv.depthwise_backward)):
+        y = np.empty(dy.shape, x.dtype)
+        forward(x, w, b, geo, y)
+        dx, dw, db = np.empty_like(x), np.zeros_like(w), np.zeros_like(b)
+        backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
+        results.append((y, dx, dw, db))
+    return results
+
+
+@pytest.mark.parametrize("stride,mult", [((1, 1), 1), ((2, 2), 1), ((1, 1), 3)])
+def test_float32_equals_the_lowered_path_to_rounding(stride, mult):
+    rng = np.random.default_rng(2)
+    n, c, h = 4, 8, 13
+    geo = geometry(stride=stride, group=c)
+    out = out_size(h, 3, stride[0], 1, 1)
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((c * mult, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c * mult).astype(np.float32)
+    dy = rng.standard_normal((n, c * mult, out, out)).astype(np.float32)
+    (y0, dx0, dw0, db0), (y1, dx1, dw1, db1) = lowered_and_direct(x, w, b, dy, geo)
+    # both are float32 sums of the same terms: compare each with the float64 sums of their
+    # absolute values as the scale (kh*kw terms forward, m*kh*kw for dx, n*out*out for dw)
+    text = conv_text("Convolution", c * mult, (3, 3), stride, (1, 1), group=c)
+    mag_y, mag_dx, (mag_dw, mag_db) = f32_magnitudes(text, x, dy, _build_with(w, b))
+    for got, want, mag, terms in ((y1, y0, mag_y, 10), (dx1, dx0, mag_dx, 9 * mult),
+                                  (dw1, dw0, mag_dw, n * out * out),
+                                  (db1, db0, mag_db, n * out * out)):
+        assert_f32_sum_close(got, want, 2 * mag, terms)
+
+
+def _build_with(w, b):
+    """f32_magnitudes' build: the layer with these weights, in the dtype asked for."""
+    from gradcheck import make_layer
+
+    def make(text, x, dtype):
+        layer, bottom, top = make_layer(text, [x], dtype=dtype)
+        layer.blobs[0].data[...] = w
+        layer.blobs[1].data[...] = b
+        return layer, bottom, top
+    return make
+
+
+def test_thread_count_does_not_change_a_bit():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    dy = rng.standard_normal((3, 6, 9, 9)).astype(np.float32)
+    geo = geometry(group=6)
+    runs = []
+    saved = threads.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            threads.set_num_threads(count)
+            runs.append(lowered_and_direct(x, w, b, dy, geo)[1])
+    finally:
+        threads.set_num_threads(saved)
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, want)
