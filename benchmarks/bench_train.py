@@ -3,6 +3,9 @@
     python benchmarks/bench_train.py [--nets lenet,cifar10_quick,...] [--iters 10] [--warmup 3]
     python benchmarks/bench_train.py --profile minivggnet      # per-layer fwd/bwd ms
 
+A second table times the TEST-phase forward (deployment) at batch 1 and at the training
+batch: caffe-lite's TEST net against PyTorch's model.eval() under torch.inference_mode().
+
 Each net's TRAIN phase runs with its data layers replaced by Input layers of the data layer's
 batch and image shape, filled once with random N(0, 1) inputs and random labels. One iteration
 is SGDSolver.step(1) (clear diffs, forward, backward, momentum 0.9 + weight decay 5e-4, update)
@@ -30,38 +33,48 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# name -> (train prototxt, image shape C, H, W)
+# name -> (train prototxt, image shape C, H, W, batch: None = the data layer's). The last two
+# come from ../shared/corpus (skipped where it is absent): BVLC's CaffeNet at batch 16 and
+# TI's imagenet_mobilenet-0.5 (depthwise convolutions) at batch 8.
 NETS = {
-    "lenet": ("models/lenet/lenet_train_test.prototxt", (1, 28, 28)),
-    "cifar10_quick": ("models/cifar10_quick/cifar10_quick_train_test.prototxt", (3, 32, 32)),
-    "minivggnet": ("models/minivggnet/train_val_3_miniVggNet.prototxt", (3, 32, 32)),
-    "jacintonet11": ("models/jacintonet11v2_cifar10/train.prototxt", (3, 32, 32)),
+    "lenet": ("models/lenet/lenet_train_test.prototxt", (1, 28, 28), None),
+    "cifar10_quick": ("models/cifar10_quick/cifar10_quick_train_test.prototxt", (3, 32, 32),
+                      None),
+    "minivggnet": ("models/minivggnet/train_val_3_miniVggNet.prototxt", (3, 32, 32), None),
+    "jacintonet11": ("models/jacintonet11v2_cifar10/train.prototxt", (3, 32, 32), None),
+    "caffenet": ("../shared/corpus/bvlc/models/bvlc_reference_caffenet/train_val.prototxt",
+                 (3, 227, 227), 16),
+    "mobilenet-0.5": ("../shared/corpus/jacinto-models/caffe-0.17/trained/image_classification/"
+                      "imagenet_mobilenet-0.5/initial/train.prototxt", (3, 224, 224), 8),
 }
 DATA_TYPES = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData"}
 SOLVER = dict(base_lr=0.001, momentum=0.9, weight_decay=0.0005)
 
 
-def input_net_param(name):
-    """(NetParameter of the TRAIN phase with Input layers for its data layers, batch,
-    number of classes)."""
-    from caffe_lite.common import TRAIN
+def input_net_param(name, phase="TRAIN", batch=None):
+    """(NetParameter of the `phase` net with Input layers for its data layers, batch, number
+    of classes). `batch` replaces the data layer's (and the net's own override in NETS)."""
+    from caffe_lite.common import TEST, TRAIN
     from caffe_lite.io.netstate import filter_net
     from caffe_lite.io.prototxt import read_net_param
 
-    path, chw = NETS[name]
-    param = read_net_param(str(ROOT / path))
-    param.state.phase = TRAIN
-    param = filter_net(param, param.state)
-    batch = None
+    path, chw, net_batch = NETS[name]
+    full = read_net_param(str(ROOT / path))
+    full.state.phase = TRAIN if phase == "TRAIN" else TEST
+    param = filter_net(full, full.state)
+    if not any(lp.type in DATA_TYPES for lp in param.layer):
+        # a train-only file (TI's): its TEST phase has no data layer, so the TEST forward
+        # runs the training layers (BatchNorm, Dropout behave by the phase of the Net)
+        full.state.phase = TRAIN
+        param = filter_net(full, full.state)
+    batch = batch or net_batch
     for lp in param.layer:
         if lp.type not in DATA_TYPES:
             continue
-        if lp.type == "Data":
-            batch = lp.data_param.batch_size
-        elif lp.type == "ImageData":
-            batch = lp.image_data_param.batch_size
-        elif lp.type == "HDF5Data":
-            batch = lp.hdf5_data_param.batch_size
+        if batch is None:
+            batch = {"Data": lp.data_param.batch_size,
+                     "ImageData": lp.image_data_param.batch_size,
+                     "HDF5Data": lp.hdf5_data_param.batch_size}.get(lp.type)
         tops, lname = list(lp.top), lp.name
         lp.Clear()
         lp.name, lp.type = lname, "Input"
@@ -69,9 +82,16 @@ def input_net_param(name):
         lp.input_param.shape.add().dim.extend((batch,) + chw)
         for _ in tops[1:]:
             lp.input_param.shape.add().dim.append(batch)
-    classes = [lp.inner_product_param.num_output for lp in param.layer
-               if lp.type == "InnerProduct"][-1]
-    return param, batch, classes
+    # the classifier: the last InnerProduct, or the last Convolution (MobileNet's 1x1 one)
+    outputs = [lp.inner_product_param.num_output for lp in param.layer
+               if lp.type == "InnerProduct"] or [lp.convolution_param.num_output
+                                                 for lp in param.layer
+                                                 if lp.type == "Convolution"]
+    return param, batch, outputs[-1]
+
+
+def available(name):
+    return (ROOT / NETS[name][0]).is_file()
 
 
 def random_inputs(param, batch, classes, seed=0):
@@ -118,10 +138,34 @@ def time_solver_steps(solver, param, batch, classes, iters, warmup):
     return times
 
 
+def timed_calls(fn, iters, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def run_caffe(name, iters, warmup):
+    from caffe_lite.common import TEST
+    from caffe_lite.net import Net
     param, batch, classes = input_net_param(name)
     times = time_solver_steps(make_solver(param), param, batch, classes, iters, warmup)
-    return {"batch": batch, "times": times, "rss": peak_rss_mb()}
+    test = {}
+    for b in (1, batch):            # deployment: TEST phase, batch 1 and the training batch
+        tparam, _, _ = input_net_param(name, "TEST", b)
+        net = Net(param=tparam, phase=TEST)
+        for layer in net.layers:    # PyTorch's fresh running statistics: mean 0, variance 1
+            if layer.type == "BatchNorm":
+                layer.blobs[1].data[...] = 1
+                layer.blobs[2].data[...] = 1
+        for top, arr in random_inputs(tparam, b, classes).items():
+            net.blobs[top].data[...] = arr
+        test[str(b)] = timed_calls(net.forward, iters, warmup)
+    return {"batch": batch, "times": times, "test": test, "rss": peak_rss_mb()}
 
 
 def run_torch(name, iters, warmup):
@@ -143,14 +187,17 @@ def run_torch(name, iters, warmup):
         loss, _ = model(inputs)
         loss.backward()
         opt.step()
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return {"batch": batch, "times": times, "rss": peak_rss_mb(),
+    times = timed_calls(step, iters, warmup)
+    test = {}
+    for b in (1, batch):            # deployment: eval mode under inference_mode
+        tparam, _, _ = input_net_param(name, "TEST", b)
+        tmodel = TorchNet(tparam)
+        tmodel.eval()
+        tinputs = {k: torch.from_numpy(v)
+                   for k, v in random_inputs(tparam, b, classes).items()}
+        with torch.inference_mode():
+            test[str(b)] = timed_calls(lambda: tmodel(tinputs), iters, warmup)
+    return {"batch": batch, "times": times, "test": test, "rss": peak_rss_mb(),
             "version": torch.__version__}
 
 
@@ -322,6 +369,7 @@ def pooled(runs):
     """One result from several runs of a worker: all timed iterations, the largest RSS."""
     out = dict(runs[0])
     out["times"] = [t for r in runs for t in r["times"]]
+    out["test"] = {b: [t for r in runs for t in r["test"][b]] for b in runs[0]["test"]}
     out["rss"] = max(r["rss"] for r in runs)
     return out
 
@@ -351,6 +399,9 @@ def main():
     for n in names:
         if n not in NETS:
             ap.error(f"unknown net {n!r} (known: {', '.join(NETS)})")
+    for n in [n for n in names if not available(n)]:
+        print(f"{n}: {NETS[n][0]} not found (../shared is absent), skipped")
+        names.remove(n)
     have_torch = not args.no_torch
     if have_torch:
         import importlib.util
@@ -385,6 +436,21 @@ def main():
         else:
             line += f" n/a | n/a | n/a | {ours['rss']:.0f} MB | n/a |"
         print(line)
+    print()
+    print("TEST-phase forward (deployment: caffe-lite's TEST net, PyTorch's eval() under "
+          "inference_mode), median ms per forward")
+    print("| net | batch | caffe-lite ms | PyTorch ms | ratio (PyTorch / caffe-lite time) |")
+    print("|---|---:|---:|---:|---:|")
+    for n, ours, theirs in rows:
+        for b in ours["test"]:
+            t = float(np.median(ours["test"][b]))
+            line = f"| {n} | {b} | {t * 1e3:.2f} |"
+            if theirs:
+                tt = float(np.median(theirs["test"][b]))
+                line += f" {tt * 1e3:.2f} | {tt / t:.2f} |"
+            else:
+                line += " n/a | n/a |"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -277,7 +277,10 @@ class TorchNet(nn.Module):
                 y = F.softmax(x, extra)
             elif t == "SoftmaxWithLoss":
                 weight, ignore = extra
-                y = F.cross_entropy(x, blobs[bottoms[1]].long(), ignore_index=ignore)
+                label = blobs[bottoms[1]].long()
+                if x.dim() > 2 and label.dim() == 1:     # (N, C, 1, 1): a 1x1 classifier
+                    x = x.reshape(x.shape[0], x.shape[1])
+                y = F.cross_entropy(x, label, ignore_index=ignore)
                 loss = y * weight if loss is None else loss + y * weight
             elif t == "Accuracy":
                 with torch.no_grad():
