@@ -11,10 +11,14 @@ otherwise; -gpu is accepted (with one warning) and the CPU is used. -iterations,
 replaces the solver's max_iter (Caffe's train ignores it). -inq_portion runs official
 INQ's step on plain Caffe files (compress/dns_inq_training.py). Logs go to stderr in glog's shape;
 a progress bar (iteration, loss, ETA) is added only when stderr is a terminal.
+
+Started by an MPI launcher (`mpiexec -n N caffe-lite train ...`, the `mpi` extra), the
+process is one rank of a data-parallel run (caffe_lite/distributed, docs/distributed.md):
+the job object says where a rank differs from a plain process.
 """
 import sys
 
-from ..cli import Flag, command, parse_flags
+from ..cli import Flag, command, parse_flags, unexpected_argument
 from ..errors import CaffeError
 from ..log import LOG
 from ..solvers.progress import ProgressBar
@@ -43,20 +47,30 @@ FLAGS = [
 
 @command("train", "train or finetune a model", "-solver SOLVER [flags]")
 def train(argv):
+    from ..distributed import training_job
+    from ..distributed.status import RankExit
+    try:
+        job = training_job()
+    except RankExit as quiet:
+        return quiet.code
+    return job.run(lambda: _train_with_flags(argv, job))
+
+
+def _train_with_flags(argv, job):
     values, positional = parse_flags(argv, FLAGS)
     with strict_fork_fields(values["strict"]), net_memory_limit(values["max_memory"]):
-        return _train(values, positional)
+        return _train(values, positional, job)
 
 
-def _train(values, positional):
+def _train(values, positional, job):
     if positional:
-        raise CaffeError(f"unexpected argument '{positional[0]}'")
+        raise unexpected_argument(positional, 0)
     if not values["solver"]:
         raise CaffeError("Need a solver definition to train (-solver).")
     if values["snapshot"] and values["weights"]:
         raise CaffeError("Give a snapshot to resume training or weights to finetune "
                          "but not both.")
-    from ..solvers.signals import SignalHandler, check_effect
+    from ..solvers.signals import check_effect
     check_effect(values["sigint_effect"], "sigint_effect")
     check_effect(values["sighup_effect"], "sighup_effect")
 
@@ -76,19 +90,21 @@ def _train(values, positional):
     if values["snapshot"] or values["weights"]:
         # the flag replaces the solver's own `weights`, as in Caffe
         param.ClearField("weights")
+    job.prepare_param(param)
 
-    with SignalHandler(values["sigint_effect"], values["sighup_effect"]) as handler:
+    with job.signal_handler(values["sigint_effect"], values["sighup_effect"]) as handler:
         solver = get_solver(param, path=solver_path)
-        solver.set_action_function(handler.get_action)
+        solver.set_action_function(job.action_function(handler))
         if values["inq_portion"] is not None:
             from ..compress.dns_inq_training import OfficialInqHook
             solver.add_hook(OfficialInqHook(values["inq_portion"]))
         if values["snapshot"]:
             LOG.info("Resuming from %s", values["snapshot"])
-            solver.restore(values["snapshot"])
+            job.restore(solver, values["snapshot"])
         elif values["weights"]:
-            solver.load_weights(values["weights"])
-        with ProgressBar.for_solver(solver, sys.stderr):
+            job.load_weights(solver, values["weights"])
+        job.start(solver)
+        with ProgressBar.for_solver(solver, job.progress_stream(sys.stderr)):
             LOG.info("Starting Optimization")
             solver.solve()
     LOG.info("Optimization Done.")

@@ -12,7 +12,7 @@ import threading
 
 class Prefetcher:
     def __init__(self, produce, depth=4, name="prefetch"):
-        self.produce = produce          # produce(k) -> batch, called for k = start, start+1, ...
+        self.produce = produce  # produce(k) -> batch, for k = first, first + step, ...
         self.depth = max(1, int(depth))
         self.name = name
         self._thread = None
@@ -20,16 +20,19 @@ class Prefetcher:
         self._stop = None
         self._pid = None
 
-    def start(self, first):
+    def start(self, first, step=1):
+        """Produce batches first, first + step, ... (step > 1: one reader's share of a stream
+        that several readers take in turn)."""
         self.stop()
         self._queue = queue.Queue(self.depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(first, self._queue, self._stop),
+        self._thread = threading.Thread(target=self._run,
+                                        args=(first, step, self._queue, self._stop),
                                         name=self.name, daemon=True)
         self._thread.start()
         self._pid = os.getpid()
 
-    def _run(self, k, out, stop):
+    def _run(self, k, step, out, stop):
         while not stop.is_set():
             try:
                 item = (k, self.produce(k), None)
@@ -43,7 +46,7 @@ class Prefetcher:
                     continue
             if item[2] is not None:
                 return
-            k += 1
+            k += step
 
     def get(self):
         k, batch, err = self._queue.get()

@@ -1,5 +1,11 @@
 """Prefetching data layers (Caffe's BasePrefetchingDataLayer): batches come from a background
-thread; batch k is reproducible from k, so `get_state` / `set_state` give exact resume."""
+thread; batch k is reproducible from k, so `get_state` / `set_state` give exact resume.
+
+Shares: `set_share(rank, count)` makes the layer one of `count` readers that take the
+batches of one stream in turn, as Caffe's multi-GPU DataReader hands them out: reader r gets
+batches r, r + count, r + 2 count, ... (its random transforms are drawn from the stream
+position too, so they differ per reader). `batch_index` stays the stream position of the
+next round, the same on every reader, so a state saved by one reader resumes any count."""
 import os
 from abc import abstractmethod
 
@@ -30,6 +36,7 @@ class PrefetchingDataLayer(Layer):
         # one seed per layer from the global RNG, so set_random_seed fixes every batch
         self.seed = int(rng().integers(0, 2**63 - 1))
         self.batch_index = 0
+        self.share = (0, 1)
         self.output_labels = len(top) > 1
         self.prefetcher = Prefetcher(self.load_batch, self.prefetch_depth(), name=self.name)
         self.data_setup(bottom, top)
@@ -50,11 +57,19 @@ class PrefetchingDataLayer(Layer):
     def reshape(self, bottom, top):
         """Tops are shaped by each batch in forward."""
 
+    def set_share(self, rank, count):
+        """Read only this reader's share of the stream (module docstring)."""
+        if not 0 <= rank < count:
+            raise ValueError(f"reader {rank} of {count} does not exist")
+        self.prefetcher.stop()
+        self.share = (int(rank), int(count))
+
     def forward_cpu(self, bottom, top):
+        rank, count = self.share
         if not self.prefetcher.running:
-            self.prefetcher.start(self.batch_index)
+            self.prefetcher.start(self.batch_index + rank, count)
         k, (data, labels) = self.prefetcher.get()
-        self.batch_index = k + 1
+        self.batch_index = k - rank + count
         top[0].reshape(data.shape)
         top[0].data[...] = data
         if self.output_labels:

@@ -22,6 +22,11 @@ a function of (layer seed, k) alone, so prefetching and get_state / set_state re
     rand_skip offset. The walk's position at the next batch is part of get_state.
 The draws come from the layer seed (so from the solver's random_seed), not from the fork's
 generator: the orders are random in the fork's way, not the fork's own sequence.
+
+A reader with a share of the stream (base_data.py: set_share, one rank of a data-parallel
+run) reads batches k = rank, rank + count, ...: the same records as above for those k. In
+order it looks them up by key (the cursor would walk over the other readers' records); on
+the walk it still draws the steps of the batches it skips, to know where its own start.
 """
 import numpy as np
 
@@ -75,6 +80,7 @@ class DataLayer(PrefetchingDataLayer):
     def get_state(self):
         state = super().get_state()
         if self.order == "walk":
+            # known: _walk fills in the starts up to this reader's next batch
             state["walk_position"] = self._walk_starts[self.batch_index]
         return state
 
@@ -126,7 +132,8 @@ class DataLayer(PrefetchingDataLayer):
         if self.order == "in order":
             start = (self.skip + k * self.batch_size) % self.reader.count
             records = [(start + i) % self.reader.count for i in range(self.batch_size)]
-            values = self._values_in_order(k)
+            values = (self._values_in_order(k) if self.share[1] == 1
+                      else self.reader.values_at(records))
         else:
             records = self._shuffled(k) if self.order == "shuffle" else self._walk(k)
             values = self.reader.values_at(records)
@@ -164,10 +171,22 @@ class DataLayer(PrefetchingDataLayer):
 
     def _walk(self, k):
         """Records of batch k on caffe-jacinto 0.15's random walk, from where batch k - 1
-        left it; also notes where batch k + 1 starts."""
+        left it; also notes where the batches up to this reader's next one start."""
+        records, _ = self._walk_batch(k)
+        stride = self.share[1]
+        for j in range(k + 1, k + stride):
+            self._walk_batch(j)
+        # the consumer is at most the queue depth (plus the batch in hand) behind k
+        oldest = k - (self.prefetcher.depth + 2) * stride
+        for j in [j for j in self._walk_starts if j < oldest]:
+            del self._walk_starts[j]
+        return records
+
+    def _walk_batch(self, k):
+        """(records of batch k, where batch k + 1 starts), noting the latter."""
         steps = np.random.default_rng([self.seed, _WALK, k]).integers(
             0, self.skip_max, self.batch_size)
-        position, count = self._walk_starts[k], self.reader.count
+        position, count = self._walk_start(k), self.reader.count
         records = []
         for step in steps.tolist():
             records.append(position)
@@ -175,9 +194,15 @@ class DataLayer(PrefetchingDataLayer):
             if position >= count:
                 position = 0
         self._walk_starts[k + 1] = position
-        # the consumer is at most the queue depth (plus the batch in hand) behind k
-        self._walk_starts.pop(k - self.prefetcher.depth - 2, None)
-        return records
+        return records, position
+
+    def _walk_start(self, k):
+        """Where batch k starts: noted, or walked to from the last noted start before it
+        (a reader's first batch after a resume, when its share starts past the round's)."""
+        if k not in self._walk_starts:
+            for j in range(max(j for j in self._walk_starts if j < k), k):
+                self._walk_batch(j)
+        return self._walk_starts[k]
 
 
 def _record_order(p, phase):

@@ -10,6 +10,10 @@ list wraps around. No transform_param (the data is generic).
 The position is one row counter; with shuffling, the file order of pass e and the row order
 of the v-th file visit come from generators seeded by (seed, e) and (seed, v), so
 get_state / set_state resume exactly.
+
+`set_share(rank, count)` (one rank of a data-parallel run, as base_data.py's): the layer
+reads batch `rank` of every round of `count` batches and passes over the others' rows; the
+row counter stays the round's, the same on every reader.
 """
 import os
 
@@ -67,6 +71,7 @@ class HDF5DataLayer(Layer):
         self.seed = int(rng().integers(0, 2**63 - 1))
         self._rows = {}         # file index -> row count
         self._loaded = None     # (file index, its arrays, its row order or None)
+        self.share = (0, 1)
         self.set_state({"seed": self.seed, "offset": 0})
         arrays = self._loaded[1]
         for t, a in zip(top, arrays):
@@ -163,7 +168,22 @@ class HDF5DataLayer(Layer):
     def reshape(self, bottom, top):
         """Tops keep the shapes set up from the first file."""
 
+    def set_share(self, rank, count):
+        if not 0 <= rank < count:
+            raise ValueError(f"reader {rank} of {count} does not exist")
+        self.share = (int(rank), int(count))
+
+    def _pass_over(self, rows):
+        if rows:
+            self.set_state({"seed": self.seed, "offset": self.offset + rows})
+
     def forward_cpu(self, bottom, top):
+        rank, count = self.share
+        self._pass_over(rank * self.batch_size)
+        self._read_batch(top)
+        self._pass_over((count - 1 - rank) * self.batch_size)
+
+    def _read_batch(self, top):
         i = 0
         while i < self.batch_size:
             index, arrays, perm = self._loaded

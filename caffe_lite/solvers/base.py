@@ -11,9 +11,9 @@ Step(n), per iteration:
   on_start hooks; loss = mean over `iter_size` forward_backward passes (diffs accumulate);
   smoothed loss over the last `average_loss` iterations; every `display` iterations log
   "Iteration N (X iter/s, Ys/D iters), loss = L" and each train output;
-  on_gradients_ready hooks; apply_update (the subclass's rule, then net.update());
-  after_update hooks; iter += 1; act on a signal request (snapshot / stop); snapshot every
-  `snapshot` iterations.
+  every hook's gradients_ready, then on_gradients_ready callbacks; apply_update (the
+  subclass's rule, then net.update()); after_update hooks; iter += 1; act on a signal
+  request (snapshot / stop); snapshot every `snapshot` iterations.
 solve(resume_file) runs Step(max_iter - iter), snapshots after training
 (`snapshot_after_train`), then a last display/test pass, as Caffe does.
 
@@ -376,6 +376,7 @@ class Solver(ABC):
             self._update_smoothed_loss(loss, start_iter, average_loss)
             if display:
                 self._display()
+            self._gradients_ready()
             self._run_callbacks("on_gradients_ready")
             self.apply_update()
             self._run_callbacks("after_update")
@@ -397,6 +398,12 @@ class Solver(ABC):
             start = getattr(hook, "start", None)
             if start is not None:
                 start(self.params, self.iter, nets)
+
+    def _gradients_ready(self):
+        for hook in self.hooks:
+            ready = getattr(hook, "gradients_ready", None)
+            if ready is not None:
+                ready(self.params, self.iter)
 
     def _display(self):
         now = time.perf_counter()

@@ -18,6 +18,11 @@ gets the parameter it acts on as a SolverParam record and the iteration, never t
   after_step(params, it)           once per iteration, after every parameter's after_update,
                                    with all of them (net-wide schedules and reports)
   after_snapshot(net, model_path, it)  after a snapshot's caffemodel is written (side files)
+  gradients_ready(params, it)      once per iteration, after the iter_size forward/backward
+                                   passes and before clipping, normalisation and the update,
+                                   with every updated param: the summed gradients may be
+                                   replaced (data-parallel training averages them over its
+                                   ranks here, Caffe's P2PSync::on_gradients_ready)
 
 A hook with a `state_key` keeps state across -snapshot resume: get_state() (JSON-able) is
 written into the snapshot's side file (solvers/snapshot.py) under that key, and set_state()
@@ -114,6 +119,9 @@ class ParamHook:
         pass
 
     def after_snapshot(self, net, model_path, it):
+        pass
+
+    def gradients_ready(self, params, it):
         pass
 
     def regularize(self, param, it):

@@ -194,6 +194,15 @@ def apply_resume_file(solver, path):
     return True
 
 
+def apply_resume_state(solver, data):
+    """Set what resume_state(solver) returned (for another solver of the same files: the
+    ranks of a data-parallel run take rank 0's); a member that does not apply raises."""
+    try:
+        _apply_resume_state(solver, data)
+    except _Damaged as err:
+        raise CaffeError(f"cannot apply the resume state: {err.args[0]}") from None
+
+
 def _apply_resume_state(solver, data):
     _step("rng", common.set_rng_state, data.get("rng"))
     _set_layer_states(solver.net, data.get("train_net", {}), "the train net")
