@@ -1,0 +1,92 @@
+"""Start-up: a one-iteration `caffe-lite train` of LeNet, with a cold and a warm Numba cache.
+
+    python benchmarks/bench_startup.py [--reps 3]
+
+The net is models/lenet's with its Data layers replaced by DummyData of the same shapes (so
+no database is read), the solver runs max_iter 1 with no test pass and no snapshot. Each
+repetition points NUMBA_CACHE_DIR at a new empty folder and runs the command twice: the
+first run compiles every kernel the net uses (cold), the second loads them (warm). Wall
+seconds of the whole command (interpreter start to exit) and its peak RSS, each run in its
+own child process.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+_WRAPPER = """
+import json, os, resource, subprocess, sys, time
+t0 = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def write_job(folder):
+    """LeNet with DummyData instead of its Data layers, and a one-iteration solver."""
+    from caffe_lite.io import fast_text
+    from caffe_lite.io.prototxt import read_net_param
+
+    net = read_net_param(str(ROOT / "models/lenet/lenet_train_test.prototxt"))
+    for lp in net.layer:
+        if lp.type == "Data":
+            batch = lp.data_param.batch_size
+            tops, name, include = list(lp.top), lp.name, list(lp.include)
+            lp.Clear()
+            lp.name, lp.type = name, "DummyData"
+            lp.top.extend(tops)
+            lp.include.extend(include)
+            dummy = lp.dummy_data_param
+            dummy.shape.add().dim.extend([batch, 1, 28, 28])
+            dummy.shape.add().dim.extend([batch])
+            dummy.data_filler.add(type="gaussian", std=1.0)
+            dummy.data_filler.add(type="constant", value=1.0)
+    (folder / "net.prototxt").write_text(fast_text.to_string(net))
+    (folder / "solver.prototxt").write_text(
+        'net: "net.prototxt"\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: "fixed"\n'
+        "max_iter: 1\ndisplay: 1\nsnapshot_after_train: false\nsolver_mode: CPU\n")
+
+
+def run(folder, cache):
+    import os
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "caffe_lite", "train",
+           "-solver", "solver.prototxt"]
+    out = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    if result["rc"] != 0:
+        raise SystemExit("caffe-lite train failed")
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    runs = {"cold": [], "warm": []}
+    with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
+        folder = Path(tmp)
+        write_job(folder)
+        for rep in range(args.reps):
+            cache = folder / f"cache{rep}"
+            cache.mkdir()
+            runs["cold"].append(run(folder, cache))
+            runs["warm"].append(run(folder, cache))
+    print(f"one-iteration `caffe-lite train` of LeNet (DummyData), {args.reps} repetitions")
+    print(f"  {'cache':<6} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MB':>12}")
+    for kind, results in runs.items():
+        seconds = [r["seconds"] for r in results]
+        print(f"  {kind:<6} {statistics.median(seconds):9.2f} {min(seconds):7.2f} "
+              f"{max(seconds):7.2f} {max(r['peak_rss_mb'] for r in results):12.0f}")
+
+
+if __name__ == "__main__":
+    main()
