@@ -233,15 +233,16 @@ def _help_of(name):
 def _run(name, argv):
     global running_command
     from .log import configure_logging, restore_logging
-    running_command = name
     try:
         saved = configure_logging()
     except CaffeError as err:
         print(f"caffe-lite {name}: error: {err}", file=sys.stderr)
         return 1
+    outer, running_command = running_command, name
     try:
         return _call(name, argv)
     finally:
+        running_command = outer
         restore_logging(saved)
 
 

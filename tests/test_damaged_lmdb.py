@@ -111,3 +111,16 @@ def test_the_fault_address_names_the_database(tmp_path):
     assert bus_error.mapped_database(0x7f0000003000, maps) == "/data/mnist/train_lmdb"
     assert bus_error.mapped_database(0x7f0000a00010, maps) is None
     assert bus_error.mapped_database(0x55d0c0000010, maps) is None
+
+
+def test_a_library_user_keeps_its_signal_handling(tmp_path):
+    """Only a caffe-lite command installs the SIGBUS handler; a script opening an LMDB
+    through the library does not get one (a fresh process: a command run in this one may
+    have installed it)."""
+    build(tmp_path / "db", GOOD[:4])
+    code = ("from caffe_lite.data import bus_error, db; "
+            f"db.LMDBReader({str(tmp_path / 'db')!r}).next_value(); "
+            "print(bus_error._installed)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.stdout.split() == ["False"], run.stderr

@@ -7,6 +7,7 @@ files; what it cannot see without walking every page is damage inside a page, so
 LMDB opened in a process installs (Linux) a SIGBUS handler that prints
 `caffe-lite COMMAND: error: DB: damaged LMDB database: ...` naming the database whose mapping
 holds the faulting address (from /proc/self/maps), and exits with code 1 as every error does.
+Only a caffe-lite command installs it; a script using the library keeps its own handling.
 
 The handler is a ctypes callback registered with sigaction(SA_SIGINFO), since Python's own
 signal handlers run between bytecodes, never while the faulting C read is on the stack. It
@@ -45,9 +46,16 @@ class _SigAction(ctypes.Structure):
 
 def watch(path):
     """Name the LMDB at `path` (as given) in the error line of a fault in its mapping, and
-    install the handler if this process has not yet (Linux, 64-bit; elsewhere a no-op)."""
+    install the handler if this process is a caffe-lite command and has not yet (Linux,
+    64-bit). A script that uses caffe-lite as a library keeps its own signal handling
+    (faulthandler's, say): importing or using caffe-lite changes no process setting."""
     _given_paths[os.path.realpath(path)] = os.fspath(path)
-    _install()
+    if _running_command() is not None:
+        _install()
+
+
+def _running_command():
+    return getattr(sys.modules.get("caffe_lite.cli"), "running_command", None)
 
 
 def _install():
@@ -85,7 +93,7 @@ def _error_line(address):
     else:
         error = CaffeError("bus error reading a memory-mapped file (damaged or shrunk while "
                            "being read?)")
-    command = getattr(sys.modules.get("caffe_lite.cli"), "running_command", None)
+    command = _running_command()
     prefix = f"caffe-lite {command}" if command else "caffe-lite"
     return f"{prefix}: error: {error}\n"
 
