@@ -371,3 +371,24 @@ def test_atomic_failure_keeps_old_file(tmp_path):
 def test_atomic_write_into_missing_folder(tmp_path):
     with pytest.raises(CaffeError, match="cannot write"):
         atomic_write(tmp_path / "no" / "f.bin", b"x")
+
+
+@pytest.mark.parametrize("kind", ["solverstate", "caffemodel"])
+def test_a_string_field_that_is_not_utf8_is_refused_naming_the_field(tmp_path, kind):
+    """proto2 parses such a string as bytes, which then failed where it was used (a fuzz
+    case: a damaged learned_net became `internal error: TypeError: Can't mix strings and
+    bytes in path components`)."""
+    from caffe_lite.io import binary
+    from caffe_lite.proto import caffe_pb2
+    if kind == "solverstate":
+        # field 2, learned_net, length 3
+        data = caffe_pb2.SolverState(iter=2).SerializeToString() + b"\x12\x03a\xffb"
+        read, field = binary.read_solver_state, "SolverState.learned_net"
+    else:
+        layer = caffe_pb2.LayerParameter(type="ReLU").SerializeToString() + b"\x0a\x02\xc3("
+        data = b"\xa2\x06" + bytes([len(layer)]) + layer           # field 100, layer
+        read, field = binary.read_net_binary, "LayerParameter.name"
+    path = tmp_path / f"damaged.{kind}"
+    path.write_bytes(data)
+    with pytest.raises(CaffeError, match=rf"^{path}: field '{field}' is not UTF-8 text"):
+        read(str(path))

@@ -53,6 +53,7 @@ def parse_binary(data, message, path):
         raise CaffeError(f"not a valid binary {kind} (truncated or corrupt){_text_hint(data)}",
                          path)
     check_unknown_fields(message, path)
+    check_text_fields(message, path)
     return message
 
 
@@ -82,15 +83,12 @@ def _message_name(desc):
     return full[len(package) + 1:] if package and full.startswith(package + ".") else full
 
 
-def unknown_fields(message):
-    """[(message name, field number, wire type)] of every unknown field, depth first."""
-    out = []
+def _messages(message):
+    """`message` and every message inside it, depth first."""
     stack = [message]
     while stack:
         msg = stack.pop()
-        name = _message_name(msg.DESCRIPTOR)
-        for field in _unknown(msg):
-            out.append((name, field.field_number, field.wire_type))
+        yield msg
         for desc, value in msg.ListFields():
             if desc.message_type is None:
                 continue
@@ -100,7 +98,25 @@ def unknown_fields(message):
                 stack.extend(reversed(list(value)))
             else:
                 stack.append(value)
-    return out
+
+
+def unknown_fields(message):
+    """[(message name, field number, wire type)] of every unknown field, depth first."""
+    return [(_message_name(msg.DESCRIPTOR), field.field_number, field.wire_type)
+            for msg in _messages(message) for field in _unknown(msg)]
+
+
+def check_text_fields(message, path):
+    """proto2 does not check that a string field holds UTF-8: one that does not reads back as
+    bytes, and fails wherever it is used (a file name, a layer name). Refuse it here, naming
+    the field."""
+    for msg in _messages(message):
+        for desc, value in msg.ListFields():
+            if desc.type != desc.TYPE_STRING:
+                continue
+            if any(isinstance(v, bytes) for v in (value if desc.is_repeated else (value,))):
+                raise CaffeError(f"field '{_message_name(msg.DESCRIPTOR)}.{desc.name}' is not "
+                                 "UTF-8 text (corrupt file?)", path)
 
 
 def check_unknown_fields(message, path):
@@ -174,6 +190,7 @@ def _fork_weights(path):
         return None
     if not param.layer or unknown_fields(param):
         return None
+    check_text_fields(param, path)
     _upgrade.upgrade_net_param(param, os.fspath(path))
     return param
 
