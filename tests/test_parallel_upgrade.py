@@ -1,6 +1,8 @@
 """io.parallel_upgrade: slices of layers upgraded in worker processes give the text, the
 log lines and the errors of the whole-net path, or hand the net back to it."""
 import logging
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +138,13 @@ def test_command_on_a_big_net_writes_what_the_whole_net_path_writes(tmp_path):
     assert dst.read_text() == whole_net(text, str(src))[1]
     assert "Successfully upgraded file specified using deprecated V1LayerParameter" \
         in run.stderr
+
+
+def _killed(args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_that_dies_hands_the_net_to_the_whole_net_path(small_slices, monkeypatch):
+    """A worker killed (the OOM killer, say) must not hang the upgrade."""
+    monkeypatch.setattr(parallel_upgrade, "_upgrade_slice", _killed)
+    assert parallel_upgrade.upgrade_text(v1_chain(20), "net.prototxt", 2) is None

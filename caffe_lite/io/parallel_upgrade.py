@@ -18,6 +18,8 @@ the caller runs the whole-net path, which gives the usual result, log and errors
 import logging
 import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from . import fast_text, upgrade
 
@@ -49,9 +51,14 @@ def upgrade_text(text, path, workers):
     global _text
     _text = text
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(bounds))) as pool:
-            results = pool.map(_upgrade_slice, [(start, stop, path) for start, stop in bounds],
-                               chunksize=1)
+        # a worker that dies (the OOM killer) breaks the pool instead of hanging the map,
+        # and the whole-net path runs
+        with ProcessPoolExecutor(min(workers, len(bounds)),
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_upgrade_slice, [(start, stop, path)
+                                                     for start, stop in bounds]))
+    except BrokenProcessPool:
+        return None
     finally:
         _text = None
     if any(result is None for result in results):
