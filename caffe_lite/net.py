@@ -167,6 +167,11 @@ def _layer_sources(original, filtered):
 
 
 # --- the net's records ------------------------------------------------------------------
+# data layers that read a file: the parameter message whose `source` names it
+_DATA_SOURCES = {"Data": "data_param", "ImageData": "image_data_param",
+                 "HDF5Data": "hdf5_data_param", "WindowData": "window_data_param"}
+
+
 class LayerRecord:
     """One layer and its wiring (Caffe's per-layer vectors: bottom_vecs_, top_id_vecs_, ...)."""
     __slots__ = ("layer", "name", "where", "bottoms", "tops", "bottom_ids", "top_ids",
@@ -634,7 +639,10 @@ class Net(PycaffeNet):
                     hook.before_forward(self)
             for i in range(start, end + 1):
                 rec = self._layer_records[i]
-                loss += rec.layer.forward(rec.bottoms, rec.tops)
+                try:
+                    loss += rec.layer.forward(rec.bottoms, rec.tops)
+                except CaffeError as err:
+                    raise self.pass_error(i, err) from None
                 for hook in hooks:
                     hook.after_layer(self, i)
                 if self.debug_info:
@@ -861,6 +869,25 @@ class Net(PycaffeNet):
         path, line = rec.where
         return CaffeError(f"layer '{rec.name}' ({rec.layer.type}): {message}", path=path,
                           line=line)
+
+    def pass_error(self, index, err):
+        """Layer `index`'s CaffeError during a forward pass (a label out of range, say),
+        placed at the layer's prototxt line, with the database each bottom read from a data
+        layer comes from: the bad value is in that file, not in the net."""
+        if err.path is not None:
+            return err
+        rec = self._layer_records[index]
+        notes = []
+        for blob_id in rec.bottom_ids:
+            creator = next(r for r in self._layer_records if blob_id in r.top_ids)
+            field = _DATA_SOURCES.get(creator.layer.type)
+            if field is not None:
+                source = getattr(getattr(creator.layer.param, field), "source")
+                notes.append(f"'{self._blob_records[blob_id].name}' comes from layer "
+                             f"'{creator.name}' reading {source}")
+        path, line = rec.where
+        return CaffeError(err.bare_message + (f" ({'; '.join(notes)})" if notes else ""),
+                          path=path, line=line)
 
     load_hdf5 = _copy_from_hdf5
 

@@ -124,3 +124,23 @@ def test_a_library_user_keeps_its_signal_handling(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert run.stdout.split() == ["False"], run.stderr
+
+
+def test_a_label_out_of_range_names_the_net_line_and_the_database(tmp_path):
+    """A damaged record whose label falls outside the net's classes: the loss layer's error
+    at its prototxt line, naming the database the label came from (a fuzz case: it named
+    the layer only)."""
+    labels = [1] * 8
+    labels[5] = 50
+    records = []
+    for label in labels:
+        d = caffe_pb2.Datum(channels=1, height=28, width=28, label=label, data=bytes(784))
+        records.append(d.SerializeToString())
+    build(tmp_path / "db", records)
+    (tmp_path / "net.prototxt").write_text(NET)
+    proc = caffe_lite("time", "-model", "net.prototxt", "-iterations", "3", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("caffe-lite")]
+    assert lines == ["caffe-lite time: error: net.prototxt:6: layer 'loss' (SoftmaxWithLoss): "
+                     "label values must be in [0, 2) (or the ignore_label); got 50.0 ('label' "
+                     "comes from layer 'data' reading db)"]

@@ -93,7 +93,10 @@ def _benchmark(net, iterations):
             hook.before_forward(net)
         for i, layer in enumerate(layers):
             t = clock()
-            layer.forward(bottoms[i], tops[i])
+            try:
+                layer.forward(bottoms[i], tops[i])
+            except CaffeError as err:
+                raise net.pass_error(i, err) from None
             for hook in hooks:
                 hook.after_layer(net, i)
             forward_per_layer[i] += clock() - t
