@@ -49,7 +49,7 @@ def test_a_rank_that_raises_stops_every_rank_with_one_line(folder):
                          timeout=120)
     assert run.returncode == 1
     assert _error_lines(run.stderr.splitlines()) == [(
-        f"caffe-lite train: error: rank 1 of 2: layer 'data' (Data): data_param.source "
+        f"caffe-lite train: error: rank 1 of 2: {net}:2: layer 'data' (Data): data_param.source "
         f"'{folder / 'bad_db'}', record #45 (in key order): not a Datum (14 bytes that do "
         f"not parse as one)")]
     assert "Iteration 5" in run.stderr and "Iteration 6" not in run.stderr
