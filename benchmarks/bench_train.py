@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--nets lenet,cifar10_quick,...] [--iters 10] [--warmup 3]
     python benchmarks/bench_train.py --profile minivggnet      # per-layer fwd/bwd ms
+    python benchmarks/bench_train.py --json bench_train.json   # also the medians, for plot_bench.py
 
 A second table times the TEST-phase forward (deployment) at batch 1 and at the training
 batch: caffe-lite's TEST net against PyTorch's model.eval() under torch.inference_mode().
@@ -387,6 +388,8 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     ap.add_argument("--profile", metavar="NET", choices=list(NETS),
                     help="per-layer forward/backward breakdown of one net instead")
+    ap.add_argument("--json", metavar="PATH",
+                    help="also write the medians there, for benchmarks/plot_bench.py")
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "NET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -451,6 +454,33 @@ def main():
             else:
                 line += " n/a | n/a |"
             print(line)
+    if args.json:
+        write_summary(args.json, rows)
+
+
+def summary(rows):
+    """Each net's medians in seconds and peak RSS in MB; PyTorch's are None without it."""
+    def med(times):
+        return float(np.median(times))
+
+    nets = []
+    for n, ours, theirs in rows:
+        nets.append({
+            "net": n, "batch": ours["batch"],
+            "train_s": med(ours["times"]),
+            "torch_train_s": med(theirs["times"]) if theirs else None,
+            "rss_mb": ours["rss"], "torch_rss_mb": theirs["rss"] if theirs else None,
+            "test": [{"batch": int(b), "s": med(ours["test"][b]),
+                      "torch_s": med(theirs["test"][b]) if theirs else None}
+                     for b in ours["test"]],
+        })
+    return {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "nets": nets}
+
+
+def write_summary(path, rows):
+    with open(path, "w") as f:
+        json.dump(summary(rows), f, indent=1)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
