@@ -46,7 +46,9 @@ def plot(summary, path):
     ax.set_ylabel("PyTorch time / caffe-lite time")
     ax.set_title(f"caffe-lite against PyTorch CPU, {summary['cpus']} CPUs, {summary['date']}"
                  "\nabove 1.0: caffe-lite is faster", fontsize=9)
-    ax.legend(fontsize=8)
+    top = max(r for n in nets for _, r in ratios(n))
+    ax.set_ylim(0, max(1.0, top) * 1.25)
+    ax.legend(fontsize=8, ncol=len(labels), loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")

@@ -18,7 +18,8 @@ skips im2col: its lowered image is the batch-minor image itself. For stride 1 th
 gradient is itself a convolution, whose GEMM has the forward's shape instead of Caffe's
 (K, M/g) x (M/g, P*n) with its short inner dimension, and needs no col2im.
 
-The batch is processed in chunks whose column buffer stays under WORKSPACE_LIMIT bytes;
+The batch is processed in chunks whose column buffer stays under a limit that follows the
+cache size (kernels/workspace_size.py);
 buffers live in one module-level workspace shared by all layers (a net runs one layer at a
 time), so memory is the largest single chunk, not the sum over layers.
 
@@ -34,14 +35,15 @@ from typing import NamedTuple
 import numpy as np
 
 from .gemm import split_batch, workspace
+from .workspace_size import workspace_limit
 from .im2col import (add_transposed, batch_major, batch_minor, bias_grad_from_partials,
                      col2im_bm, conv_out_size, im2col_bm, n_tiles)
 
 #: upper bound, in bytes, of one worker's column buffer; larger slices of the batch are
-#: processed in chunks. Small enough that the lowered chunk and the GEMM output stay in
-#: cache between im2col, the GEMM and the transposes (on cifar10_quick's conv2, chunks of
-#: 10 images beat one of 100: GEMM 150 against 115 GFLOP/s), and memory stays a few MB.
-WORKSPACE_LIMIT = 4 << 20
+#: processed in chunks, small enough that the lowered chunk and the GEMM output stay in
+#: cache between im2col, the GEMM and the transposes. None: from the cache size
+#: (workspace_size.workspace_limit); tests set a number.
+WORKSPACE_LIMIT = None
 
 
 class ConvGeometry(NamedTuple):
@@ -124,7 +126,7 @@ def _chunks(start, stop, per_image_elems, itemsize):
     fits WORKSPACE_LIMIT, as even as possible."""
     n_img = stop - start
     per_image = max(1, per_image_elems * itemsize)
-    most = max(1, WORKSPACE_LIMIT // per_image)
+    most = max(1, (WORKSPACE_LIMIT or workspace_limit()) // per_image)
     n_chunks = -(-n_img // most)
     size = max(-(-n_img // n_chunks), 1) if n_chunks else 1
     return [(s, min(s + size, stop)) for s in range(start, stop, size)]
