@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from .channel import row_dot, row_sum
-from .neuron import split_range
+from .neuron import STREAMING_MIN, same_buffer, split_range
 
 _EMPTY = {}
 
@@ -127,18 +127,80 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, lo, hi):
                 yr[i] = v * s + b if affine else v
 
 
+@njit(cache=True, nogil=True)
+def _normalize_to(x, mean, std, y, lo, hi):
+    """y = (x - mean) / std, y not overlapping x."""
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            m = mean[c]
+            f = std[c]
+            xr, yr = x[o, c], y[o, c]
+            for i in range(xr.size):
+                yr[i] = (xr[i] - m) / f
+
+
+@njit(cache=True, nogil=True)
+def _normalize_in_place(x, mean, std, lo, hi):
+    """x = (x - mean) / std (_normalize_to with y = x: one array, so the loop vectorizes)."""
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            m = mean[c]
+            f = std[c]
+            xr = x[o, c]
+            for i in range(xr.size):
+                xr[i] = (xr[i] - m) / f
+
+
+def bvlc_normalize_global(x, mean, std, top):
+    """top = (x - mean) / std with stored statistics, whose backward needs no x_norm; top
+    may be x."""
+    if same_buffer(x, top):
+        split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std,
+                    parallel_min=STREAMING_MIN)
+    else:
+        split_range(_normalize_to, x.shape[1], 2 * x.size, x, mean, std, top,
+                    parallel_min=STREAMING_MIN)
+
+
+@njit(cache=True, nogil=True)
+def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, lo, hi):
+    """_normalize with y = x: x is read and written as one array, x_norm is another, so
+    the loop vectorizes (an aliased y takes the scalar loop)."""
+    divide = inv_std.size == 0
+    affine = scale.size > 0
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            m = mean[c]
+            f = std[c] if divide else inv_std[c]
+            s = scale[c] if affine else f
+            b = bias[c] if affine else f
+            xr, nr = x[o, c], x_norm[o, c]
+            for i in range(xr.size):
+                d = xr[i] - m
+                v = d / f if divide else d * f
+                nr[i] = v
+                xr[i] = v * s + b if affine else v
+
+
+def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm):
+    if same_buffer(x, top):
+        split_range(_normalize_keep_in_place, x.shape[1], 3 * x.size, top, mean, std,
+                    inv_std, scale, bias, x_norm, parallel_min=STREAMING_MIN)
+    else:
+        split_range(_normalize, x.shape[1], 3 * x.size, x, mean, std, inv_std, scale, bias,
+                    top, x_norm, parallel_min=STREAMING_MIN)
+
+
 def bvlc_normalize(x, mean, std, top, x_norm):
-    """x_norm = top = (x - mean) / std; top may alias x."""
+    """x_norm = top = (x - mean) / std; top may be x."""
     dt = x.dtype
-    split_range(_normalize, x.shape[1], 3 * x.size, x, mean, std, _empty(dt), _empty(dt),
-                _empty(dt), top, x_norm)
+    _normalize_any(x, mean, std, _empty(dt), _empty(dt), _empty(dt), top, x_norm)
 
 
 def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm):
     """x_norm = (x - mean) * inv_std; top = x_norm * scale + bias (scale, bias may be
-    empty: top = x_norm); top may alias x."""
-    split_range(_normalize, x.shape[1], 3 * x.size, x, mean, _empty(x.dtype), inv_std,
-                scale, bias, top, x_norm)
+    empty: top = x_norm); top may be x."""
+    _normalize_any(x, mean, _empty(x.dtype), inv_std, scale, bias, top, x_norm)
 
 
 # --- backward ---------------------------------------------------------------------------------
@@ -211,10 +273,25 @@ def _divide(dy, std, dx, lo, hi):
                 dr[i] = gr[i] / s
 
 
+@njit(cache=True, nogil=True)
+def _divide_in_place(d, std, lo, hi):
+    for o in range(d.shape[0]):
+        for c in range(lo, hi):
+            s = std[c]
+            dr = d[o, c]
+            for i in range(dr.size):
+                dr[i] = dr[i] / s
+
+
 def bvlc_backward(x_norm, top_diff, std, use_global_stats, bottom_diff):
+    """x_norm is not read with use_global_stats (None may be passed)."""
     if use_global_stats:
-        split_range(_divide, top_diff.shape[1], 2 * top_diff.size, top_diff, std,
-                    bottom_diff)
+        if same_buffer(top_diff, bottom_diff):
+            split_range(_divide_in_place, top_diff.shape[1], 2 * top_diff.size, bottom_diff,
+                        std, parallel_min=STREAMING_MIN)
+        else:
+            split_range(_divide, top_diff.shape[1], 2 * top_diff.size, top_diff, std,
+                        bottom_diff, parallel_min=STREAMING_MIN)
         return
     n_img, channels, spatial = x_norm.shape
     dt = x_norm.dtype.type

@@ -15,7 +15,7 @@ Every kernel runs over a range of channels; split_range spreads the ranges over 
 """
 from numba import njit
 
-from .neuron import split_range
+from .neuron import STREAMING_MIN, same_buffer, split_range
 
 _REASSOC = {"reassoc"}
 
@@ -65,7 +65,9 @@ def channel_dot(a, b, alpha, out):
 
 
 @njit(cache=True, nogil=True)
-def _scale_forward(x, s, b, y, keep, lo, hi):
+def _scale_forward(x, s, b, y, keep, in_place, lo, hi):
+    """y = x * s (+ b); with in_place (y is x) the loops touch x alone, so they vectorize
+    (an aliased y would take the scalar loop)."""
     has_bias = b.size > 0
     has_keep = keep.size > 0
     for o in range(x.shape[0]):
@@ -77,7 +79,13 @@ def _scale_forward(x, s, b, y, keep, lo, hi):
                 kr = keep[o, c]
                 for i in range(xr.size):
                     kr[i] = xr[i]
-            if has_bias:
+            if in_place and has_bias:
+                for i in range(xr.size):
+                    xr[i] = xr[i] * sc + bc
+            elif in_place:
+                for i in range(xr.size):
+                    xr[i] = xr[i] * sc
+            elif has_bias:
                 for i in range(xr.size):
                     yr[i] = xr[i] * sc + bc
             else:
@@ -87,12 +95,13 @@ def _scale_forward(x, s, b, y, keep, lo, hi):
 
 def scale_forward(x, s, b, y, keep):
     """y = x * s (+ b) over (outer, C, inner); b and keep may be empty; keep receives x
-    before y is written (y may alias x)."""
-    split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep)
+    before y is written (y may be x)."""
+    split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep, same_buffer(x, y),
+                parallel_min=STREAMING_MIN)
 
 
 @njit(cache=True, nogil=True)
-def _scale_backward(dy, x, s, ds, db, dx, lo, hi):
+def _scale_backward(dy, x, s, ds, db, dx, in_place, lo, hi):
     zero = dy.dtype.type(0)
     want_ds, want_db, want_dx = ds.size > 0, db.size > 0, dx.size > 0
     for c in range(lo, hi):
@@ -106,7 +115,10 @@ def _scale_backward(dy, x, s, ds, db, dx, lo, hi):
                 total_b += row_sum(g)
             if want_ds:
                 total_s += row_dot(g, x[o, c])
-            if want_dx:
+            if want_dx and in_place:        # one array: the loop vectorizes
+                for i in range(g.size):
+                    g[i] = g[i] * sc
+            elif want_dx:
                 d = dx[o, c]
                 for i in range(g.size):
                     d[i] = g[i] * sc
@@ -119,4 +131,5 @@ def _scale_backward(dy, x, s, ds, db, dx, lo, hi):
 def scale_backward(dy, x, s, ds, db, dx):
     """ds[c] = sum dy * x, db[c] = sum dy (overwritten), dx = dy * s; any of ds, db, dx
     may be empty to skip it (x may then be empty too)."""
-    split_range(_scale_backward, dy.shape[1], 3 * dy.size, dy, x, s, ds, db, dx)
+    in_place = dx.size > 0 and same_buffer(dy, dx)
+    split_range(_scale_backward, dy.shape[1], 3 * dy.size, dy, x, s, ds, db, dx, in_place)

@@ -6,11 +6,12 @@ is read before it is written. Scalars (slopes, scales, ...) must come in the arr
 as Caffe's `Dtype` members do.
 
 The arithmetic mirrors the C++ expressions' types, so float32 results match Caffe bit for bit
-(checked against the golden blobs): unqualified `exp`/`log`/`tanh`/`pow` on a float call the float versions (`expf`, ...; Numba's
-`math` functions do the same for float32), while a double literal (`0.5 * x`, `1. + v`)
-promotes the rest of the expression to double, which happens here too because Python float
-literals are float64. Integer literals in Caffe become `Dtype` constants here (`x.dtype.type`),
-since Numba would promote `float32 + int` to float64 where C++ keeps float.
+(checked against the golden blobs): unqualified `exp`/`log`/`tanh`/`pow` on a float call the
+float versions (`expf`, ...; Numba's `math` functions do the same for float32), while a double
+literal (`0.5 * x`, `1. + v`) promotes the rest of the expression to double, which happens
+here too because Python float literals are float64. Integer literals in Caffe become `Dtype`
+constants here (`x.dtype.type`), since Numba would promote `float32 + int` to float64 where
+C++ keeps float.
 """
 import math
 
@@ -22,16 +23,21 @@ from .. import threads
 #: arrays at least this long are split over threads (each element is independent, so the
 #: result is the same bit for bit); the kernels release the GIL
 PARALLEL_MIN = 1 << 17
+#: the same for kernels that stream memory with a few operations per element (ReLU, a
+#: BatchNorm with stored statistics): one core does 4M float32 in place in about 0.5 ms, and
+#: a fork/join of the pool costs about 0.1 ms, so below this the second thread loses
+STREAMING_MIN = 1 << 22
 
 
-def elementwise(kernel, *args):
-    """Call `kernel(*args)`, chunked over caffe-lite's threads when the arrays are long.
+def elementwise(kernel, *args, parallel_min=None):
+    """Call `kernel(*args)`, chunked over caffe-lite's threads when the arrays have at least
+    `parallel_min` elements (None: PARALLEL_MIN).
 
     Arrays as long as the longest one are sliced; other arguments are passed as they are.
     """
     n = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
     workers = threads.get_num_threads()
-    if n < PARALLEL_MIN or workers < 2:
+    if n < (PARALLEL_MIN if parallel_min is None else parallel_min) or workers < 2:
         kernel(*args)
         return
     bounds = [n * i // workers for i in range(workers + 1)]
@@ -40,9 +46,10 @@ def elementwise(kernel, *args):
         for lo, hi in zip(bounds[:-1], bounds[1:])])
 
 
-def split_range(kernel, total, work, *args):
+def split_range(kernel, total, work, *args, parallel_min=None):
     """Call `kernel(*args, lo, hi)` over [0, total) in contiguous ranges, one per thread,
-    when `work` (elements touched) reaches PARALLEL_MIN; else once over everything.
+    when `work` (elements touched) reaches `parallel_min` (None: PARALLEL_MIN); else once
+    over everything.
 
     `kernel` must be a nogil Numba function whose ranges write disjoint outputs. Plain
     threads (threads.run_parallel) rather than Numba's parallel=True: they never enter
@@ -50,7 +57,7 @@ def split_range(kernel, total, work, *args):
     layer's prefetch) is inside Numba code, and no OpenMP team spins after the call.
     """
     workers = min(threads.get_num_threads(), total)
-    if work < PARALLEL_MIN or workers < 2:
+    if work < (PARALLEL_MIN if parallel_min is None else parallel_min) or workers < 2:
         kernel(*args, 0, total)
         return
     bounds = [total * i // workers for i in range(workers + 1)]
@@ -66,6 +73,37 @@ def relu_forward(x, negative_slope, out):
         hi = zero if v < zero else v          # std::max(v, 0)
         lo = zero if zero < v else v          # std::min(v, 0)
         out[i] = hi + negative_slope * lo
+
+
+def same_buffer(a, b):
+    """Whether two flat arrays are one buffer (an in-place layer's bottom and top).
+
+    A kernel whose output may alias its input compiles to a vector loop guarded by a
+    run-time overlap check and a scalar loop; an in-place call always takes the scalar one
+    (4x slower for ReLU). The in-place kernels below read and write one array instead."""
+    return a.size == b.size and a.ctypes.data == b.ctypes.data
+
+
+@njit(cache=True, nogil=True)
+def relu_forward_in_place(x, negative_slope):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        hi = zero if v < zero else v
+        lo = zero if zero < v else v
+        x[i] = hi + negative_slope * lo
+
+
+@njit(cache=True, nogil=True)
+def relu_backward_in_place(x, diff, negative_slope):
+    """diff = diff * gate(x): relu_backward with out = top_diff."""
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for i in range(x.size):
+        v = x[i]
+        pos = one if v > zero else zero
+        neg = one if v <= zero else zero
+        diff[i] = diff[i] * (pos + negative_slope * neg)
 
 
 @njit(cache=True, nogil=True)

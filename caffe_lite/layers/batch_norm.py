@@ -158,22 +158,25 @@ class BatchNormLayer(Layer):
     def forward_cpu(self, bottom, top):
         x = self._view(bottom[0].data)
         y = self._view(top[0].data)
-        x_norm = self._x_norm_buffer(x.shape)
         c = self.channels
         mean = np.empty(c, self.dtype)
         var = np.empty(c, self.dtype)
         b = dict(zip(self.names, (blob.data for blob in self.blobs)))
         if self.layout == "bvlc":
             if self.use_global_stats:
+                # the backward of stored statistics is dy / std: no x_norm to keep
                 K.bvlc_global_stats(b["mean"], b["variance"], b["moving_average_factor"],
                                     mean, var)
-            else:
-                K.bvlc_batch_stats(x, mean, var)
-                K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
-                                      mean, var, self.maf, x.size // c)
+                self._std = K.bvlc_std(var, self.eps)
+                K.bvlc_normalize_global(x, mean, self._std, y)
+                return
+            K.bvlc_batch_stats(x, mean, var)
+            K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
+                                  mean, var, self.maf, x.size // c)
             self._std = K.bvlc_std(var, self.eps)
-            K.bvlc_normalize(x, mean, self._std, y, x_norm)
+            K.bvlc_normalize(x, mean, self._std, y, self._x_norm_buffer(x.shape))
             return
+        x_norm = self._x_norm_buffer(x.shape)
         dt = self.dtype.type
         if self.use_global_stats:
             np.copyto(mean, b["mean"])
@@ -213,7 +216,8 @@ class BatchNormLayer(Layer):
         # bottom diff; the golden nets rely on it (an Input blob's diff is filled).
         dx = self._view(bottom[0].diff)
         if self.layout == "bvlc":
-            K.bvlc_backward(self._x_norm, dy, self._std, self.use_global_stats, dx)
+            K.bvlc_backward(None if self.use_global_stats else self._x_norm, dy, self._std,
+                            self.use_global_stats, dx)
             return
         b = dict(zip(self.names, self.blobs))
         scale = b["scale"].data if "scale" in b else np.empty(0, self.dtype)

@@ -16,7 +16,17 @@ class ReLULayer(NeuronLayer):
         self.backward_needs_bottom = bool(self.negative_slope < 0)
 
     def forward_flat(self, x, y):
-        K.elementwise(K.relu_forward, x, self.negative_slope, y)
+        if K.same_buffer(x, y):
+            K.elementwise(K.relu_forward_in_place, y, self.negative_slope,
+                          parallel_min=K.STREAMING_MIN)
+        else:
+            K.elementwise(K.relu_forward, x, self.negative_slope, y,
+                          parallel_min=K.STREAMING_MIN)
 
     def backward_flat(self, x, y, dy, dx):
-        K.elementwise(K.relu_backward, x, dy, self.negative_slope, dx)
+        if K.same_buffer(dy, dx) and not K.same_buffer(x, dx):
+            K.elementwise(K.relu_backward_in_place, x, dx, self.negative_slope,
+                          parallel_min=K.STREAMING_MIN)
+        else:
+            K.elementwise(K.relu_backward, x, dy, self.negative_slope, dx,
+                          parallel_min=K.STREAMING_MIN)

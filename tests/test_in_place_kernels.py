@@ -1,0 +1,143 @@
+"""In-place kernels (one array read and written, so the loop vectorizes) give the same bits
+as the general kernels, through the layers, threaded or not."""
+import numpy as np
+import pytest
+
+from caffe_lite import threads
+from caffe_lite.blob import Blob
+from caffe_lite.common import TEST, TRAIN
+from caffe_lite.kernels import batch_norm as BN
+from caffe_lite.kernels import neuron as K
+from caffe_lite.layers import create_layer
+from caffe_lite.proto import caffe_pb2
+from google.protobuf import text_format
+
+
+def values(shape, seed):
+    """Normal values with the cases a gate must keep: +-0, NaN, +-inf."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[:5] = [0.0, -0.0, np.nan, np.inf, -np.inf]
+    return x
+
+
+def test_same_buffer_is_one_buffer_only():
+    a = np.zeros(10, np.float32)
+    assert K.same_buffer(a, a.reshape(2, 5).reshape(-1))
+    assert not K.same_buffer(a, a.copy())
+    assert not K.same_buffer(a[1:], a[:-1])
+    assert not K.same_buffer(a[:5], a)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1, -0.2])
+def test_relu_in_place_kernels_match_the_general_ones(slope):
+    x, g = values(1000, 1), values(1000, 2)
+    s = np.float32(slope)
+    out = np.empty_like(x)
+    K.relu_forward(x, s, out)
+    y = x.copy()
+    K.relu_forward_in_place(y, s)
+    np.testing.assert_array_equal(y, out)
+    K.relu_backward(x, g, s, out)
+    d = g.copy()
+    K.relu_backward_in_place(x, d, s)
+    np.testing.assert_array_equal(d, out)
+
+
+def make(text, shape, phase, dtype=np.float32):
+    param = caffe_pb2.LayerParameter()
+    text_format.Parse(text, param)
+    layer = create_layer(param, phase, dtype)
+    bottom = Blob(shape, dtype)
+    top = bottom if param.top[0] == param.bottom[0] else Blob((), dtype)
+    layer.setup([bottom], [top])
+    return layer, bottom, top
+
+
+def run(text, x, dy, phase, prepare=lambda layer: None):
+    layer, bottom, top = make(text, x.shape, phase)
+    prepare(layer)
+    bottom.data[...] = x
+    layer.forward([bottom], [top])
+    y = top.data.copy()
+    top.diff[...] = dy
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    layer.backward([top], [True], [bottom])
+    return [y, bottom.diff.copy()] + [blob.diff.copy() for blob in layer.blobs]
+
+
+def stored_statistics(layer):
+    c = layer.blobs[0].shape[0]
+    layer.blobs[0].data[...] = np.linspace(-1, 1, c)
+    layer.blobs[1].data[...] = np.linspace(0.5, 2, c)
+    layer.blobs[2].data[...] = 2.0
+    for blob, low in zip(layer.blobs[3:], (0.5, -0.3)):     # NVCaffe's scale and bias
+        blob.data[...] = np.linspace(low, 1.5, c)
+
+
+LAYERS = {
+    "ReLU": ('name: "r" type: "ReLU" bottom: "x" top: "{top}" relu_param {{ negative_slope: '
+             '0.05 }}', TRAIN, lambda layer: None),
+    "Scale": ('name: "s" type: "Scale" bottom: "x" top: "{top}" scale_param {{ bias_term: true '
+              '}}', TRAIN, lambda layer: [blob.data.__setitem__(..., np.linspace(-2, 2, 3))
+                                         for blob in layer.blobs]),
+    "BatchNorm": ('name: "bn" type: "BatchNorm" bottom: "x" top: "{top}"', TEST,
+                  stored_statistics),
+    "BatchNorm global in TRAIN": ('name: "bn" type: "BatchNorm" bottom: "x" top: "{top}" '
+                                  'batch_norm_param {{ use_global_stats: true }}', TRAIN,
+                                  stored_statistics),
+    "BatchNorm batch statistics": ('name: "bn" type: "BatchNorm" bottom: "x" top: "{top}"',
+                                   TRAIN, lambda layer: None),
+    "BatchNorm NVCaffe scale_bias": ('name: "bn" type: "BatchNorm" bottom: "x" top: "{top}" '
+                                     'batch_norm_param {{ scale_bias: true }}', TEST,
+                                     stored_statistics),
+    "BatchNorm NVCaffe batch statistics": ('name: "bn" type: "BatchNorm" bottom: "x" '
+                                           'top: "{top}" batch_norm_param {{ scale_bias: true '
+                                           '}}', TRAIN, stored_statistics),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("threaded", [False, True])
+def test_in_place_layer_gives_the_bits_of_the_out_of_place_one(name, threaded, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(K, "STREAMING_MIN", 16)
+        monkeypatch.setattr(threads, "get_num_threads", lambda: 3)
+    text, phase, prepare = LAYERS[name]
+    x, dy = values((2, 3, 5, 7), 3), values((2, 3, 5, 7), 4)
+    if name.startswith("BatchNorm"):     # BatchNorm's formula has no gate to test on NaN
+        x, dy = np.nan_to_num(x, posinf=3, neginf=-3), np.nan_to_num(dy, posinf=3, neginf=-3)
+    apart = run(text.format(top="y"), x, dy, phase, prepare)
+    in_place = run(text.format(top="x"), x, dy, phase, prepare)
+    for a, b in zip(apart, in_place):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_with_stored_statistics_is_caffes_formula():
+    text, phase, prepare = LAYERS["BatchNorm"]
+    x, dy = values((2, 3, 4, 4), 5), values((2, 3, 4, 4), 6)
+    x, dy = np.nan_to_num(x, posinf=3, neginf=-3), np.nan_to_num(dy, posinf=3, neginf=-3)
+    y, dx = run(text.format(top="x"), x, dy, phase, prepare)[:2]
+    # Caffe: mean and variance divided by the stored factor (2), std = sqrt(var + eps)
+    mean = np.linspace(-1, 1, 3).astype(np.float32) / np.float32(2)
+    std = np.sqrt(np.linspace(0.5, 2, 3).astype(np.float32) / np.float32(2) + np.float32(1e-5))
+    np.testing.assert_array_equal(y, (x - mean[:, None, None]) / std[:, None, None])
+    np.testing.assert_array_equal(dx, dy / std[:, None, None])
+
+
+def test_batch_norm_with_stored_statistics_keeps_no_x_norm():
+    layer, bottom, top = make(LAYERS["BatchNorm"][0].format(top="x"), (2, 3, 4, 4), TEST)
+    stored_statistics(layer)
+    layer.forward([bottom], [top])
+    assert getattr(layer, "_x_norm", None) is None
+
+
+def test_bvlc_backward_with_stored_statistics_in_place():
+    std = np.array([0.5, 2.0], np.float32)
+    dy = values((3, 2, 6), 7)
+    expected = np.empty_like(dy)
+    BN.bvlc_backward(None, dy, std, True, expected)
+    in_place = dy.copy()
+    BN.bvlc_backward(None, in_place, std, True, in_place)
+    np.testing.assert_array_equal(in_place, expected)
