@@ -107,6 +107,13 @@ def nv_inv_std(var, eps):
 
 
 # --- normalisation ----------------------------------------------------------------------------
+@njit(inline="always")
+def _normalized(x, mean, f, divide):
+    """(x - mean) / std (BVLC, f = std) or (x - mean) * inv_std (NVCaffe, f = inv_std)."""
+    d = x - mean
+    return d / f if divide else d * f
+
+
 @njit(cache=True, nogil=True)
 def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, lo, hi):
     """x_norm = (x - mean) / std (BVLC; inv_std empty) or (x - mean) * inv_std (NVCaffe);
@@ -121,8 +128,7 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, lo, hi):
             b = bias[c] if affine else f
             xr, yr, nr = x[o, c], y[o, c], x_norm[o, c]
             for i in range(xr.size):
-                d = xr[i] - m
-                v = d / f if divide else d * f
+                v = _normalized(xr[i], m, f, divide)
                 nr[i] = v
                 yr[i] = v * s + b if affine else v
 
@@ -176,8 +182,7 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, lo, hi)
             b = bias[c] if affine else f
             xr, nr = x[o, c], x_norm[o, c]
             for i in range(xr.size):
-                d = xr[i] - m
-                v = d / f if divide else d * f
+                v = _normalized(xr[i], m, f, divide)
                 nr[i] = v
                 xr[i] = v * s + b if affine else v
 

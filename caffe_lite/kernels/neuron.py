@@ -65,22 +65,34 @@ def split_range(kernel, total, work, *args, parallel_min=None):
 
 
 # --- ReLU: y = max(x, 0) + negative_slope * min(x, 0) ---------------------------------------
+@njit(inline="always")
+def _leaky(v, zero, slope):
+    hi = zero if v < zero else v          # std::max(v, 0)
+    lo = zero if zero < v else v          # std::min(v, 0)
+    return hi + slope * lo
+
+
+@njit(inline="always")
+def _leaky_gate(v, zero, one, slope):
+    # (x > 0) + slope * (x <= 0): both gates are 0 for a NaN input, as in C++
+    pos = one if v > zero else zero
+    neg = one if v <= zero else zero
+    return pos + slope * neg
+
+
 @njit(cache=True, nogil=True)
 def relu_forward(x, negative_slope, out):
     zero = x.dtype.type(0)
     for i in range(x.size):
-        v = x[i]
-        hi = zero if v < zero else v          # std::max(v, 0)
-        lo = zero if zero < v else v          # std::min(v, 0)
-        out[i] = hi + negative_slope * lo
+        out[i] = _leaky(x[i], zero, negative_slope)
 
 
 def same_buffer(a, b):
-    """Whether two flat arrays are one buffer (an in-place layer's bottom and top).
+    """Whether two arrays are one buffer (an in-place layer's bottom and top).
 
     A kernel whose output may alias its input compiles to a vector loop guarded by a
     run-time overlap check and a scalar loop; an in-place call always takes the scalar one
-    (4x slower for ReLU). The in-place kernels below read and write one array instead."""
+    (4x slower for ReLU). The in-place kernels read and write one array instead."""
     return a.size == b.size and a.ctypes.data == b.ctypes.data
 
 
@@ -88,34 +100,22 @@ def same_buffer(a, b):
 def relu_forward_in_place(x, negative_slope):
     zero = x.dtype.type(0)
     for i in range(x.size):
-        v = x[i]
-        hi = zero if v < zero else v
-        lo = zero if zero < v else v
-        x[i] = hi + negative_slope * lo
+        x[i] = _leaky(x[i], zero, negative_slope)
 
 
 @njit(cache=True, nogil=True)
 def relu_backward_in_place(x, diff, negative_slope):
     """diff = diff * gate(x): relu_backward with out = top_diff."""
-    zero = x.dtype.type(0)
-    one = x.dtype.type(1)
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.size):
-        v = x[i]
-        pos = one if v > zero else zero
-        neg = one if v <= zero else zero
-        diff[i] = diff[i] * (pos + negative_slope * neg)
+        diff[i] = diff[i] * _leaky_gate(x[i], zero, one, negative_slope)
 
 
 @njit(cache=True, nogil=True)
 def relu_backward(x, top_diff, negative_slope, out):
-    zero = x.dtype.type(0)
-    one = x.dtype.type(1)
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.size):
-        v = x[i]
-        # (x > 0) + slope * (x <= 0): both gates are 0 for a NaN input, as in C++
-        pos = one if v > zero else zero
-        neg = one if v <= zero else zero
-        out[i] = top_diff[i] * (pos + negative_slope * neg)
+        out[i] = top_diff[i] * _leaky_gate(x[i], zero, one, negative_slope)
 
 
 # --- PReLU: y = max(x, 0) + a_c * min(x, 0) ---------------------------------------------------
@@ -124,10 +124,7 @@ def prelu_forward(x, slope, channels, dim, div_factor, out):
     zero = x.dtype.type(0)
     for i in range(x.size):
         c = (i // dim) % channels // div_factor
-        v = x[i]
-        hi = zero if v < zero else v
-        lo = zero if zero < v else v
-        out[i] = hi + slope[c] * lo
+        out[i] = _leaky(x[i], zero, slope[c])
 
 
 @njit(cache=True, nogil=True)
@@ -143,14 +140,10 @@ def prelu_backward_slope(x, top_diff, channels, dim, div_factor, slope_diff):
 
 @njit(cache=True, nogil=True)
 def prelu_backward(x, top_diff, slope, channels, dim, div_factor, out):
-    zero = x.dtype.type(0)
-    one = x.dtype.type(1)
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.size):
         c = (i // dim) % channels // div_factor
-        v = x[i]
-        pos = one if v > zero else zero
-        neg = one if v <= zero else zero
-        out[i] = top_diff[i] * (pos + slope[c] * neg)
+        out[i] = top_diff[i] * _leaky_gate(x[i], zero, one, slope[c])
 
 
 # --- ELU: y = max(x, 0) + alpha * (exp(min(x, 0)) - 1) ----------------------------------------
