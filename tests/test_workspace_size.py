@@ -19,8 +19,8 @@ def test_parse_cache_size(text, expected):
 
 @pytest.mark.parametrize("cache, limit", [
     (None, 4 << 20), (2 << 20, 4 << 20), (32 << 20, 4 << 20), (64 << 20, 8 << 20),
-    (256 << 20, 32 << 20), (480 << 20, 32 << 20)])
-def test_limit_is_an_eighth_of_the_cache_between_4_and_32_mb(cache, limit):
+    (128 << 20, 16 << 20), (480 << 20, 16 << 20)])
+def test_limit_is_an_eighth_of_the_cache_between_4_and_16_mb(cache, limit):
     assert ws.limit_for_cache(cache) == limit
 
 

@@ -7,10 +7,12 @@ cache, measured on the two machine kinds this project runs on (forward and backw
 cifar10_quick, miniVggNet and CaffeNet convolutions, chunk limits 1-256 MB):
 
 * AMD EPYC, 32 MiB L3: 4 MB fastest; 2, 8 and 16 MB slower.
-* Intel Xeon, 480 MiB L3: 16-64 MB fastest, 10-25% faster than 4 MB; 256 MB slower again.
+* Intel Xeon, 480 MiB L3: 16-64 MB fastest (alike within the noise), 10-25% faster than 4 MB;
+  256 MB slower again.
 
-So the limit is an eighth of the L3 cache, kept between 4 and 32 MB (4 MB where the cache
-size is unknown). CAFFE_LITE_CONV_WORKSPACE_MB sets it instead.
+So the limit is an eighth of the L3 cache, kept between 4 and 16 MB (4 MB where the cache
+size is unknown): past 16 MB only memory grows, by the chunk on every worker.
+CAFFE_LITE_CONV_WORKSPACE_MB sets it instead.
 """
 import functools
 import os
@@ -19,7 +21,7 @@ from ..errors import CaffeError
 
 ENV = "CAFFE_LITE_CONV_WORKSPACE_MB"
 SMALLEST = 4 << 20
-LARGEST = 32 << 20
+LARGEST = 16 << 20
 CACHES = "/sys/devices/system/cpu/cpu0/cache"
 
 
