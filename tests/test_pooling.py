@@ -229,3 +229,35 @@ def test_errors(extra, message):
 def test_needs_four_axes():
     with pytest.raises(CaffeError, match="4 axes"):
         make_layer(text("MAX", "kernel_size: 2"), [np.zeros((2, 6, 6))])
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4, 6), (1, 1, 2, 2), (2, 3, 8, 8)])
+def test_tiling_2x2_kernel_gives_the_general_kernels_bits(shape):
+    """The flat kernel for 2x2 windows that tile the image picks as the general one: first
+    maximum in row-major order, NaN never taken, -1 where a window holds only NaN."""
+    from caffe_lite.kernels import pooling as P
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, size=shape).astype(np.float32)      # many ties
+    flat = x.reshape(-1)
+    flat[rng.random(flat.size) < 0.15] = np.nan
+    flat[:4] = [np.nan, np.nan, -np.inf, np.inf]
+    x[0, 0, :2, :2] = np.nan                                    # a window of NaN only
+    planes = x.reshape(-1, shape[2], shape[3])
+    out_shape = (planes.shape[0], shape[2] // 2, shape[3] // 2)
+    assert P._tiles_2x2(shape[2:], 2, 2, 2, 2, 0, 0)
+    general = (np.empty(out_shape, np.float32), np.empty(out_shape, np.int64))
+    tiled = (np.empty(out_shape, np.float32), np.empty(out_shape, np.int64))
+    P._max_forward(planes, 2, 2, 2, 2, 0, 0, *general, 0, planes.shape[0])
+    P._max_2x2_tiles(planes, *tiled, 0, planes.shape[0] * out_shape[1])
+    np.testing.assert_array_equal(tiled[0], general[0])
+    np.testing.assert_array_equal(tiled[1], general[1])
+    assert tiled[1][0, 0, 0] == -1
+
+
+@pytest.mark.parametrize("hw, geometry, tiles", [
+    ((4, 6), (2, 2, 2, 2, 0, 0), True), ((5, 6), (2, 2, 2, 2, 0, 0), False),
+    ((4, 6), (2, 2, 2, 2, 1, 0), False), ((4, 6), (3, 3, 2, 2, 0, 0), False),
+    ((4, 6), (2, 2, 1, 1, 0, 0), False)])
+def test_only_exact_2x2_tilings_take_the_flat_kernel(hw, geometry, tiles):
+    from caffe_lite.kernels import pooling as P
+    assert P._tiles_2x2(hw, *geometry) == tiles

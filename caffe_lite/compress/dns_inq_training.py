@@ -58,6 +58,9 @@ class MaskedLayersHook(ParamHook):
         if self.aware:
             self._push(it + 1)
 
+    def idle(self):
+        return not self.aware and not self.frozen
+
 
 def freeze(param, mask):
     """Zero the update and the history of `param` wherever `mask` is 0."""

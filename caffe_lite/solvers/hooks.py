@@ -139,6 +139,12 @@ class ParamHook:
     def after_step(self, params, it):
         pass
 
+    def idle(self):
+        """Whether regularize, lr_mult, update_value, after_update and after_step would
+        change nothing this iteration (asked after start): the solver may then run its
+        update in one fused pass. A hook without this method is never idle."""
+        return False
+
 
 class UpdateMask(ParamHook):
     """pycaffe-level `solver.set_update_mask`: multiply one param's update (and optionally

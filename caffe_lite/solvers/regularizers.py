@@ -46,11 +46,16 @@ def param_regularization_type(solver_param, spec):
     return solver_param.regularization_type
 
 
+def local_decay(weight_decay, decay_mult):
+    """weight_decay * decay_mult as Caffe's float Dtype computes it."""
+    return _f32(weight_decay) * _f32(decay_mult)
+
+
 def weight_decay(data, diff, kind, weight_decay, decay_mult):
     """Caffe's Regularize for one param: diff += local_decay * {w | sign(w)}."""
-    local_decay = _f32(weight_decay) * _f32(decay_mult)
-    if local_decay:
-        REGULARIZERS[kind](data, diff, local_decay)
+    decay = local_decay(weight_decay, decay_mult)
+    if decay:
+        REGULARIZERS[kind](data, diff, decay)
 
 
 def resolve_types(solver_param, specs, where):

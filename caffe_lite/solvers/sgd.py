@@ -20,6 +20,8 @@ History: one blob per learnable param (the momentum v), saved in the .solverstat
 """
 import numpy as np
 
+from ..kernels.neuron import STREAMING_MIN, elementwise
+from ..kernels.sgd_update import sgd_update
 from ..log import LOG
 from . import regularizers
 from .base import Solver, fmt
@@ -46,6 +48,9 @@ class SGDSolver(Solver):
         if p.display and self.iter % p.display == 0:
             LOG.info("Iteration %d, lr = %s", self.iter, fmt(rate))
         self.clip_gradients()
+        if self._fuses_update():
+            self._fused_update(rate)
+            return
         it = self.iter
         for param in self.params:
             self.normalize(param.index)
@@ -60,6 +65,34 @@ class SGDSolver(Solver):
                 hook.after_update(param, it)
         for hook in self.hooks:
             hook.after_step(self.params, it)
+
+    def _fuses_update(self):
+        """Whether the update can run as one pass per param (kernels/sgd_update.py): plain
+        SGD's steps, one iteration per update, every hook idle, no L1 penalty."""
+        cls = type(self)
+        busy = any(not (callable(getattr(hook, "idle", None)) and hook.idle())
+                   for hook in self.hooks)
+        if (busy or self.param.iter_size != 1
+                or cls.compute_update_value is not SGDSolver.compute_update_value
+                or cls.regularize is not SGDSolver.regularize
+                or regularizers.REGULARIZERS.get("L2") is not regularizers.l2):
+            return False
+        return all(self.regularization_types[p.index] == "L2" or not self._local_decay(p)
+                   for p in self.params)
+
+    def _local_decay(self, param):
+        return regularizers.local_decay(self.param.weight_decay,
+                                        self.net.params_weight_decay[param.index])
+
+    def _fused_update(self, rate):
+        for param in self.params:
+            i = param.index
+            blob = self.net.learnable_params[i]
+            dt = blob.diff.dtype.type
+            decay = self._local_decay(param)
+            elementwise(sgd_update, blob.data.reshape(-1), blob.diff.reshape(-1),
+                        self.history[i].reshape(-1), dt(decay), dt(self.param.momentum),
+                        self.local_rate(i, rate), bool(decay), parallel_min=STREAMING_MIN)
 
     def clip_gradients(self):
         clip = np.float32(self.param.clip_gradients)
