@@ -138,3 +138,21 @@ def test_net_passes_never_run_openblas_on_its_own_threads(monkeypatch):
         assert get() == 2
     finally:
         put(before)
+
+
+def test_blas_writable_views():
+    c = np.zeros((6, 8), np.float32)
+    assert gemm._blas_writable(c)
+    assert gemm._blas_writable(c[:, 2:5])            # a column slice: ldc = 8
+    assert not gemm._blas_writable(c[:, ::2])        # no unit stride along rows
+    assert not gemm._blas_writable(c.T)              # column-major
+    assert not gemm._blas_writable(np.zeros((2, 3, 4), np.float32))
+
+
+def test_matmul_into_a_column_slice_writes_only_that_slice():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((5, 7)), rng.standard_normal((7, 9))
+    out = np.full((5, 12), 7.0)
+    gemm._matmul_into(a, b, out[:, 2:11], False, gemm.WORKSPACE)
+    np.testing.assert_allclose(out[:, 2:11], a @ b, rtol=1e-12, atol=1e-12)
+    assert (out[:, :2] == 7).all() and (out[:, 11:] == 7).all()

@@ -75,6 +75,15 @@ def workspace_nbytes():
     return sum(ws.nbytes for ws in _WORKSPACES)
 
 
+def _blas_writable(out):
+    """Whether BLAS writes a 2-d `out` in place: unit stride along rows and a row stride it
+    can take as ldc (a column slice of a C-contiguous matrix is one); NumPy's matmul would
+    otherwise go through a copy of its own."""
+    item = out.itemsize
+    return out.ndim == 2 and out.strides[1] == item and out.strides[0] >= out.shape[1] * item \
+        and out.strides[0] % item == 0
+
+
 # --- the batch split ----------------------------------------------------------------------
 
 #: split_batch calls take turns process-wide: worker i's workspace is shared by every call
@@ -142,7 +151,7 @@ def parallel_matmul(a, b, out, accumulate=False):
 
 
 def _matmul_into(a, b, out, accumulate, ws):
-    if not accumulate and out.flags.c_contiguous:
+    if not accumulate and _blas_writable(out):
         np.matmul(a, b, out=out)
         return
     part = ws.get("matmul_part", out.shape, out.dtype)
