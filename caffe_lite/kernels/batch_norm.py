@@ -22,7 +22,7 @@ passes run over channel ranges, spread over threads by split_range. Per-channel 
 import numpy as np
 from numba import njit
 
-from .channel import row_dot, row_sum
+from .channel import row_sum
 from .neuron import STREAMING_MIN, same_buffer, split_range
 
 _EMPTY = {}
@@ -210,20 +210,26 @@ def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm):
 
 # --- backward ---------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _scaled_dot(a, s, b):
-    """sum (a * s) * b: the row sum of g * y with g = dy * s."""
-    total = a.dtype.type(0)
-    for i in range(a.size):
-        total += (a[i] * s) * b[i]
-    return total
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _scaled_sum(a, s):
-    total = a.dtype.type(0)
-    for i in range(a.size):
-        total += a[i] * s
-    return total
+def _row_grad_sums(g, xn, s, affine):
+    """One row's (sum g * y, sum g, sum (g * s) * y, sum g * s) in one pass (the last two
+    0 without affine): the same terms as four separate row sums, summed in one loop."""
+    zero = g.dtype.type(0)
+    t0, t1, t2, t3 = zero, zero, zero, zero
+    if affine:
+        for i in range(g.size):
+            gi = g[i]
+            yi = xn[i]
+            gs = gi * s
+            t0 += gi * yi
+            t1 += gi
+            t2 += gs * yi
+            t3 += gs
+    else:
+        for i in range(g.size):
+            gi = g[i]
+            t0 += gi * xn[i]
+            t1 += gi
+    return t0, t1, t2, t3
 
 
 @njit(cache=True, nogil=True)
@@ -238,14 +244,13 @@ def _grad_sums(dy, x_norm, scale, sums, lo, hi):
         t1 = zero
         t2 = zero
         t3 = zero
+        s = scale[c] if affine else zero
         for o in range(dy.shape[0]):
-            g, xn = dy[o, c], x_norm[o, c]
-            t0 += row_dot(g, xn)
-            t1 += row_sum(g)
-            if affine:
-                s = scale[c]
-                t2 += _scaled_dot(g, s, xn)
-                t3 += _scaled_sum(g, s)
+            r0, r1, r2, r3 = _row_grad_sums(dy[o, c], x_norm[o, c], s, affine)
+            t0 += r0
+            t1 += r1
+            t2 += r2
+            t3 += r3
         sums[0, c] = t0
         sums[1, c] = t1
         if affine:
@@ -253,73 +258,86 @@ def _grad_sums(dy, x_norm, scale, sums, lo, hi):
             sums[3, c] = t3
 
 
+@njit(inline="always")
+def _bvlc_dx(a, b, k, s, xn, g):
+    t = a * xn
+    t = t + b
+    t = t * k
+    t = t + g
+    return t / s
+
+
 @njit(cache=True, nogil=True)
-def _bvlc_backward(x_norm, dy, std, sum_dy_y, sum_dy, k, dx, lo, hi):
-    """dx = ((sum_dy_y * y + sum_dy) * k + dy) / std, k = -1/(N S)."""
+def _bvlc_backward(x_norm, dy, std, sum_dy_y, sum_dy, k, dx, in_place, lo, hi):
+    """dx = ((sum_dy_y * y + sum_dy) * k + dy) / std, k = -1/(N S); with in_place (dx is
+    dy) the loop reads and writes dy alone, so it vectorizes."""
     for o in range(dy.shape[0]):
         for c in range(lo, hi):
             a, b, s = sum_dy_y[c], sum_dy[c], std[c]
             xr, gr, dr = x_norm[o, c], dy[o, c], dx[o, c]
-            for i in range(xr.size):
-                t = a * xr[i]
-                t = t + b
-                t = t * k
-                t = t + gr[i]
-                dr[i] = t / s
+            if in_place:
+                for i in range(xr.size):
+                    gr[i] = _bvlc_dx(a, b, k, s, xr[i], gr[i])
+            else:
+                for i in range(xr.size):
+                    dr[i] = _bvlc_dx(a, b, k, s, xr[i], gr[i])
 
 
 @njit(cache=True, nogil=True)
-def _divide(dy, std, dx, lo, hi):
+def _divide(dy, std, dx, in_place, lo, hi):
+    """dx = dy / std (in_place: dx is dy)."""
     for o in range(dy.shape[0]):
         for c in range(lo, hi):
             s = std[c]
             gr, dr = dy[o, c], dx[o, c]
-            for i in range(gr.size):
-                dr[i] = gr[i] / s
-
-
-@njit(cache=True, nogil=True)
-def _divide_in_place(d, std, lo, hi):
-    for o in range(d.shape[0]):
-        for c in range(lo, hi):
-            s = std[c]
-            dr = d[o, c]
-            for i in range(dr.size):
-                dr[i] = dr[i] / s
+            if in_place:
+                for i in range(gr.size):
+                    gr[i] = gr[i] / s
+            else:
+                for i in range(gr.size):
+                    dr[i] = gr[i] / s
 
 
 def bvlc_backward(x_norm, top_diff, std, use_global_stats, bottom_diff):
     """x_norm is not read with use_global_stats (None may be passed)."""
+    in_place = same_buffer(top_diff, bottom_diff)
     if use_global_stats:
-        if same_buffer(top_diff, bottom_diff):
-            split_range(_divide_in_place, top_diff.shape[1], 2 * top_diff.size, bottom_diff,
-                        std, parallel_min=STREAMING_MIN)
-        else:
-            split_range(_divide, top_diff.shape[1], 2 * top_diff.size, top_diff, std,
-                        bottom_diff, parallel_min=STREAMING_MIN)
+        split_range(_divide, top_diff.shape[1], 2 * top_diff.size, top_diff, std,
+                    bottom_diff, in_place, parallel_min=STREAMING_MIN)
         return
     n_img, channels, spatial = x_norm.shape
     dt = x_norm.dtype.type
     sums = np.empty((2, channels), x_norm.dtype)
     split_range(_grad_sums, channels, 2 * x_norm.size, top_diff, x_norm, _empty(dt), sums)
     split_range(_bvlc_backward, channels, 3 * x_norm.size, x_norm, top_diff, std, sums[0],
-                sums[1], dt(-1.0 / (n_img * spatial)), bottom_diff)
+                sums[1], dt(-1.0 / (n_img * spatial)), bottom_diff, in_place,
+                parallel_min=STREAMING_MIN)
+
+
+@njit(inline="always")
+def _nv_dx(dy, affine, s, a, b, f, xn):
+    g = dy * s if affine else dy
+    t = a * xn
+    t = t + b
+    return (g - t) * f
 
 
 @njit(cache=True, nogil=True)
-def _nv_backward(x_norm, dy, scale, inv_std, mean_dy_y, mean_dy, dx, lo, hi):
-    """dx = (g - (mean_dy_y * y + mean_dy)) * inv_std, g = dy (* scale)."""
+def _nv_backward(x_norm, dy, scale, inv_std, mean_dy_y, mean_dy, dx, in_place, lo, hi):
+    """dx = (g - (mean_dy_y * y + mean_dy)) * inv_std, g = dy (* scale); in_place: dx is
+    dy (one array, so the loop vectorizes)."""
     affine = scale.size > 0
     for o in range(dy.shape[0]):
         for c in range(lo, hi):
             a, b, f = mean_dy_y[c], mean_dy[c], inv_std[c]
             s = scale[c] if affine else f
             xr, gr, dr = x_norm[o, c], dy[o, c], dx[o, c]
-            for i in range(xr.size):
-                g = gr[i] * s if affine else gr[i]
-                t = a * xr[i]
-                t = t + b
-                dr[i] = (g - t) * f
+            if in_place:
+                for i in range(xr.size):
+                    gr[i] = _nv_dx(gr[i], affine, s, a, b, f, xr[i])
+            else:
+                for i in range(xr.size):
+                    dr[i] = _nv_dx(gr[i], affine, s, a, b, f, xr[i])
 
 
 def nv_backward(x_norm, top_diff, scale, inv_std, bottom_diff):
@@ -336,5 +354,6 @@ def nv_backward(x_norm, top_diff, scale, inv_std, bottom_diff):
     mean_dy_y = g_sums[0] * inv
     mean_dy = g_sums[1] * inv
     split_range(_nv_backward, channels, 3 * x_norm.size, x_norm, top_diff, scale, inv_std,
-                mean_dy_y, mean_dy, bottom_diff)
+                mean_dy_y, mean_dy, bottom_diff, same_buffer(top_diff, bottom_diff),
+                parallel_min=STREAMING_MIN)
     return sums[:2]
