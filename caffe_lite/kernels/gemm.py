@@ -134,6 +134,12 @@ def parallel_matmul(a, b, out, accumulate=False):
     element), not bit for bit."""
     m, n = out.shape
     rows = m >= n
+    if m == 1 and m * n * a.shape[1] >= SPLIT_MIN_MACS:
+        # a batch of one, as split_batch treats it: OpenBLAS on every core, like the
+        # batch-of-one convolutions around it, rather than our workers beside its threads
+        with threads.blas_threads(threads.get_num_threads()):
+            _matmul_into(a, b, out, accumulate, WORKSPACE)
+        return out
     if m * n * a.shape[1] < SPLIT_MIN_MACS:
         with blas_single_threaded():
             _matmul_into(a, b, out, accumulate, WORKSPACE)
