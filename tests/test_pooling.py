@@ -231,27 +231,39 @@ def test_needs_four_axes():
         make_layer(text("MAX", "kernel_size: 2"), [np.zeros((2, 6, 6))])
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 4, 6), (1, 1, 2, 2), (2, 3, 8, 8)])
-def test_tiling_2x2_kernel_gives_the_general_kernels_bits(shape):
-    """The flat kernel for 2x2 windows that tile the image picks as the general one: first
-    maximum in row-major order, NaN never taken, -1 where a window holds only NaN."""
-    from caffe_lite.kernels import pooling as P
-    rng = np.random.default_rng(11)
-    x = rng.integers(-2, 3, size=shape).astype(np.float32)      # many ties
+def ties_and_nans(shape, window, seed):
+    """Planes of small integers (many ties) with NaN, +-inf and, in the first window, NaN
+    only."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=shape).astype(np.float32)
     flat = x.reshape(-1)
     flat[rng.random(flat.size) < 0.15] = np.nan
     flat[:4] = [np.nan, np.nan, -np.inf, np.inf]
-    x[0, 0, :2, :2] = np.nan                                    # a window of NaN only
-    planes = x.reshape(-1, shape[2], shape[3])
-    out_shape = (planes.shape[0], shape[2] // 2, shape[3] // 2)
-    assert P._tiles_2x2(shape[2:], 2, 2, 2, 2, 0, 0)
+    x[0, 0, :window, :window] = np.nan
+    return x.reshape(-1, shape[2], shape[3])
+
+
+def assert_same_max_picks(flat_kernel, planes, window, stride, out_hw, rows):
+    """flat_kernel over `rows` stacked output rows picks as _max_forward does: first maximum
+    in row-major order, NaN never taken, -1 where a window holds only NaN."""
+    from caffe_lite.kernels import pooling as P
+    out_shape = (planes.shape[0],) + out_hw
     general = (np.empty(out_shape, np.float32), np.empty(out_shape, np.int64))
-    tiled = (np.empty(out_shape, np.float32), np.empty(out_shape, np.int64))
-    P._max_forward(planes, 2, 2, 2, 2, 0, 0, *general, 0, planes.shape[0])
-    P._max_2x2_tiles(planes, *tiled, 0, planes.shape[0] * out_shape[1])
-    np.testing.assert_array_equal(tiled[0], general[0])
-    np.testing.assert_array_equal(tiled[1], general[1])
-    assert tiled[1][0, 0, 0] == -1
+    flat = (np.empty(out_shape, np.float32), np.empty(out_shape, np.int64))
+    P._max_forward(planes, window, window, stride, stride, 0, 0, *general, 0, planes.shape[0])
+    flat_kernel(planes, *flat, 0, rows)
+    np.testing.assert_array_equal(flat[0], general[0])
+    np.testing.assert_array_equal(flat[1], general[1])
+    assert flat[1][0, 0, 0] == -1
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 4, 6), (1, 1, 2, 2), (2, 3, 8, 8)])
+def test_tiling_2x2_kernel_gives_the_general_kernels_bits(shape):
+    from caffe_lite.kernels import pooling as P
+    planes = ties_and_nans(shape, 2, 11)
+    assert P._tiles_2x2(shape[2:], 2, 2, 2, 2, 0, 0)
+    out_hw = (shape[2] // 2, shape[3] // 2)
+    assert_same_max_picks(P._max_2x2_tiles, planes, 2, 2, out_hw, planes.shape[0] * out_hw[0])
 
 
 @pytest.mark.parametrize("hw, geometry, tiles", [
@@ -261,3 +273,13 @@ def test_tiling_2x2_kernel_gives_the_general_kernels_bits(shape):
 def test_only_exact_2x2_tilings_take_the_flat_kernel(hw, geometry, tiles):
     from caffe_lite.kernels import pooling as P
     assert P._tiles_2x2(hw, *geometry) == tiles
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 2, 7, 9), (1, 1, 3, 3), (2, 1, 4, 5),
+                                   (1, 2, 13, 13), (1, 1, 27, 27)])
+def test_3x3_stride_2_kernel_gives_the_general_kernels_bits(shape):
+    """Inside windows vectorized, overhanging ones (ceil rounding) clipped."""
+    from caffe_lite.kernels import pooling as P
+    planes = ties_and_nans(shape, 3, 12)
+    out_hw = (P.pooled_size(shape[2], 3, 0, 2), P.pooled_size(shape[3], 3, 0, 2))
+    assert_same_max_picks(P._max_3x3s2_rows, planes, 3, 2, out_hw, planes.shape[0] * out_hw[0])

@@ -188,6 +188,48 @@ def _max_2x2_tiles(x, top, mask, lo, hi):
 
 
 @njit(cache=True, nogil=True)
+def _max_3x3s2_rows(x, top, mask, lo, hi):
+    """_max_forward for 3x3 windows at stride 2 without padding (cifar10's, CaffeNet's
+    pooling), over rows lo..hi of the planes' stacked (P * OH, OW) output. The stride is a
+    constant here, so the loop over a row's inside windows vectorizes; windows that overhang
+    the image (Caffe's ceil rounding) take the clipped scan. Same picks, same order."""
+    height, width = x.shape[1], x.shape[2]
+    out_h, out_w = top.shape[1], top.shape[2]
+    lowest = x.dtype.type(-FLT_MAX)
+    inside_w = min((width - 3) // 2 + 1, out_w) if width >= 3 else 0
+    xf, tf, mf = x.reshape(-1), top.reshape(-1), mask.reshape(-1)
+    for r in range(lo, hi):
+        p = r // out_h
+        hstart = 2 * (r - p * out_h)
+        o0 = U(r * out_w)
+        c0 = 0
+        if hstart + 3 <= height:
+            c0 = inside_w
+            i0 = U((p * height + hstart) * width)
+            b0 = hstart * width
+            b1 = b0 + width
+            b2 = b1 + width
+            for pw in range(inside_w):
+                w = 2 * pw
+                best, idx = _pick(xf[i0 + U(w)], b0 + w, lowest, -1)
+                best, idx = _pick(xf[i0 + U(w + 1)], b0 + w + 1, best, idx)
+                best, idx = _pick(xf[i0 + U(w + 2)], b0 + w + 2, best, idx)
+                best, idx = _pick(xf[i0 + U(width + w)], b1 + w, best, idx)
+                best, idx = _pick(xf[i0 + U(width + w + 1)], b1 + w + 1, best, idx)
+                best, idx = _pick(xf[i0 + U(width + w + 2)], b1 + w + 2, best, idx)
+                best, idx = _pick(xf[i0 + U(2 * width + w)], b2 + w, best, idx)
+                best, idx = _pick(xf[i0 + U(2 * width + w + 1)], b2 + w + 1, best, idx)
+                best, idx = _pick(xf[i0 + U(2 * width + w + 2)], b2 + w + 2, best, idx)
+                tf[o0 + U(pw)] = best
+                mf[o0 + U(pw)] = idx
+        hend = min(hstart + 3, height)
+        for pw in range(c0, out_w):
+            wstart = 2 * pw
+            tf[o0 + U(pw)], mf[o0 + U(pw)] = _max_clipped(
+                x[p], hstart, hend, wstart, min(wstart + 3, width), width, lowest)
+
+
+@njit(cache=True, nogil=True)
 def _ave_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, lo, hi):
     _, height, width = x.shape
     out_h, out_w = top.shape[1], top.shape[2]
@@ -275,6 +317,9 @@ def pool_forward(x, method, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w
     if method == MAX and _tiles_2x2(x3.shape[1:], kernel_h, kernel_w, stride_h, stride_w,
                                     pad_h, pad_w):
         split_range(_max_2x2_tiles, n * t3.shape[1], work, x3, t3, _planes(mask))
+    elif method == MAX and (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == \
+            (3, 3, 2, 2, 0, 0):
+        split_range(_max_3x3s2_rows, n * t3.shape[1], work, x3, t3, _planes(mask))
     elif method == MAX:
         split_range(_max_forward, n, work, x3, kernel_h, kernel_w, stride_h, stride_w, pad_h,
                     pad_w, t3, _planes(mask))
