@@ -30,7 +30,10 @@ import numpy as np
 from numba import njit, uint64 as U
 
 from .. import threads
-from .gemm import SPLIT_MIN_MACS
+
+#: sparse products of fewer multiply-adds run on the calling thread; lower than dense
+#: GEMM's threshold (kernels/gemm.py), as a sparse multiply-add costs several dense ones
+SPLIT_MIN_MACS = 1 << 20
 
 #: columns of B and C per tile: the tile of C's row (4 KiB in float32) stays in L1 while the
 #: row's non-zeros stream their pieces of B, and the (K, TILE) slab of B stays in L2/L3 for the
