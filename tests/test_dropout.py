@@ -82,3 +82,29 @@ def test_in_place():
 def test_bad_ratio():
     with pytest.raises(CaffeError, match="dropout_ratio"):
         make_layer(text(1.0), [np.zeros(3)])
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_train_pass_is_the_step_by_step_formula_bit_for_bit(in_place):
+    """mask = (u < 1 - p) from the generator's next draws, y = (x * mask) * scale,
+    dx = (dy * mask) * scale in float32, negative values, -0.0 and NaN included."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 3, 7)).astype(np.float32)
+    x.reshape(-1)[:3] = [np.nan, -0.0, -2.5]
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    layer = create_layer(layer_param(text(0.3)), TRAIN, np.float32)
+    bottom = Blob(x.shape, np.float32)
+    top = bottom if in_place else Blob((), np.float32)
+    layer.setup([bottom], [top])
+    bottom.data[...] = x
+    set_random_seed(11)
+    layer.forward([bottom], [top])
+    y = top.data.copy()
+    top.diff[...] = dy
+    layer.backward([top], [True], [bottom])
+    set_random_seed(11)
+    from caffe_lite.common import rng as caffe_rng
+    mask = (caffe_rng().random(x.shape) < 1.0 - float(np.float32(0.3))).astype(np.float32)
+    scale = layer.train_scale
+    np.testing.assert_array_equal(y, (x * mask) * scale)
+    np.testing.assert_array_equal(bottom.diff, (dy * mask) * scale)

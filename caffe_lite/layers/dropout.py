@@ -11,6 +11,9 @@ import numpy as np
 from . import register
 from .base import Layer
 from ..common import TRAIN, rng
+from ..kernels.dropout import dropout_backward, dropout_forward
+from ..kernels.gemm import WORKSPACE
+from ..kernels.neuron import STREAMING_MIN, elementwise, same_buffer
 
 
 @register("Dropout")
@@ -33,9 +36,13 @@ class DropoutLayer(Layer):
     def forward_cpu(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.phase == TRAIN:
-            self.mask = (rng().random(x.shape) < 1.0 - self.ratio).astype(self.dtype)
-            np.multiply(x, self.mask, out=y)
-            y *= self.train_scale
+            # the same draws as rng().random(x.shape), into scratch that every layer shares
+            uniform = WORKSPACE.get("dropout_uniform", x.shape, np.float64)
+            rng().random(out=uniform)
+            self.mask = self._buffer("mask", x.shape, self.dtype)
+            elementwise(dropout_forward, x.reshape(-1), uniform.reshape(-1), 1.0 - self.ratio,
+                        self.train_scale, self.mask.reshape(-1), y.reshape(-1),
+                        same_buffer(x, y), parallel_min=STREAMING_MIN)
         elif y is not x:
             np.copyto(y, x)
 
@@ -44,7 +51,16 @@ class DropoutLayer(Layer):
             return
         dy, dx = top[0].diff, bottom[0].diff
         if self.phase == TRAIN:
-            np.multiply(dy, self.mask, out=dx)
-            dx *= self.train_scale
+            elementwise(dropout_backward, dy.reshape(-1), self.mask.reshape(-1),
+                        self.train_scale, dx.reshape(-1), same_buffer(dy, dx),
+                        parallel_min=STREAMING_MIN)
         elif dx is not dy:
             np.copyto(dx, dy)
+
+    def _buffer(self, name, shape, dtype):
+        """A buffer kept across passes (no fresh pages to fault in every iteration)."""
+        buf = getattr(self, name, None)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype)
+            setattr(self, name, buf)
+        return buf
