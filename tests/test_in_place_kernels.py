@@ -100,12 +100,15 @@ LAYERS = {
 
 @pytest.mark.parametrize("name", list(LAYERS))
 @pytest.mark.parametrize("threaded", [False, True])
-def test_in_place_layer_gives_the_bits_of_the_out_of_place_one(name, threaded, monkeypatch):
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (6, 3)])     # (6, 3): one value per channel
+def test_in_place_layer_gives_the_bits_of_the_out_of_place_one(name, threaded, shape,
+                                                               monkeypatch):
     if threaded:
         monkeypatch.setattr(K, "STREAMING_MIN", 16)
+        monkeypatch.setattr(K, "PARALLEL_MIN", 16)
         monkeypatch.setattr(threads, "get_num_threads", lambda: 3)
     text, phase, prepare = LAYERS[name]
-    x, dy = values((2, 3, 5, 7), 3), values((2, 3, 5, 7), 4)
+    x, dy = values(shape, 3), values(shape, 4)
     if name.startswith("BatchNorm"):     # BatchNorm's formula has no gate to test on NaN
         x, dy = np.nan_to_num(x, posinf=3, neginf=-3), np.nan_to_num(dy, posinf=3, neginf=-3)
     apart = run(text.format(top="y"), x, dy, phase, prepare)
@@ -141,3 +144,28 @@ def test_bvlc_backward_with_stored_statistics_in_place():
     in_place = dy.copy()
     BN.bvlc_backward(None, in_place, std, True, in_place)
     np.testing.assert_array_equal(in_place, expected)
+
+
+def test_one_value_per_channel_sums_and_scale_are_the_formulas():
+    """BatchNorm's gradient sums and Scale along the channels (a (N, C) blob, as after an
+    InnerProduct), against float64 NumPy."""
+    from caffe_lite.kernels import channel as CH
+    rng = np.random.default_rng(8)
+    dy, xn, x = (rng.standard_normal((9, 4, 1)) for _ in range(3))
+    scale, bias = rng.standard_normal(4), rng.standard_normal(4)
+    sums = np.empty((4, 4))
+    BN._grad_sums(dy, xn, scale, sums, 0, 4)
+    g = dy[:, :, 0]
+    np.testing.assert_allclose(sums[0], (g * xn[:, :, 0]).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(sums[1], g.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(sums[2], (g * scale * xn[:, :, 0]).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(sums[3], (g * scale).sum(0), rtol=1e-12)
+    y, keep = np.empty_like(x), np.empty_like(x)
+    CH.scale_forward(x, scale, bias, y, keep)
+    np.testing.assert_array_equal(y[:, :, 0], x[:, :, 0] * scale + bias)
+    np.testing.assert_array_equal(keep, x)
+    ds, db, dx = np.empty(4), np.empty(4), np.empty_like(x)
+    CH.scale_backward(dy, x, scale, ds, db, dx)
+    np.testing.assert_allclose(ds, (g * x[:, :, 0]).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(db, g.sum(0), rtol=1e-12)
+    np.testing.assert_array_equal(dx[:, :, 0], g * scale)

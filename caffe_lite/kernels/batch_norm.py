@@ -233,12 +233,36 @@ def _row_grad_sums(g, xn, s, affine):
 
 
 @njit(cache=True, nogil=True)
+def _grad_sums_by_row(dy, x_norm, scale, sums, affine, lo, hi):
+    """_grad_sums for one value per (image, channel) (BatchNorm after InnerProduct): the
+    loop runs along the channels, since a loop per (image, channel) pays its setup for one
+    value (2.9 ms on miniVggNet's bn5, 128 x 512). The same sums in the same order."""
+    zero = dy.dtype.type(0)
+    for k in range(sums.shape[0]):
+        for c in range(lo, hi):
+            sums[k, c] = zero
+    for o in range(dy.shape[0]):
+        for c in range(lo, hi):
+            g = dy[o, c, 0]
+            y = x_norm[o, c, 0]
+            sums[0, c] += g * y
+            sums[1, c] += g
+            if affine:
+                gs = g * scale[c]
+                sums[2, c] += gs * y
+                sums[3, c] += gs
+
+
+@njit(cache=True, nogil=True)
 def _grad_sums(dy, x_norm, scale, sums, lo, hi):
     """sums[0] = sum dy * y, sums[1] = sum dy; with a scale also sums[2] = sum g * y and
     sums[3] = sum g for g = dy * scale (NVCaffe's scale/bias gradients, then its x_hat
     gradient)."""
     zero = dy.dtype.type(0)
     affine = scale.size > 0
+    if dy.shape[2] == 1:
+        _grad_sums_by_row(dy, x_norm, scale, sums, affine, lo, hi)
+        return
     for c in range(lo, hi):
         t0 = zero
         t1 = zero

@@ -70,6 +70,15 @@ def _scale_forward(x, s, b, y, keep, in_place, lo, hi):
     (an aliased y would take the scalar loop)."""
     has_bias = b.size > 0
     has_keep = keep.size > 0
+    if x.shape[2] == 1:
+        # one value per (image, channel) (Scale after InnerProduct): along the channels
+        for o in range(x.shape[0]):
+            for c in range(lo, hi):
+                v = x[o, c, 0]
+                if has_keep:
+                    keep[o, c, 0] = v
+                y[o, c, 0] = v * s[c] + b[c] if has_bias else v * s[c]
+        return
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             sc = s[c]
@@ -104,6 +113,23 @@ def scale_forward(x, s, b, y, keep):
 def _scale_backward(dy, x, s, ds, db, dx, in_place, lo, hi):
     zero = dy.dtype.type(0)
     want_ds, want_db, want_dx = ds.size > 0, db.size > 0, dx.size > 0
+    if dy.shape[2] == 1:
+        # one value per (image, channel): along the channels, the same sums in the same order
+        for c in range(lo, hi):
+            if want_ds:
+                ds[c] = zero
+            if want_db:
+                db[c] = zero
+        for o in range(dy.shape[0]):
+            for c in range(lo, hi):
+                g = dy[o, c, 0]
+                if want_db:
+                    db[c] += g
+                if want_ds:
+                    ds[c] += g * x[o, c, 0]
+                if want_dx:
+                    dx[o, c, 0] = g * s[c]
+        return
     for c in range(lo, hi):
         total_s = zero
         total_b = zero
