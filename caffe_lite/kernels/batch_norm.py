@@ -171,7 +171,9 @@ def bvlc_normalize_global(x, mean, std, top):
 @njit(cache=True, nogil=True)
 def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, lo, hi):
     """_normalize with y = x: x is read and written as one array, x_norm is another, so
-    the loop vectorizes (an aliased y takes the scalar loop)."""
+    the loop vectorizes (an aliased y takes the scalar loop). A separate kernel rather than
+    an in_place branch of _normalize: merged, the in-place NVCaffe normalisation of
+    8 x 32 x 112 x 112 values took 1.22 ms instead of 0.67 (LLVM vectorized it worse)."""
     divide = inv_std.size == 0
     affine = scale.size > 0
     for o in range(x.shape[0]):
