@@ -6,8 +6,10 @@ cores this process may run on. Every parallel kernel splits into at most that ma
 lowered convolutions and products (kernels/gemm.py: split_batch, parallel_matmul) and the
 element-wise and per-channel kernels (kernels/neuron.py: elementwise, split_range).
 
-Pool: `run_parallel` runs the first part on the calling thread and the others on one shared
-pool, created at first use. A forked child drops the parent's pool and locks (os.fork keeps
+Pool: `run_parallel` runs the first part on the calling thread and the others on the pool's
+worker threads, made at first use, each handed its part and waited for with two locks of its
+own (`_Worker`). A part that finds no idle worker (another Python thread holds them) runs on
+the calling thread. A forked child drops the parent's pool and locks (os.fork keeps
 only the forking thread, so the pool's workers are gone, and a lock one of them held at the
 fork would never be released: the next parallel kernel would wait forever). A part that
 itself calls run_parallel runs its parts inline: the pool's workers may all be busy with the
@@ -25,7 +27,6 @@ import os
 import sys
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 from .errors import CaffeError
@@ -38,8 +39,8 @@ ENV_NUM_THREADS = "CAFFE_LITE_NUM_THREADS"
 SWITCH_INTERVAL = 0.0005
 
 _num_threads = None             # None until set_num_threads or the first get_num_threads
-_pool = None
-_pool_size = 0
+_free = []                      # idle pool workers (_Worker)
+_made = 0                       # workers this process has made
 _pool_pid = None
 _pool_lock = threading.Lock()
 _local = threading.local()      # .nested: this thread is running one part of a parallel run
@@ -88,43 +89,106 @@ def _usable_cores():
 
 def run_parallel(fn, parts):
     """[fn(*args) for args in parts], the first on the calling thread and the others on the
-    pool, at the same time. Every part finishes before this returns, even when one raises
-    (a part still writing after we return would corrupt the caller's arrays); then the
-    first error in part order is raised."""
+    pool's workers, at the same time (parts beyond the free workers run on the calling
+    thread too: another thread of the process may hold some). Every part finishes before
+    this returns, even when one raises or a signal interrupts the wait (a part still
+    writing after we return would corrupt the caller's arrays); then the first error in
+    part order is raised."""
     if len(parts) < 2 or getattr(_local, "nested", False):
         return [fn(*args) for args in parts]
     with SWITCH.borrowed(SWITCH_INTERVAL):
-        futures = _submit(fn, parts[1:])
+        workers = _take_workers(len(parts) - 1)
+        for worker, args in zip(workers, parts[1:]):
+            worker.start(fn, args)
+        inline = [0] + list(range(len(workers) + 1, len(parts)))
+        results, errors = [None] * len(parts), [None] * len(parts)
         _local.nested = True
         try:
-            first = fn(*parts[0])
+            for i in inline:
+                try:
+                    results[i] = fn(*parts[i])
+                except Exception as error:     # raised in part order, below
+                    errors[i] = error
         finally:
             _local.nested = False
-            wait(futures)
-        return [first] + [f.result() for f in futures]
+            _finish(workers, results, errors)
+        for error in errors:
+            if error is not None:
+                raise error
+        return results
 
 
-def _run_part(fn, args):
-    _local.nested = True
-    try:
-        return fn(*args)
-    finally:
-        _local.nested = False
+class _Worker:
+    """A pool thread that runs one part at a time: handed over and waited for with two
+    locks. A ThreadPoolExecutor's futures cost 55-90 us per parallel call here against
+    3-8 us for the locks, paid by every parallel kernel of every layer."""
+
+    def __init__(self, index):
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._task = self.result = self.error = None
+        threading.Thread(target=self._loop, name=f"caffe-lite-{index}", daemon=True).start()
+
+    def start(self, fn, args):
+        self._task = (fn, args)
+        self._go.release()
+
+    def wait(self):
+        """(result, error) of the part, once it has finished; a signal's exception raised
+        while waiting is returned as the third item after the wait is over."""
+        interrupted = None
+        while True:
+            try:
+                self._done.acquire()
+                break
+            except BaseException as error:      # KeyboardInterrupt: the part still runs
+                interrupted = interrupted or error
+        result, error = self.result, self.error
+        self.result = self.error = None
+        return result, error, interrupted
+
+    def _loop(self):
+        _local.nested = True
+        while True:
+            self._go.acquire()
+            fn, args = self._task
+            self._task = None
+            try:
+                self.result = fn(*args)
+            except BaseException as error:
+                self.error = error
+            self._done.release()
 
 
-def _submit(fn, parts):
-    """Futures of fn(*args) for each of `parts` on the shared pool, which gets enough
-    threads first, and is new in a forked child. Under the lock, so that no thread can
-    submit to a pool that another one just replaced with a bigger one."""
-    global _pool, _pool_size, _pool_pid
+def _take_workers(wanted):
+    """Up to `wanted` idle workers, made as needed while the pool has fewer than
+    max(wanted, thread count - 1); the pool is new in a forked child."""
+    global _free, _made, _pool_pid
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid() or _pool_size < len(parts):
-            if _pool is not None and _pool_pid == os.getpid():
-                _pool.shutdown(wait=False)      # its threads end once their parts are done
-            _pool_size = max(len(parts), get_num_threads() - 1)
-            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="caffe-lite")
-            _pool_pid = os.getpid()
-        return [_pool.submit(_run_part, fn, args) for args in parts]
+        if _pool_pid != os.getpid():
+            _free, _made, _pool_pid = [], 0, os.getpid()
+        while len(_free) < wanted and _made < max(wanted, get_num_threads() - 1):
+            _free.append(_Worker(_made))
+            _made += 1
+        taken = _free[len(_free) - min(wanted, len(_free)):]
+        del _free[len(_free) - len(taken):]
+        return taken
+
+
+def _finish(workers, results, errors):
+    """Wait for every worker's part, fill in its result or error, give the workers back;
+    then raise a signal's exception that came while waiting."""
+    interrupted = None
+    for i, worker in enumerate(workers, start=1):
+        results[i], errors[i], signal_error = worker.wait()
+        interrupted = interrupted or signal_error
+    with _pool_lock:
+        if _pool_pid == os.getpid():
+            _free.extend(workers)
+    if interrupted is not None:
+        raise interrupted
 
 
 # --- settings borrowed from the process -------------------------------------------------
@@ -274,8 +338,8 @@ class ForkSafeRLock:
 
 
 def _after_fork_in_child():
-    global _pool, _pool_size, _pool_pid, _pool_lock
-    _pool, _pool_size, _pool_pid = None, 0, None
+    global _free, _made, _pool_pid, _pool_lock
+    _free, _made, _pool_pid = [], 0, None
     _pool_lock = threading.Lock()
     BLAS._after_fork_in_child()
     SWITCH._after_fork_in_child()

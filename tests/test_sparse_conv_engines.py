@@ -138,6 +138,56 @@ def test_changed_weights_give_the_new_result(mode):
     assert_matches_dense(conv(mode, x, w, bias, geo, engine), x, w, bias, geo)
 
 
+@pytest.mark.parametrize("mode", ["DIRECT_SCONV", "DIRECT_DCONV"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_direct_modes_rebuild_exactly_when_the_weights_csr_changes(mode, workers):
+    """The direct modes check the weight against their CSR inside the kernel's workers, each
+    on its own output channels: a change in any worker's rows is seen, and an unchanged
+    weight (or one whose zeros only change sign) keeps its CSR."""
+    from caffe_lite.kernels import direct_conv
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)
+    x, w, bias = random_case(geo, (2, 3, 6, 6), 6, "elementwise", 0.4, 11)
+    engine = conv_engine(mode)
+    builds = []
+    real = direct_conv._weights
+
+    def counted(w2, keep_zeros):
+        builds.append(1)
+        return real(w2, keep_zeros)
+    with mock.patch.object(direct_conv, "_weights", counted), \
+            mock.patch.object(direct_conv, "SPLIT_MIN_MACS", 0), \
+            mock.patch.object(threads, "get_num_threads", lambda: workers):
+        def run():
+            return conv(mode, x, w, bias, geo, engine)
+        assert_matches_dense(run(), x, w, bias, geo)
+        assert_matches_dense(run(), x, w, bias, geo)
+        assert len(builds) == 1
+        zero = np.flatnonzero(w.reshape(-1) == 0)
+        w.reshape(-1)[zero[:3]] = -0.0                 # a zero's sign: the same CSR
+        run()
+        assert len(builds) == (1 if mode == "DIRECT_SCONV" else 2)
+        before = len(builds)
+        for flat in (zero[-1], w.size // 2, 0):          # the last, a middle and the first row
+            w.reshape(-1)[flat] = 0.75 if w.reshape(-1)[flat] == 0 else 0
+            assert_matches_dense(run(), x, w, bias, geo)
+            assert len(builds) == before + 1
+            before += 1
+        nonzero = np.flatnonzero(w.reshape(-1))[-1]
+        w.reshape(-1)[nonzero] = np.nextafter(w.reshape(-1)[nonzero], np.float32(np.inf))
+        assert_matches_dense(run(), x, w, bias, geo)     # one bit of one value
+        assert len(builds) == before + 1
+
+
+def test_a_direct_layer_keeps_its_buffers_right_across_input_shapes():
+    """The padded-input buffers are kept between calls, their padding zero: another input
+    shape lays the padding elsewhere, so it gets new buffers."""
+    geo = ConvGeometry(3, 3, 2, 1, 2, 1, 1, 1, 1)
+    engine = conv_engine("DIRECT_SCONV")
+    for shape in [(1, 3, 9, 9), (2, 3, 5, 11), (1, 3, 9, 9), (1, 3, 12, 7)]:
+        x, w, bias = random_case(geo, shape, 4, "elementwise", 0.5, 3)
+        assert_matches_dense(conv("DIRECT_SCONV", x, w, bias, geo, engine), x, w, bias, geo)
+
+
 def test_weight_cache_rebuilds_exactly_when_a_bit_changes():
     built = []
     cache = WeightCache(lambda w: built.append(w.copy()) or len(built))

@@ -2,10 +2,12 @@
 process settings a pass borrows and gives back."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +163,49 @@ def test_the_pool_grows_when_the_count_does(monkeypatch):
         barrier.wait()
         return i
     assert threads.run_parallel(part, [(0,), (1,), (2,), (3,)]) == [0, 1, 2, 3]
+
+
+def test_callers_on_two_threads_share_the_pool(monkeypatch):
+    """Two Python threads split work at once: each gets the workers that are free and runs
+    the rest of its parts itself, and each gets its own results, in part order."""
+    monkeypatch.setattr(threads, "_num_threads", 2)
+    start = threading.Barrier(2, timeout=30)
+    out = {}
+
+    def part(caller, i):
+        time.sleep(0.01)
+        return caller, i
+
+    def caller(name):
+        start.wait()
+        out[name] = [threads.run_parallel(part, [(name, i) for i in range(3)])
+                     for _ in range(20)]
+    runs = [threading.Thread(target=caller, args=(name,)) for name in "ab"]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    for name in "ab":
+        assert out[name] == [[(name, 0), (name, 1), (name, 2)]] * 20
+
+
+def test_a_signal_during_the_wait_is_raised_after_the_part_finished(monkeypatch):
+    """Ctrl-C while the calling thread waits for a worker: the part still writes the
+    caller's arrays, so the wait goes on, and KeyboardInterrupt comes after it."""
+    monkeypatch.setattr(threads, "_num_threads", 2)
+    finished = []
+
+    def part(i):
+        if i == 1:
+            time.sleep(0.4)
+            finished.append(i)
+    main = threading.get_ident()
+    timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_parallel(part, [(0,), (1,)])
+    assert finished == [1]
+    timer.join()
 
 
 # --- borrowed settings ------------------------------------------------------------------

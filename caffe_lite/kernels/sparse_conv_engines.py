@@ -16,7 +16,8 @@ than LOWERED_GEMM until the weights are sparse, so a net built in TRAIN phase sa
 line (`train_note`, logged by the Convolution layer). CCNMM falls back to one plain GEMM when
 nothing can be dropped, so it trains at dense speed and says nothing.
 
-The compressed weight is cached per layer and rebuilt when the weight changes. Blob has no
+The compressed weight is cached per layer and rebuilt when the weight changes (the direct
+modes check it inside their kernels: kernels/direct_conv.py). Blob has no
 version counter, and the weight changes in place (the solver's data -= diff, pycaffe's
 `net.params[...][0].data[...] = w`, a gradient check's perturbation), so neither the array's
 identity nor its address tells a change. The cache keeps a private copy of the weight it was
@@ -29,7 +30,7 @@ from numba import njit, uint64 as U
 
 from .conv import LoweredGemm, _check
 from .conv_engines import LoweredGemmEngine, register_conv_engine
-from .direct_conv import direct_conv
+from .direct_conv import DirectConv
 from .im2col import im2col_rows_bm
 from .sparse import compact, csr_from_dense, csr_matmul
 
@@ -187,18 +188,17 @@ class _DirectEngine(LoweredGemmEngine):
     train_note = _SLOW_TO_TRAIN
 
     def __init__(self):
-        self._cache = WeightCache(
-            lambda w: csr_from_dense(w.reshape(w.shape[0], -1), self.keep_zeros))
+        self._conv = DirectConv(self.keep_zeros)    # per layer: its weight's CSR, buffers
 
     def forward(self, x, w, bias, geo, y):
         _check(x, w, geo, y)
         if y.size == 0 or x.size == 0:
             y[...] = 0 if bias is None or y.size == 0 else bias[None, :, None, None]
             return
-        direct_conv(x, self._cache.get(w), bias, geo, y)
+        self._conv.forward(x, w, bias, geo, y)
 
     def invalidate(self):
-        self._cache.invalidate()
+        self._conv.invalidate()
 
 
 @register_conv_engine("DIRECT_SCONV")
