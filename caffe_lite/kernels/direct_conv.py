@@ -313,8 +313,3 @@ class DirectConv:
                                            dtype), np.empty(span, dtype)))
         return self._scratch[worker]
 
-
-def direct_conv(x, w, bias, geo, y, keep_zeros=False):
-    """y (N, M, OH, OW) = conv(x (N, C, H, W), w) + bias, once (DirectConv keeps its state
-    between calls); keep_zeros=True: the direct dense convolution."""
-    return DirectConv(keep_zeros).forward(x, w, bias, geo, y)

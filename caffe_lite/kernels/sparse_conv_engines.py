@@ -16,14 +16,14 @@ than LOWERED_GEMM until the weights are sparse, so a net built in TRAIN phase sa
 line (`train_note`, logged by the Convolution layer). CCNMM falls back to one plain GEMM when
 nothing can be dropped, so it trains at dense speed and says nothing.
 
-The compressed weight is cached per layer and rebuilt when the weight changes (the direct
-modes check it inside their kernels: kernels/direct_conv.py). Blob has no
+The compressed weight is cached per layer and rebuilt when the weight changes. Blob has no
 version counter, and the weight changes in place (the solver's data -= diff, pycaffe's
 `net.params[...][0].data[...] = w`, a gradient check's perturbation), so neither the array's
-identity nor its address tells a change. The cache keeps a private copy of the weight it was
-built from and compares it bit for bit (NaN and -0.0 included) at each forward: exact, and one
-pass over M*K numbers against the product's M*K*P*n multiply-adds. `invalidate()` forces a
-rebuild.
+identity nor its address tells a change. The direct modes check the weight against their CSR
+inside their kernels (kernels/direct_conv.py); for the lowered modes, `WeightCache` keeps a
+private copy of the weight it was built from and compares it bit for bit (NaN and -0.0
+included) at each forward: exact, and one pass over M*K numbers against the product's
+M*K*P*n multiply-adds. `invalidate()` forces a rebuild.
 """
 import numpy as np
 from numba import njit, uint64 as U
