@@ -232,9 +232,8 @@ class _Weights(NamedTuple):
 def _weights(w2, keep_zeros):
     # keep_zeros lists a view of w2: the copy is what makes it the weight *as it was*
     csr = csr_from_dense(np.array(w2) if keep_zeros else w2, keep_zeros)
-    listed = np.zeros(len(csr.indptr) - 1, np.int64)
-    rows = np.repeat(np.arange(len(listed)), np.diff(csr.indptr))
-    np.add.at(listed, rows, csr.data != 0)
+    # the listed non-zeros are the row's non-zeros (as `a != 0` counts: NaN yes, -0.0 no)
+    listed = np.count_nonzero(w2, axis=1).astype(np.int64)
     return _Weights(csr, csr.data.view(_UINT[csr.data.itemsize]), listed,
                     np.diff(csr.indptr) + 1)
 
