@@ -237,6 +237,19 @@ def _flipped_weight(w, geo):
         g, cg, -1)
 
 
+def flipped_data_conv(w, geo, in_hw, out_hw):
+    """(weight, geometry) of the convolution of dy that gives dx on the flipped path (see
+    _flipped_data_path), or None off it: weight (C, M/g, kh, kw), pad d*(k-1) - p."""
+    if not _flipped_data_path(geo, in_hw, out_hw):
+        return None
+    kh, kw = geo.kernel_h, geo.kernel_w
+    flip = _flipped_weight(w, geo)
+    geo_t = ConvGeometry(kh, kw, geo.dilation_h * (kh - 1) - geo.pad_h,
+                         geo.dilation_w * (kw - 1) - geo.pad_w, 1, 1, geo.dilation_h,
+                         geo.dilation_w, geo.group)
+    return flip.reshape(-1, w.shape[0] // geo.group, kh, kw), geo_t
+
+
 def _backward_data(out_t, w, flip, geo, in_t, ws):
     """in_t = the image gradient of out_t (OVERWRITTEN).
 

@@ -20,7 +20,9 @@ phase with this mode (None: nothing to say). `invalidate()`: drop any cached cop
 SSL's modes (LOWERED_CSRMM, LOWERED_CCNMM, DIRECT_SCONV, DIRECT_DCONV) are in
 kernels/sparse_conv_engines.py, registered when this module is imported.
 """
-from .conv import DENSE, conv2d_backward, conv2d_forward
+from . import blocked_conv
+from .blocked_weight_grad import blocked_weight_grad
+from .conv import DENSE, conv2d_backward, conv2d_forward, flipped_data_conv
 from .depthwise_conv import depthwise_backward, depthwise_forward, is_depthwise
 
 CONV_ENGINES = {}
@@ -41,9 +43,14 @@ def conv_engine(mode):
 
 @register_conv_engine("LOWERED_GEMM")
 class LoweredGemmEngine:
-    """Caffe's own convolution: im2col, then one dense GEMM per group (kernels/conv.py). A
-    depthwise convolution (one input channel per group), which lowering serves badly, runs
-    the direct depthwise loops instead (kernels/depthwise_conv.py): the same sums."""
+    """Caffe's own convolution: im2col, then one dense GEMM per group (kernels/conv.py). Two
+    kinds of layer that lowering serves badly compute the same sums another way:
+    - a depthwise convolution (one input channel per group): direct depthwise loops
+      (kernels/depthwise_conv.py);
+    - a stride-1 convolution with enough taps per output (blocked_conv.applies): tiles
+      without lowering (kernels/blocked_conv.py), for the forward and for the data
+      gradient where that is itself a stride-1 convolution of dy; and its weight and bias
+      gradients, up to GRAD_MAX_TAPS taps (kernels/blocked_weight_grad.py)."""
     product = DENSE
     train_note = None
 
@@ -53,13 +60,25 @@ class LoweredGemmEngine:
     def forward(self, x, w, bias, geo, y):
         if self.product is DENSE and is_depthwise(x, geo):
             depthwise_forward(x, w, bias, geo, y)
+        elif self.product is DENSE and blocked_conv.applies(x, geo):
+            blocked_conv.blocked_conv_forward(x, w, bias, geo, y)
         else:
             conv2d_forward(x, w, bias, geo, y, product=self.product)
 
     def backward(self, x, w, dy, geo, dx=None, dw=None, db=None):
         if is_depthwise(x, geo):
             depthwise_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
-        else:
+            return
+        if x.size and dy.size:
+            if dx is not None:
+                flipped = flipped_data_conv(w, geo, x.shape[2:], dy.shape[2:])
+                if flipped is not None and blocked_conv.applies(dy, flipped[1]):
+                    blocked_conv.blocked_conv_forward(dy, flipped[0], None, flipped[1], dx)
+                    dx = None
+            if dw is not None and blocked_conv.weight_grad_applies(x, geo):
+                blocked_weight_grad(x, dy, geo, dw, db)
+                dw = db = None
+        if dx is not None or dw is not None or db is not None:
             conv2d_backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
 
 

@@ -1,0 +1,306 @@
+"""Stride-1 convolution without lowering, on register-blocked tiles (kernels/vector_tile.py).
+
+y[n, m, oy, ox] = sum over (c, ki, kj) of w[m, c, ki, kj] * xpad[n, c, oy + ki*dh, ox + kj*dw]
+(+ bias[m]), per group, where xpad is the image zero-padded by (pad_h, pad_w).
+
+With stride 1, tap (c, ki, kj) of output (oy, ox) reads the padded image at a fixed offset
+from where output (oy, ox) sits in it, so a tile needs one table of tap offsets and the
+positions of its outputs, and no lowered copy (im2col writes kh*kw times the image and
+OpenBLAS then packs it again). Two layouts of the padded image:
+
+* lanes (batches of 8 and more): 16 images side by side, xpad[c, r, q, lane]; a vector is
+  one pixel of 16 images, so every vector holds outputs, and the loads are aligned. The
+  last block of a batch fills its missing images with zeros.
+* flat (smaller batches): one image, xpad[c, r * Wp + q] on rows of the padded width Wp;
+  a vector is 16 consecutive positions of that flat plane, outputs (oy, ox) sitting at
+  oy * Wp + ox. The Wp - OW positions past each output row, and the rounding of the last
+  tile, are computed and dropped.
+
+Output channels go by blocks of vector_tile.ROWS (the weight packed [block][tap][row], rows
+past M/g zero). Taps go by blocks of TAP_BLOCK, so that a tile's weights stay in L1 and the
+image's rows that the block reads stay in L2; later blocks add onto the tile.
+
+Sums run over a filter's taps in (c, ki, kj) order, one FMA each, then the bias is added:
+the dense GEMM's order for a product of one image, so results match the lowered
+convolution to float32 rounding.
+
+It pays where a tile does enough work per output: `applies` asks for stride 1, float32,
+at least MIN_TAPS taps per output and AVX-512 (the tile's 24 accumulators are 16-float
+vectors; on AVX2 they would spill). Measured on the Intel Xeon of docs/benchmarks.md,
+one core, forward: 1.3-2.3x the lowered GEMM on cifar10_quick conv2-3, LeNet conv2 and
+miniVggNet conv2-4; the three-channel first layers (27 and 75 taps) were slower and keep
+the lowering.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import binding
+from numba import config, njit
+
+from .gemm import batch_workers, split_batch, workspace
+from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
+                          tile_store_1, tile_store_2)
+
+#: fewest taps (C/g * kh * kw) per output for which tiles beat the lowered GEMM
+MIN_TAPS = 100
+#: taps per block: a block's weights, ROWS x TAP_BLOCK floats, are 16 KB (a third of L1)
+TAP_BLOCK = 512
+#: batches from this size use the lanes layout (module docstring)
+LANES_FROM = 8
+#: most taps for the flat layout: above it, at batch 1, OpenBLAS's GEMM on both cores is the
+#: faster (CaffeNet conv3, 2304 taps: 2.8 ms on tiles against 2.6 ms lowered, one core)
+FLAT_MAX_TAPS = 1024
+
+
+def _has_avx512():
+    if config.CPU_NAME not in (None, "host"):
+        return False            # a portable Numba cache (NUMBA_CPU_NAME=generic)
+    features = binding.get_host_cpu_features()
+    return bool(features.get("avx512f"))
+
+
+AVX512 = _has_avx512()
+
+
+def applies(x, geo):
+    """Whether y = conv(x, w) runs on tiles here (module docstring)."""
+    taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
+    return (AVX512 and x.dtype == np.float32 and geo.stride_h == 1 and geo.stride_w == 1
+            and taps >= MIN_TAPS and (x.shape[0] >= LANES_FROM or taps <= FLAT_MAX_TAPS))
+
+
+#: most taps for which the weight gradient runs on tiles (kernels/blocked_weight_grad.py):
+#: CaffeNet's conv2-conv5 (1200-2304 taps) measured 4-16% slower there than lowered
+GRAD_MAX_TAPS = 1024
+
+
+def weight_grad_applies(x, geo):
+    """Whether dw of y = conv(x, w) runs on tiles here."""
+    taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
+    return (AVX512 and x.dtype == np.float32 and geo.stride_h == 1 and geo.stride_w == 1
+            and taps <= GRAD_MAX_TAPS)
+
+
+class _Layout:
+    """Where taps and outputs sit in one (image block, group)'s padded image."""
+
+    def __init__(self, lanes, cg, height, width, out_h, out_w, geo):
+        self.lanes = lanes
+        self.hp = height + 2 * geo.pad_h
+        self.wp = width + 2 * geo.pad_w
+        plane = self.hp * self.wp
+        step = LANES if lanes else 1
+        ki = np.arange(geo.kernel_h) * geo.dilation_h * self.wp
+        kj = np.arange(geo.kernel_w) * geo.dilation_w
+        taps = np.add.outer(np.arange(cg) * plane, np.add.outer(ki, kj).reshape(-1))
+        self.taps = (taps.reshape(-1) * step).astype(np.int64)
+        if lanes:
+            oy, ox = np.divmod(np.arange(out_h * out_w), out_w)
+            self.pix = ((oy * self.wp + ox) * LANES).astype(np.int64)
+            self.x_size = cg * plane * LANES
+        else:
+            vectors = -(-out_h * self.wp // LANES)
+            self.pix = np.arange(vectors, dtype=np.int64) * LANES
+            # the last vector reads up to its rounding past the last tap's row
+            self.x_size = cg * plane + len(self.pix) * LANES
+        self.row = len(self.pix) * LANES          # floats per output channel in the tile buffer
+        self._pads = (geo.pad_h, geo.pad_w)
+
+    def pack(self, x, image, c0, cg, xb):
+        """xb = channels [c0, c0 + cg) of image (block) `image` of x, padded, in this layout."""
+        pack = _pack_lanes if self.lanes else _pack_flat
+        pack(x, image * LANES if self.lanes else image, c0, cg, *self._pads, self.hp, self.wp,
+             xb)
+
+
+@njit(cache=True, nogil=True)
+def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
+    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded; zeros elsewhere."""
+    n_img, channels, height, width = x.shape
+    count = min(LANES, n_img - n0)
+    xf = x.reshape(-1)
+    image = channels * height * width
+    for c in range(cg):
+        for r in range(hp):
+            row = (c * hp + r) * wp * LANES
+            h = r - pad_h
+            if h < 0 or h >= height:
+                for i in range(wp * LANES):
+                    xb[row + i] = 0
+                continue
+            for i in range(pad_w * LANES):
+                xb[row + i] = 0
+            for i in range((pad_w + width) * LANES, wp * LANES):
+                xb[row + i] = 0
+            dst = row + pad_w * LANES
+            src = n0 * image + ((c0 + c) * height + h) * width
+            for lane in range(count):
+                for q in range(width):
+                    xb[dst + q * LANES + lane] = xf[src + lane * image + q]
+            for lane in range(count, LANES):
+                for q in range(width):
+                    xb[dst + q * LANES + lane] = 0
+
+
+@njit(cache=True, nogil=True)
+def _unpack_lanes(yb, row, n0, m0, m1, out0, bias, y):
+    """y[n0 + lane, out0 + m] = yb[m, p, lane] (+ bias) for m in [m0, m1)."""
+    n_img, channels, out_h, out_w = y.shape
+    count = min(LANES, n_img - n0)
+    yf = y.reshape(-1)
+    p_total = out_h * out_w
+    image = channels * p_total
+    for m in range(m0, m1):
+        b = bias[out0 + m] if bias.shape[0] else yb.dtype.type(0)
+        for p0 in range(0, p_total, LANES):
+            span = min(LANES, p_total - p0)
+            src = m * row + p0 * LANES
+            for lane in range(count):
+                dst = (n0 + lane) * image + (out0 + m) * p_total + p0
+                for i in range(span):
+                    yf[dst + i] = yb[src + i * LANES + lane] + b
+
+
+@njit(cache=True, nogil=True)
+def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
+    """xb[c * hp * wp + r * wp + q] = image n, channel c0 + c, padded; zeros after it."""
+    _, channels, height, width = x.shape
+    plane = hp * wp
+    for i in range(cg * plane, xb.shape[0]):
+        xb[i] = 0
+    for c in range(cg):
+        for r in range(hp):
+            row = c * plane + r * wp
+            h = r - pad_h
+            if h < 0 or h >= height:
+                for q in range(wp):
+                    xb[row + q] = 0
+                continue
+            for q in range(pad_w):
+                xb[row + q] = 0
+            for q in range(pad_w + width, wp):
+                xb[row + q] = 0
+            for q in range(width):
+                xb[row + pad_w + q] = x[n, c0 + c, h, q]
+
+
+@njit(cache=True, nogil=True)
+def _unpack_flat(yb, row, wp, n, m0, m1, out0, bias, y):
+    """y[n, out0 + m, oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1)."""
+    _, _, out_h, out_w = y.shape
+    for m in range(m0, m1):
+        b = bias[out0 + m] if bias.shape[0] else yb.dtype.type(0)
+        for oy in range(out_h):
+            for ox in range(out_w):
+                y[n, out0 + m, oy, ox] = yb[m * row + oy * wp + ox] + b
+
+
+@njit(cache=True, nogil=True)
+def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_block):
+    """yb[m, .] for the output channels of blocks [block0, block1): every tile, tap block
+    by tap block (module docstring)."""
+    k = taps.shape[0]
+    vectors = pix.shape[0]
+    row = vectors * LANES
+    for k0 in range(0, k, tap_block):
+        k1 = min(k, k0 + tap_block)
+        for block in range(block0, block1):
+            w0 = block * ROWS * k
+            y0 = block * ROWS * row
+            full = vectors - vectors % VECTORS
+            for t in range(0, full, VECTORS):
+                if k0 == 0:
+                    tile_store(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                else:
+                    tile_add(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            t = full
+            if vectors - full == 2:
+                if k0 == 0:
+                    tile_store_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                else:
+                    tile_add_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            elif vectors - full == 1:
+                if k0 == 0:
+                    tile_store_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                else:
+                    tile_add_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+
+
+@njit(cache=True, nogil=True)
+def _pack_weight(w2, group, blocks, wpk):
+    """wpk[g, block, k, r] = w2[g * M/g + block * ROWS + r, k], zero past M/g."""
+    mg = w2.shape[0] // group
+    k = w2.shape[1]
+    for g in range(group):
+        for block in range(blocks):
+            base = (g * blocks + block) * k * ROWS
+            for r in range(ROWS):
+                m = block * ROWS + r
+                if m < mg:
+                    for j in range(k):
+                        wpk[base + j * ROWS + r] = w2[g * mg + m, j]
+                else:
+                    for j in range(k):
+                        wpk[base + j * ROWS + r] = 0
+
+
+class _Plan(NamedTuple):
+    """How one pass over a convolution's batch goes: the layout, the blocks of output
+    channels per group and the work units (_units)."""
+    layout: _Layout
+    cg: int                 # input channels per group
+    mg: int                 # output channels per group
+    blocks: int             # blocks of ROWS output channels per group
+    units: list
+
+
+def _plan(x_shape, y_shape, geo):
+    n_img, channels, height, width = x_shape
+    m_out, out_h, out_w = y_shape[1:]
+    cg, mg = channels // geo.group, m_out // geo.group
+    lanes = n_img >= LANES_FROM
+    layout = _Layout(lanes, cg, height, width, out_h, out_w, geo)
+    blocks = -(-mg // ROWS)
+    images = -(-n_img // LANES) if lanes else n_img
+    return _Plan(layout, cg, mg, blocks, _units(images, geo.group, blocks, batch_workers()))
+
+
+def _units(images, group, blocks, workers):
+    """(image or image block, group, first block, end block) work units, split over the
+    output channels too when there are fewer (image, group) pairs than workers."""
+    pairs = [(i, g) for i in range(images) for g in range(group)]
+    pieces = min(blocks, -(-workers // len(pairs)))
+    bounds = [blocks * s // pieces for s in range(pieces + 1)]
+    return [(i, g, lo, hi) for i, g in pairs for lo, hi in zip(bounds[:-1], bounds[1:])
+            if hi > lo]
+
+
+def blocked_conv_forward(x, w, bias, geo, y):
+    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles; `applies(x, geo)` must hold."""
+    x = np.ascontiguousarray(x)
+    w2 = np.ascontiguousarray(w, np.float32).reshape(w.shape[0], -1)
+    bias = np.empty(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    layout, cg, mg, blocks, units = _plan(x.shape, y.shape, geo)
+    k = w2.shape[1]
+    wpk = np.empty(geo.group * blocks * k * ROWS, np.float32)
+    _pack_weight(w2, geo.group, blocks, wpk)
+
+    def work(worker, lo, hi):
+        ws = workspace(worker)
+        xb = ws.get("blocked_x", (layout.x_size,), np.float32)
+        yb = ws.get("blocked_y", (blocks * ROWS * layout.row,), np.float32)
+        packed = None
+        for image, g, b0, b1 in units[lo:hi]:
+            if packed != (image, g):
+                packed = (image, g)
+                layout.pack(x, image, g * cg, cg, xb)
+            _tiles(xb, layout.pix, wpk[g * blocks * k * ROWS:], layout.taps, yb, b0, b1,
+                   TAP_BLOCK)
+            m0, m1 = b0 * ROWS, min(mg, b1 * ROWS)
+            if layout.lanes:
+                _unpack_lanes(yb, layout.row, image * LANES, m0, m1, g * mg, bias, y)
+            else:
+                _unpack_flat(yb, layout.row, layout.wp, image, m0, m1, g * mg, bias, y)
+
+    split_batch(len(units), work)
+    return y

@@ -1,0 +1,138 @@
+"""The weight and bias gradients of a stride-1 convolution on register-blocked tiles, in the
+layouts of kernels/blocked_conv.py, without lowering.
+
+    dw[m, c, ki, kj] += sum over n, oy, ox of dy[n, m, oy, ox] * xpad[n, c, oy + ki*dh, ox + kj*dw]
+    db[m]            += sum over n, oy, ox of dy[n, m, oy, ox]
+
+dy is laid out as the forward's output tile buffer (lanes: dy[m, p, lane], 16 images per
+vector; flat: one image on rows of the padded width, the positions past each output row
+zero), and the padded image as the forward's input. A tile (vector_tile.grad_tile) holds
+four output channels x six taps of sums in registers while it runs over a chunk of output
+positions: each step loads four vectors of dy and six of the image for 24 FMAs. At the
+end it adds each sum's sixteen lanes in a fixed tree onto a per-worker float32 buffer;
+the workers' buffers are then added in worker order, so results do not depend on timing.
+
+Summation order (against the lowered GEMM's): per (image block, group) and chunk of
+POSITION_CHUNK positions, over the positions in order within each lane, then the lanes in
+a tree; the chunks, then image blocks, in order; then the workers.
+Equal to float32 rounding over N*OH*OW terms.
+"""
+import numpy as np
+from numba import njit
+
+from .blocked_conv import _plan
+from .gemm import split_batch, workspace
+from .vector_tile import GRAD_ROWS, GRAD_TAPS, LANES, ROWS, grad_tile, grad_tile_1
+
+
+@njit(cache=True, nogil=True)
+def _pack_dy_lanes(dy, n0, m0, mg, row, dyb):
+    """dyb[m, p, lane] = dy[n0 + lane, m0 + m, p]; zeros for missing images and for the
+    rows past mg."""
+    n_img, channels, out_h, out_w = dy.shape
+    count = min(LANES, n_img - n0)
+    p_total = out_h * out_w
+    df = dy.reshape(-1)
+    image = channels * p_total
+    rows = dyb.shape[0] // row
+    for m in range(rows):
+        base = m * row
+        if m >= mg:
+            for i in range(row):
+                dyb[base + i] = 0
+            continue
+        for p0 in range(0, p_total, LANES):
+            span = min(LANES, p_total - p0)
+            dst = base + p0 * LANES
+            for lane in range(count):
+                src = (n0 + lane) * image + (m0 + m) * p_total + p0
+                for i in range(span):
+                    dyb[dst + i * LANES + lane] = df[src + i]
+            for lane in range(count, LANES):
+                for i in range(span):
+                    dyb[dst + i * LANES + lane] = 0
+
+
+@njit(cache=True, nogil=True)
+def _pack_dy_flat(dy, n, m0, mg, row, wp, dyb):
+    """dyb[m, oy * wp + ox] = dy[n, m0 + m, oy, ox]; zeros elsewhere."""
+    _, _, out_h, out_w = dy.shape
+    for i in range(dyb.shape[0]):
+        dyb[i] = 0
+    for m in range(mg):
+        for oy in range(out_h):
+            base = m * row + oy * wp
+            for ox in range(out_w):
+                dyb[base + ox] = dy[n, m0 + m, oy, ox]
+
+
+#: output positions per pass over a tile's taps: the pass's dy, GRAD_ROWS x 64 vectors
+#: (16 KB), and the image vectors of six taps (24 KB) stay in L1
+POSITION_CHUNK = 64
+
+
+@njit(cache=True, nogil=True)
+def _grad_tiles(xb, pix, positions, taps, dyb, row, dwp, block0, block1, chunk):
+    """dwp[m, k] += the tiles' sums for the output channels of blocks [block0, block1),
+    `chunk` positions at a time."""
+    k = taps.shape[0]
+    full = k - k % GRAD_TAPS
+    for p0 in range(0, positions, chunk):
+        p1 = min(positions, p0 + chunk)
+        for r0 in range(block0 * ROWS, block1 * ROWS, GRAD_ROWS):
+            y0 = r0 * row
+            d0 = r0 * k
+            for t in range(0, full, GRAD_TAPS):
+                grad_tile(xb, pix, p0, p1, taps, t, dyb, y0, row, dwp, d0 + t, k)
+            for t in range(full, k):
+                grad_tile_1(xb, pix, p0, p1, taps, t, dyb, y0, row, dwp, d0 + t, k)
+
+
+@njit(cache=True, nogil=True)
+def _bias_grad(dy, db):
+    n_img, channels, out_h, out_w = dy.shape
+    for m in range(channels):
+        total = dy.dtype.type(0)
+        for n in range(n_img):
+            for oy in range(out_h):
+                for ox in range(out_w):
+                    total += dy[n, m, oy, ox]
+        db[m] += total
+
+
+def blocked_weight_grad(x, dy, geo, dw, db=None):
+    """dw (M, C/g, kh, kw) += and db (M,) += the gradients above (db: None to skip), for a
+    convolution that blocked_conv.applies to."""
+    x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy)
+    group = geo.group
+    layout, cg, mg, blocks, units = _plan(x.shape, dy.shape, geo)
+    lanes = layout.lanes
+    positions = dy.shape[2] * dy.shape[3] if lanes else len(layout.pix)
+    k = len(layout.taps)
+
+    def work(worker, lo, hi):
+        ws = workspace(worker)
+        xb = ws.get("blocked_x", (layout.x_size,), np.float32)
+        dyb = ws.get("blocked_dy", (blocks * ROWS * layout.row,), np.float32)
+        part = ws.zeros("blocked_dw", (group, blocks * ROWS * k), np.float32)
+        packed = None
+        for image, g, b0, b1 in units[lo:hi]:
+            if packed != (image, g):
+                packed = (image, g)
+                layout.pack(x, image, g * cg, cg, xb)
+                if lanes:
+                    _pack_dy_lanes(dy, image * LANES, g * mg, mg, layout.row, dyb)
+                else:
+                    _pack_dy_flat(dy, image, g * mg, mg, layout.row, layout.wp, dyb)
+            _grad_tiles(xb, layout.pix, positions, layout.taps, dyb, layout.row, part[g],
+                        b0, b1, POSITION_CHUNK)
+        return part
+
+    parts = split_batch(len(units), work)
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    dw += total.reshape(group, blocks * ROWS, k)[:, :mg].reshape(dw.shape)
+    if db is not None:
+        _bias_grad(dy, db)

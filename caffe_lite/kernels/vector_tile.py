@@ -1,0 +1,208 @@
+"""A register-blocked multiply-add tile, written in LLVM IR: the inner kernel of
+kernels/blocked_conv.py.
+
+    for k in [k0, k1):                     taps
+        for i < ROWS, j < VECTORS:         acc[i][j]: one vector of LANES floats each
+            acc[i][j] += w[woff + k*ROWS + i] * x[xoff + pix[t + j] + taps[k] : ... + LANES]
+    y[yoff + i*ldy + j*LANES : ... + LANES] = acc[i][j]      (accumulate: y += acc)
+
+Each step loads VECTORS input vectors and broadcasts ROWS weights for ROWS*VECTORS FMAs, so
+the tile is bound by the FMA units, not by loads. Numba's own loops cannot express it: LLVM
+keeps a local accumulator array in memory (a direct convolution written that way ran at 38
+GFLOP/s on one core, docs/benchmarks.md); here the accumulators are SSA values carried by
+phi nodes, so they live in registers. 8 rows x 3 vectors of 16 floats take 24 of AVX-512's
+32 vector registers, leaving the three loads and a broadcast; on the Intel Xeon of
+docs/benchmarks.md the tile runs at 170-190 GFLOP/s on one core (large GEMMs: 205).
+
+The sums run over k in order, one FMA per tap, as the dense GEMM's inner loop does.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: floats per vector: one AVX-512 register
+LANES = 16
+#: output channels and vectors per tile (module docstring)
+ROWS, VECTORS = 8, 3
+
+
+class _IR:
+    """What both tiles' code generators use: the arrays' data pointers, constants, vector
+    pointers and the vector FMA."""
+
+    def __init__(self, context, builder, sig, args):
+        self.builder = builder
+        self._arrays = (context, sig, args)
+        self.i64, self.i32 = ir.IntType(64), ir.IntType(32)
+        self.vec = ir.VectorType(ir.FloatType(), LANES)
+        self.fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(self.vec, [self.vec] * 3), f"llvm.fma.v{LANES}f32")
+
+    def data(self, i):
+        context, sig, args = self._arrays
+        return context.make_array(sig.args[i])(context, self.builder, args[i]).data
+
+    def const(self, value):
+        return ir.Constant(self.i64, value)
+
+    def vector_at(self, base, offset):
+        """Pointer to the vector at base[offset] (loads and stores on it set align 4)."""
+        return self.builder.bitcast(self.builder.gep(base, [offset]), self.vec.as_pointer())
+
+    def load(self, pointer):
+        value = self.builder.load(pointer)
+        value.align = 4
+        return value
+
+
+def _tile(rows, vectors, accumulate):
+    """The tile intrinsic for `rows` x `vectors` accumulators; with `accumulate` they
+    start from y (a later block of taps) instead of zero."""
+
+    @intrinsic
+    def tile(typingctx, x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy):
+        sig = types.void(x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy)
+
+        def codegen(context, builder, sig, args):
+            c = _IR(context, builder, sig, args)
+            xd, pd, wd, td, yd = c.data(0), c.data(2), c.data(4), c.data(6), c.data(9)
+            xoff, t, woff, k0, k1, yoff, ldy = (args[i] for i in (1, 3, 5, 7, 8, 10, 11))
+            i64, vec, fma, const, vector_at = c.i64, c.vec, c.fma, c.const, c.vector_at
+            xbase = builder.gep(xd, [xoff])
+            bases = [builder.gep(xbase, [builder.load(builder.gep(pd, [builder.add(t, const(j))]))])
+                     for j in range(vectors)]
+            ybase = builder.gep(yd, [yoff])
+            outs = [[vector_at(builder.gep(ybase, [builder.mul(ldy, const(i))]), const(j * LANES))
+                     for j in range(vectors)] for i in range(rows)]
+            start = []
+            for i in range(rows):
+                for j in range(vectors):
+                    if accumulate:
+                        v = c.load(outs[i][j])
+                    else:
+                        v = ir.Constant(vec, [0.0] * LANES)
+                    start.append(v)
+            entry = builder.block
+            loop = builder.append_basic_block("tile_loop")
+            done = builder.append_basic_block("tile_done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(k0, entry)
+            acc = []
+            for v in start:
+                phi = builder.phi(vec)
+                phi.add_incoming(v, entry)
+                acc.append(phi)
+            offset = builder.load(builder.gep(td, [k]))
+            xs = [c.load(vector_at(bases[j], offset)) for j in range(vectors)]
+            wk = builder.gep(wd, [builder.add(woff, builder.mul(k, const(rows)))])
+            undef = ir.Constant(vec, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+            new = [None] * (rows * vectors)
+            for i in range(rows):
+                scalar = builder.load(builder.gep(wk, [const(i)]))
+                wv = builder.shuffle_vector(
+                    builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0)),
+                    undef, splat)
+                for j in range(vectors):
+                    new[i * vectors + j] = builder.call(fma, [wv, xs[j], acc[i * vectors + j]])
+            k_next = builder.add(k, const(1))
+            k.add_incoming(k_next, loop)
+            for phi, value in zip(acc, new):
+                phi.add_incoming(value, loop)
+            builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
+            builder.position_at_end(done)
+            for i in range(rows):
+                for j in range(vectors):
+                    store = builder.store(new[i * vectors + j], outs[i][j])
+                    store.align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _grad_tile(rows, vectors):
+    """The weight-gradient tile for `rows` output channels x `vectors` taps (module
+    docstring of kernels/blocked_conv.py's weight gradient)."""
+
+    @intrinsic
+    def grad_tile(typingctx, x, pix, p0, p1, taps, t, dy, yoff, ldy, dw, dwoff, lddw):
+        sig = types.void(x, pix, p0, p1, taps, t, dy, yoff, ldy, dw, dwoff, lddw)
+
+        def codegen(context, builder, sig, args):
+            c = _IR(context, builder, sig, args)
+            xd, pd, td, yd, dwd = c.data(0), c.data(1), c.data(4), c.data(6), c.data(9)
+            p0, p1, t, yoff, ldy, dwoff, lddw = (args[i] for i in (2, 3, 5, 7, 8, 10, 11))
+            i64, i32, vec, fma, const, vector_at = c.i64, c.i32, c.vec, c.fma, c.const, c.vector_at
+            xbases = [builder.gep(xd, [builder.load(builder.gep(td, [builder.add(t, const(j))]))])
+                      for j in range(vectors)]
+            ybase = builder.gep(yd, [yoff])
+            yrows = [builder.gep(ybase, [builder.mul(ldy, const(i))]) for i in range(rows)]
+            entry = builder.block
+            loop = builder.append_basic_block("grad_loop")
+            done = builder.append_basic_block("grad_done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            p = builder.phi(i64)
+            p.add_incoming(p0, entry)
+            acc = []
+            for _ in range(rows * vectors):
+                phi = builder.phi(vec)
+                phi.add_incoming(ir.Constant(vec, [0.0] * LANES), entry)
+                acc.append(phi)
+            offset = builder.load(builder.gep(pd, [p]))
+            xs = [c.load(vector_at(xbases[j], offset)) for j in range(vectors)]
+            at = builder.mul(p, const(LANES))
+            new = [None] * (rows * vectors)
+            for i in range(rows):
+                dyv = c.load(vector_at(yrows[i], at))
+                for j in range(vectors):
+                    new[i * vectors + j] = builder.call(fma, [dyv, xs[j], acc[i * vectors + j]])
+            p_next = builder.add(p, const(1))
+            p.add_incoming(p_next, loop)
+            for phi, value in zip(acc, new):
+                phi.add_incoming(value, loop)
+            builder.cbranch(builder.icmp_signed("<", p_next, p1), loop, done)
+            builder.position_at_end(done)
+            undef = ir.Constant(vec, ir.Undefined)
+            dwbase = builder.gep(dwd, [dwoff])
+            for i in range(rows):
+                for j in range(vectors):
+                    v = new[i * vectors + j]
+                    width = LANES
+                    while width > 1:        # halves added pairwise: a fixed tree
+                        width //= 2
+                        upper = builder.shuffle_vector(v, undef, ir.Constant(
+                            ir.VectorType(i32, LANES),
+                            [width + q if q < width else q for q in range(LANES)]))
+                        v = builder.fadd(v, upper)
+                    total = builder.extract_element(v, ir.Constant(i32, 0))
+                    slot = builder.gep(dwbase, [builder.add(builder.mul(lddw, const(i)),
+                                                            const(j))])
+                    builder.store(builder.fadd(builder.load(slot), total), slot)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return grad_tile
+
+
+#: y = the tile's sums; y += them (the caller guarantees k1 > k0); the _1 and _2 forms
+#: have one and two vectors, for the end of a row of tiles
+tile_store = _tile(ROWS, VECTORS, accumulate=False)
+tile_add = _tile(ROWS, VECTORS, accumulate=True)
+tile_store_1 = _tile(ROWS, 1, accumulate=False)
+tile_add_1 = _tile(ROWS, 1, accumulate=True)
+tile_store_2 = _tile(ROWS, 2, accumulate=False)
+tile_add_2 = _tile(ROWS, 2, accumulate=True)
+#: dw[i, j] += sum over p in [p0, p1) and the lanes of dy[i, p] * x[pix[p] + taps[t + j]],
+#: for GRAD_ROWS output channels x GRAD_TAPS taps, or x one tap at the end of a filter (the
+#: caller guarantees p1 > p0). Four rows x six taps loads ten vectors per 24 FMAs; on the
+#: Xeon it ran 5-25% faster than eight x three, whose dy chunk crowded the image out of L1
+GRAD_ROWS, GRAD_TAPS = 4, 6
+grad_tile = _grad_tile(GRAD_ROWS, GRAD_TAPS)
+grad_tile_1 = _grad_tile(GRAD_ROWS, 1)

@@ -1,0 +1,202 @@
+"""kernels/blocked_conv.py: the stride-1 convolution on register-blocked tiles, against a
+float64 NumPy oracle, in both layouts, and its use by the LOWERED_GEMM engine.
+
+The kernels run on any x86 CPU (LLVM splits the 16-float vectors where AVX-512 is missing),
+so these tests run everywhere; only `applies` keeps other machines on the lowered GEMM.
+"""
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from caffe_lite import threads
+from caffe_lite.kernels import blocked_conv
+from caffe_lite.kernels import blocked_weight_grad as bwg
+from caffe_lite.kernels.blocked_conv import blocked_conv_forward
+from caffe_lite.kernels.blocked_weight_grad import blocked_weight_grad
+from caffe_lite.kernels.conv import ConvGeometry, conv2d_backward, conv2d_forward
+from caffe_lite.kernels.conv_engines import conv_engine
+
+EPS = np.finfo(np.float32).eps
+
+
+def _oracle(x, w, bias, geo):
+    """float64 convolution (stride 1) by windows of the padded image."""
+    g = geo.group
+    n, c, _, _ = x.shape
+    m = w.shape[0]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (geo.pad_h,) * 2, (geo.pad_w,) * 2))
+    span_h = geo.dilation_h * (geo.kernel_h - 1) + 1
+    span_w = geo.dilation_w * (geo.kernel_w - 1) + 1
+    win = sliding_window_view(xp, (span_h, span_w), axis=(2, 3))
+    win = win[..., ::geo.dilation_h, ::geo.dilation_w]       # (n, c, oh, ow, kh, kw)
+    cg, mg = c // g, m // g
+    out = [np.einsum("ncyxij,mcij->nmyx", win[:, k * cg:(k + 1) * cg],
+                     w[k * mg:(k + 1) * mg].astype(np.float64)) for k in range(g)]
+    y = np.concatenate(out, axis=1)
+    return y if bias is None else y + bias[None, :, None, None]
+
+
+def _case(rng, n, c, size, m, k, pad, group, dilation=1, bias=True):
+    kh, kw = k if isinstance(k, tuple) else (k, k)
+    ph, pw = pad if isinstance(pad, tuple) else (pad, pad)
+    geo = ConvGeometry(kh, kw, ph, pw, 1, 1, dilation, dilation, group)
+    h, w_ = size if isinstance(size, tuple) else (size, size)
+    x = rng.standard_normal((n, c, h, w_), dtype=np.float32)
+    w = rng.standard_normal((m, c // group, kh, kw), dtype=np.float32)
+    b = rng.standard_normal(m, dtype=np.float32) if bias else None
+    oh = h + 2 * ph - dilation * (kh - 1)
+    ow = w_ + 2 * pw - dilation * (kw - 1)
+    return x, w, b, geo, np.full((n, m, oh, ow), np.nan, np.float32)
+
+
+def _assert_close(y, x, w, b, geo):
+    """Within the bound of K sequential float32 multiply-adds (plus the bias)."""
+    ref = _oracle(x, w, b, geo)
+    scale = _oracle(np.abs(x), np.abs(w), None if b is None else np.abs(b), geo)
+    taps = w[0].size
+    assert np.all(np.abs(y - ref) <= (taps + 2) * EPS * scale + 1e-30)
+
+
+GRID = [
+    # n, c, size, m, k, pad, group, dilation
+    (1, 8, 7, 5, 3, 1, 1, 1),          # flat, fewer outputs than a tile's rows
+    (1, 16, (9, 13), 12, 3, (0, 2), 1, 1),
+    (2, 6, 10, 8, 5, 2, 2, 1),         # flat, groups
+    (3, 4, 12, 9, (3, 5), (1, 2), 1, 2),   # flat, dilation, non-square kernel
+    (8, 8, 6, 16, 3, 1, 1, 1),         # lanes, one whole block
+    (17, 6, 5, 11, 3, 1, 1, 1),        # lanes, a second block of one image
+    (20, 12, 8, 24, 3, 1, 4, 1),       # lanes, groups of three channels
+    (9, 5, 9, 7, 1, 0, 1, 1),          # lanes, 1x1
+    (10, 4, 11, 6, 3, 2, 1, 2),        # lanes, dilation
+]
+
+
+@pytest.mark.parametrize("n,c,size,m,k,pad,group,dilation", GRID)
+def test_equals_oracle(n, c, size, m, k, pad, group, dilation):
+    rng = np.random.default_rng(hash((n, c, m)) % 2**32)
+    x, w, b, geo, y = _case(rng, n, c, size, m, k, pad, group, dilation)
+    blocked_conv_forward(x, w, b, geo, y)
+    _assert_close(y, x, w, b, geo)
+
+
+@pytest.mark.parametrize("n", [2, 12])
+def test_tap_blocks_add_onto_the_tile(monkeypatch, n):
+    """Filters longer than TAP_BLOCK are summed block by block (the tile's add form)."""
+    monkeypatch.setattr(blocked_conv, "TAP_BLOCK", 16)
+    rng = np.random.default_rng(7)
+    x, w, b, geo, y = _case(rng, n, 10, 6, 9, 3, 1, 1)    # 90 taps: six blocks
+    blocked_conv_forward(x, w, b, geo, y)
+    _assert_close(y, x, w, b, geo)
+
+
+@pytest.mark.parametrize("n", [1, 16])
+def test_same_bits_on_one_and_two_threads(n):
+    """Splitting over workers moves whole tiles: each output's sum keeps its order."""
+    rng = np.random.default_rng(3)
+    x, w, b, geo, y1 = _case(rng, n, 16, 9, 40, 3, 1, 1)
+    y2 = y1.copy()
+    old = threads.get_num_threads()
+    try:
+        threads.set_num_threads(1)
+        blocked_conv_forward(x, w, b, geo, y1)
+        threads.set_num_threads(2)
+        blocked_conv_forward(x, w, b, geo, y2)
+    finally:
+        threads.set_num_threads(old)
+    assert np.array_equal(y1, y2)
+
+
+def test_applies_only_where_tiles_pay(monkeypatch):
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)
+    x = np.zeros((16, 32, 8, 8), np.float32)
+    assert blocked_conv.applies(x, geo)
+    assert not blocked_conv.applies(x.astype(np.float64), geo)
+    assert not blocked_conv.applies(x, geo._replace(stride_h=2, stride_w=2))
+    assert not blocked_conv.applies(x[:, :3], geo)                    # 27 taps
+    assert not blocked_conv.applies(np.zeros((1, 256, 8, 8), np.float32), geo)  # flat, long
+    monkeypatch.setattr(blocked_conv, "AVX512", False)
+    assert not blocked_conv.applies(x, geo)
+
+
+def _grad_oracle(x, dy, geo, wshape):
+    """float64 dw and db, and the same sums over |x| and |dy| (the rounding bound's scale)."""
+    out = []
+    for xs, ds in ((x, dy), (np.abs(x), np.abs(dy))):
+        dw, db = np.zeros(wshape), np.zeros(dy.shape[1])
+        conv2d_backward(xs.astype(np.float64), np.zeros(wshape), ds.astype(np.float64), geo,
+                        dw=dw, db=db)
+        out += [dw, db]
+    return out
+
+
+def _assert_grads_close(dw, db, x, dy, geo, start=0.0):
+    dw_ref, db_ref, dw_scale, db_scale = _grad_oracle(x, dy, geo, dw.shape)
+    terms = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    assert np.all(np.abs(dw - start - dw_ref) <= (terms + 2) * EPS * (dw_scale + abs(start)))
+    assert np.all(np.abs(db - start - db_ref) <= (terms + 2) * EPS * (db_scale + abs(start)))
+
+
+@pytest.mark.parametrize("n,c,size,m,k,pad,group,dilation", GRID)
+def test_weight_gradient_equals_oracle(n, c, size, m, k, pad, group, dilation):
+    """dw and db accumulate (+=) the oracle's sums, in both layouts."""
+    rng = np.random.default_rng(hash((n, m, c)) % 2**32)
+    x, w, _, geo, y = _case(rng, n, c, size, m, k, pad, group, dilation)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    dw, db = np.full(w.shape, 0.5, np.float32), np.full(m, 0.5, np.float32)
+    blocked_weight_grad(x, dy, geo, dw, db)
+    _assert_grads_close(dw, db, x, dy, geo, start=0.5)
+
+
+@pytest.mark.parametrize("n", [1, 16])
+def test_weight_gradient_chunks_and_threads(monkeypatch, n):
+    """Positions summed chunk by chunk (here 5 per chunk) stay within the bound. With one
+    image (block) the workers split the output channels, so the result has the same bits
+    on one thread and on two."""
+    monkeypatch.setattr(bwg, "POSITION_CHUNK", 5)
+    rng = np.random.default_rng(5)
+    x, w, _, geo, y = _case(rng, n, 7, 8, 13, 3, 1, 1)       # 63 taps: 10 tiles + 3 single
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    results = []
+    old = threads.get_num_threads()
+    try:
+        for count in (1, 2):
+            threads.set_num_threads(count)
+            dw, db = np.zeros_like(w), np.zeros(w.shape[0], np.float32)
+            blocked_weight_grad(x, dy, geo, dw, db)
+            results.append((dw, db))
+    finally:
+        threads.set_num_threads(old)
+    _assert_grads_close(*results[0], x, dy, geo)
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("n,pad,dilation", [(16, 1, 1), (2, 2, 1), (9, 2, 2)])
+def test_lowered_gemm_engine_uses_tiles_for_forward_and_data_gradient(monkeypatch, n, pad,
+                                                                      dilation):
+    """The engine's forward, its flipped data gradient and its weight and bias gradients
+    run on tiles where they apply, and equal the lowered convolution's to float32
+    rounding."""
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    calls = []
+    real = blocked_conv.blocked_conv_forward
+    monkeypatch.setattr(blocked_conv, "blocked_conv_forward",
+                        lambda *args: calls.append(args[0].shape) or real(*args))
+    rng = np.random.default_rng(11)
+    x, w, b, geo, y = _case(rng, n, 32, 9, 24, 3, pad, 2, dilation)   # 144 and 108 taps
+    engine = conv_engine("LOWERED_GEMM")
+    engine.forward(x, w, b, geo, y)
+    ref = y.copy()
+    conv2d_forward(x, w, b, geo, ref)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    dx, dw, db = np.full_like(x, np.nan), np.zeros_like(w), np.zeros_like(b)
+    engine.backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
+    dx_ref, dw_ref, db_ref = np.empty_like(x), np.zeros_like(w), np.zeros_like(b)
+    conv2d_backward(x, w, dy, geo, dx=dx_ref, dw=dw_ref, db=db_ref)
+    assert calls == [x.shape, dy.shape]
+    taps = w[0].size
+    for got, want in ((y, ref), (dx, dx_ref)):
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() <= 2 * (taps + 2) * EPS * scale
+    _assert_grads_close(dw, db, x, dy, geo)
