@@ -63,11 +63,11 @@ GRID = [
     (1, 16, (9, 13), 12, 3, (0, 2), 1, 1),
     (2, 6, 10, 8, 5, 2, 2, 1),         # flat, groups
     (3, 4, 12, 9, (3, 5), (1, 2), 1, 2),   # flat, dilation, non-square kernel
-    (8, 8, 6, 16, 3, 1, 1, 1),         # lanes, one whole block
-    (17, 6, 5, 11, 3, 1, 1, 1),        # lanes, a second block of one image
-    (20, 12, 8, 24, 3, 1, 4, 1),       # lanes, groups of three channels
-    (9, 5, 9, 7, 1, 0, 1, 1),          # lanes, 1x1
-    (10, 4, 11, 6, 3, 2, 1, 2),        # lanes, dilation
+    (16, 8, 6, 16, 3, 1, 1, 1),        # lanes, one whole block
+    (17, 6, 5, 11, 3, 1, 1, 1),        # lanes, then one image flat
+    (20, 12, 8, 24, 3, 1, 4, 1),       # lanes, groups of three channels, then four flat
+    (32, 5, 9, 7, 1, 0, 1, 1),         # lanes, 1x1
+    (18, 4, 11, 6, 3, 2, 1, 2),        # lanes, dilation
 ]
 
 
@@ -110,13 +110,22 @@ def test_applies_only_where_tiles_pay(monkeypatch):
     monkeypatch.setattr(blocked_conv, "AVX512", True)
     geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)
     x = np.zeros((16, 32, 8, 8), np.float32)
-    assert blocked_conv.applies(x, geo)
-    assert not blocked_conv.applies(x.astype(np.float64), geo)
-    assert not blocked_conv.applies(x, geo._replace(stride_h=2, stride_w=2))
-    assert not blocked_conv.applies(x[:, :3], geo)                    # 27 taps
-    assert not blocked_conv.applies(np.zeros((1, 256, 8, 8), np.float32), geo)  # flat, long
+    assert blocked_conv.applies(x, geo, 32)
+    assert blocked_conv.weight_grad_applies(x, geo, 32)
+    assert not blocked_conv.applies(x.astype(np.float64), geo, 32)
+    assert not blocked_conv.applies(x, geo._replace(stride_h=2, stride_w=2), 32)
+    flat = np.zeros((1, 32, 16, 16), np.float32)
+    assert blocked_conv.applies(flat, geo, 64)              # 4.7 M multiply-adds
+    assert not blocked_conv.applies(flat, geo, 16)          # 1.2 M: too little work
+    assert not blocked_conv.applies(np.zeros((1, 256, 16, 16), np.float32), geo, 64)  # long
+    one = geo._replace(kernel_h=1, kernel_w=1, pad_h=0, pad_w=0)
+    assert not blocked_conv.applies(np.zeros((1, 512, 16, 16), np.float32), one, 512)  # 1x1
+    assert blocked_conv.applies(np.zeros((32, 128, 8, 8), np.float32), one, 8)   # lanes
+    long = np.zeros((16, 128, 8, 8), np.float32)                    # 1152 taps
+    assert blocked_conv.applies(long, geo, 8)
+    assert not blocked_conv.weight_grad_applies(long, geo, 8)
     monkeypatch.setattr(blocked_conv, "AVX512", False)
-    assert not blocked_conv.applies(x, geo)
+    assert not blocked_conv.applies(x, geo, 32)
 
 
 def _grad_oracle(x, dy, geo, wshape):
@@ -179,6 +188,7 @@ def test_lowered_gemm_engine_uses_tiles_for_forward_and_data_gradient(monkeypatc
     run on tiles where they apply, and equal the lowered convolution's to float32
     rounding."""
     monkeypatch.setattr(blocked_conv, "AVX512", True)
+    monkeypatch.setattr(blocked_conv, "FLAT_MIN_MACS", 0)      # small images run flat too
     calls = []
     real = blocked_conv.blocked_conv_forward
     monkeypatch.setattr(blocked_conv, "blocked_conv_forward",

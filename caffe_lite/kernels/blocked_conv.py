@@ -8,45 +8,51 @@ from where output (oy, ox) sits in it, so a tile needs one table of tap offsets 
 positions of its outputs, and no lowered copy (im2col writes kh*kw times the image and
 OpenBLAS then packs it again). Two layouts of the padded image:
 
-* lanes (batches of 8 and more): 16 images side by side, xpad[c, r, q, lane]; a vector is
-  one pixel of 16 images, so every vector holds outputs, and the loads are aligned. The
-  last block of a batch fills its missing images with zeros.
-* flat (smaller batches): one image, xpad[c, r * Wp + q] on rows of the padded width Wp;
+* lanes (whole blocks of 16 images): 16 images side by side, xpad[c, r, q, lane]; a vector
+  is one pixel of 16 images, so every vector holds outputs, and the loads are aligned.
+* flat (the images after the last whole block): one image, xpad[c, r * Wp + q] on rows of
+  the padded width Wp;
   a vector is 16 consecutive positions of that flat plane, outputs (oy, ox) sitting at
   oy * Wp + ox. The Wp - OW positions past each output row, and the rounding of the last
   tile, are computed and dropped.
 
 Output channels go by blocks of vector_tile.ROWS (the weight packed [block][tap][row], rows
-past M/g zero). Taps go by blocks of TAP_BLOCK, so that a tile's weights stay in L1 and the
-image's rows that the block reads stay in L2; later blocks add onto the tile.
+past M/g zero). Taps go by blocks of TAP_BLOCK, so that a tile's weights stay in L1, and
+outputs by chunks of PIXEL_CHUNK vectors, so that the image rows the chunk reads stay in L2
+while every block of output channels passes over them; later tap blocks add onto the tile.
 
 Sums run over a filter's taps in (c, ki, kj) order, one FMA each, then the bias is added:
 the dense GEMM's order for a product of one image, so results match the lowered
 convolution to float32 rounding.
 
-It pays where a tile does enough work per output: `applies` asks for stride 1, float32,
-at least MIN_TAPS taps per output and AVX-512 (the tile's 24 accumulators are 16-float
-vectors; on AVX2 they would spill). Measured on the Intel Xeon of docs/benchmarks.md,
-one core, forward: 1.3-2.3x the lowered GEMM on cifar10_quick conv2-3, LeNet conv2 and
-miniVggNet conv2-4; the three-channel first layers (27 and 75 taps) were slower and keep
-the lowering.
+`applies` asks for stride 1, float32 and AVX-512 (the tile's 24 accumulators are 16-float
+vectors; on AVX2 they would spill), and for the flat layout enough work (_flat_pays).
+Measured on the Intel Xeon of docs/benchmarks.md, two cores, forward: 1.3-2.3x the lowered
+GEMM on the convolutions of LeNet, cifar10_quick and miniVggNet (first layers included:
+one to three channels, 9-75 taps), 1.0-1.4x on CaffeNet conv2-conv5 at batch 16.
 """
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
 from llvmlite import binding
 from numba import config, njit
 
-from .gemm import batch_workers, split_batch, workspace
+from .gemm import SPLIT_MIN_MACS, batch_workers, split_batch, workspace
 from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
                           tile_store_1, tile_store_2)
 
-#: fewest taps (C/g * kh * kw) per output for which tiles beat the lowered GEMM
-MIN_TAPS = 100
+#: fewest multiply-adds per flat image for tiles: below, the packing and the call overheads
+#: (0.1-0.15 ms) lose to the lowered GEMM (cifar10_quick conv1 at batch 1, 2.4 M: 0.17 ms
+#: against 0.12; its conv2, 6.5 M: 0.24 against 0.38)
+FLAT_MIN_MACS = 1 << 22
 #: taps per block: a block's weights, ROWS x TAP_BLOCK floats, are 16 KB (a third of L1)
 TAP_BLOCK = 512
-#: batches from this size use the lanes layout (module docstring)
-LANES_FROM = 8
+#: output vectors per chunk: every block of output channels runs over a chunk before the
+#: next, so the image rows that the chunk reads (about 96 pixels x the block's channels,
+#: 0.3-0.8 MB on the nets measured) stay in L2 instead of streaming from L3 once per block
+#: (a 1x1 convolution of 128 channels at 28x28, batch 8, ran 3.8x slower unchunked)
+PIXEL_CHUNK = 96
 #: most taps for the flat layout: above it, at batch 1, OpenBLAS's GEMM on both cores is the
 #: faster (CaffeNet conv3, 2304 taps: 2.8 ms on tiles against 2.6 ms lowered, one core)
 FLAT_MAX_TAPS = 1024
@@ -62,11 +68,26 @@ def _has_avx512():
 AVX512 = _has_avx512()
 
 
-def applies(x, geo):
-    """Whether y = conv(x, w) runs on tiles here (module docstring)."""
+def _flat_pays(x, geo, taps, outputs):
+    """Whether a batch of fewer than LANES images may run flat: not a 1x1 convolution, which
+    has no lowering to save (OpenBLAS multiplies the image itself: 128 channels at 28x28,
+    batch 1, 0.17 ms against 0.36 ms flat), nor long filters, OpenBLAS's best case, nor
+    small images, too little work for the passes' fixed cost (FLAT_MIN_MACS). In a larger
+    batch the images after the last whole block run flat whatever their size."""
+    return (geo.kernel_h * geo.kernel_w > 1 and taps <= FLAT_MAX_TAPS
+            and taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS)
+
+
+def _tiles_pay(x, geo, outputs, max_taps):
     taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
     return (AVX512 and x.dtype == np.float32 and geo.stride_h == 1 and geo.stride_w == 1
-            and taps >= MIN_TAPS and (x.shape[0] >= LANES_FROM or taps <= FLAT_MAX_TAPS))
+            and taps <= max_taps and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs)))
+
+
+def applies(x, geo, outputs):
+    """Whether y = conv(x, w) with `outputs` channels runs on tiles here (module
+    docstring)."""
+    return _tiles_pay(x, geo, outputs, max_taps=np.inf)
 
 
 #: most taps for which the weight gradient runs on tiles (kernels/blocked_weight_grad.py):
@@ -74,11 +95,9 @@ def applies(x, geo):
 GRAD_MAX_TAPS = 1024
 
 
-def weight_grad_applies(x, geo):
-    """Whether dw of y = conv(x, w) runs on tiles here."""
-    taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
-    return (AVX512 and x.dtype == np.float32 and geo.stride_h == 1 and geo.stride_w == 1
-            and taps <= GRAD_MAX_TAPS)
+def weight_grad_applies(x, geo, outputs):
+    """Whether dw of y = conv(x, w) with `outputs` channels runs on tiles here."""
+    return _tiles_pay(x, geo, outputs, max_taps=GRAD_MAX_TAPS)
 
 
 class _Layout:
@@ -106,11 +125,10 @@ class _Layout:
         self.row = len(self.pix) * LANES          # floats per output channel in the tile buffer
         self._pads = (geo.pad_h, geo.pad_w)
 
-    def pack(self, x, image, c0, cg, xb):
-        """xb = channels [c0, c0 + cg) of image (block) `image` of x, padded, in this layout."""
+    def pack(self, x, n0, c0, cg, xb):
+        """xb = channels [c0, c0 + cg) of image n0 (and the next 15: lanes) of x, padded."""
         pack = _pack_lanes if self.lanes else _pack_flat
-        pack(x, image * LANES if self.lanes else image, c0, cg, *self._pads, self.hp, self.wp,
-             xb)
+        pack(x, n0, c0, cg, *self._pads, self.hp, self.wp, xb[:self.x_size])
 
 
 @njit(cache=True, nogil=True)
@@ -196,34 +214,39 @@ def _unpack_flat(yb, row, wp, n, m0, m1, out0, bias, y):
 
 
 @njit(cache=True, nogil=True)
-def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_block):
-    """yb[m, .] for the output channels of blocks [block0, block1): every tile, tap block
-    by tap block (module docstring)."""
+def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_block, pixel_chunk):
+    """yb[m, .] for the output channels of blocks [block0, block1): every tile, by blocks of
+    taps and chunks of outputs (module docstring)."""
     k = taps.shape[0]
     vectors = pix.shape[0]
     row = vectors * LANES
     for k0 in range(0, k, tap_block):
         k1 = min(k, k0 + tap_block)
-        for block in range(block0, block1):
-            w0 = block * ROWS * k
-            y0 = block * ROWS * row
-            full = vectors - vectors % VECTORS
-            for t in range(0, full, VECTORS):
-                if k0 == 0:
-                    tile_store(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-                else:
-                    tile_add(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-            t = full
-            if vectors - full == 2:
-                if k0 == 0:
-                    tile_store_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-                else:
-                    tile_add_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-            elif vectors - full == 1:
-                if k0 == 0:
-                    tile_store_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-                else:
-                    tile_add_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+        first = k0 == 0
+        for v0 in range(0, vectors, pixel_chunk):
+            v1 = min(vectors, v0 + pixel_chunk)
+            full = v1 - (v1 - v0) % VECTORS
+            for block in range(block0, block1):
+                w0 = block * ROWS * k
+                y0 = block * ROWS * row
+                for t in range(v0, full, VECTORS):
+                    if first:
+                        tile_store(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                    else:
+                        tile_add(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                t = full
+                if v1 - full == 2:
+                    if first:
+                        tile_store_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES,
+                                     row)
+                    else:
+                        tile_add_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                elif v1 - full == 1:
+                    if first:
+                        tile_store_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES,
+                                     row)
+                    else:
+                        tile_add_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
 
 
 @njit(cache=True, nogil=True)
@@ -245,62 +268,85 @@ def _pack_weight(w2, group, blocks, wpk):
 
 
 class _Plan(NamedTuple):
-    """How one pass over a convolution's batch goes: the layout, the blocks of output
-    channels per group and the work units (_units)."""
-    layout: _Layout
+    """How one pass over a convolution's batch goes: the blocks of output channels per group
+    and each worker's share of the work units (_units), each unit with its layout."""
     cg: int                 # input channels per group
     mg: int                 # output channels per group
     blocks: int             # blocks of ROWS output channels per group
-    units: list
+    shares: list            # per worker, its units
+    x_size: int             # floats of the largest padded image (block) of a unit
+    row: int                # floats per output channel of the largest tile buffer
 
 
-def _plan(x_shape, y_shape, geo):
+def _plan(x_shape, y_shape, geo, macs):
+    """Whole blocks of LANES images run in the lanes layout, the images after them flat;
+    one worker below gemm.SPLIT_MIN_MACS multiply-adds, where a fork/join costs more than
+    it saves."""
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
-    lanes = n_img >= LANES_FROM
-    layout = _Layout(lanes, cg, height, width, out_h, out_w, geo)
     blocks = -(-mg // ROWS)
-    images = -(-n_img // LANES) if lanes else n_img
-    return _Plan(layout, cg, mg, blocks, _units(images, geo.group, blocks, batch_workers()))
+    whole = n_img - n_img % LANES
+    starts = []
+    if whole:
+        lanes = _Layout(True, cg, height, width, out_h, out_w, geo)
+        starts += [(lanes, n0) for n0 in range(0, whole, LANES)]
+    if whole < n_img:
+        flat = _Layout(False, cg, height, width, out_h, out_w, geo)
+        starts += [(flat, n0) for n0 in range(whole, n_img)]
+    layouts = {layout for layout, _ in starts}
+    workers = 1 if macs < SPLIT_MIN_MACS else batch_workers()
+    shares = _shares(_units(starts, geo.group, blocks, workers), workers)
+    return _Plan(cg, mg, blocks, shares, max(layout.x_size for layout in layouts),
+                 max(layout.row for layout in layouts))
 
 
-def _units(images, group, blocks, workers):
-    """(image or image block, group, first block, end block) work units, split over the
+def _units(starts, group, blocks, workers):
+    """(layout, first image, group, first block, end block) work units, split over the
     output channels too when there are fewer (image, group) pairs than workers."""
-    pairs = [(i, g) for i in range(images) for g in range(group)]
+    pairs = [(layout, n0, g) for layout, n0 in starts for g in range(group)]
     pieces = min(blocks, -(-workers // len(pairs)))
     bounds = [blocks * s // pieces for s in range(pieces + 1)]
-    return [(i, g, lo, hi) for i, g in pairs for lo, hi in zip(bounds[:-1], bounds[1:])
+    return [(*pair, lo, hi) for pair in pairs for lo, hi in zip(bounds[:-1], bounds[1:])
             if hi > lo]
 
 
+def _shares(units, workers):
+    """Consecutive runs of units, one per worker, balanced on the vectors their tiles
+    compute: a flat image costs a fraction of a block of LANES images (cifar10_quick's
+    batch of 100, six blocks and four flat images, split by count left one core idle)."""
+    cost = np.cumsum([(hi - lo) * len(layout.pix) for layout, _, _, lo, hi in units])
+    cuts = [0] + [int(np.searchsorted(cost, cost[-1] * i / workers, side="right"))
+                  for i in range(1, workers)] + [len(units)]
+    return [units[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
 def blocked_conv_forward(x, w, bias, geo, y):
-    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles; `applies(x, geo)` must hold."""
+    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`)."""
     x = np.ascontiguousarray(x)
     w2 = np.ascontiguousarray(w, np.float32).reshape(w.shape[0], -1)
     bias = np.empty(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
-    layout, cg, mg, blocks, units = _plan(x.shape, y.shape, geo)
+    cg, mg, blocks, shares, x_size, row = _plan(x.shape, y.shape, geo, y.size * w2.shape[1])
     k = w2.shape[1]
     wpk = np.empty(geo.group * blocks * k * ROWS, np.float32)
     _pack_weight(w2, geo.group, blocks, wpk)
 
     def work(worker, lo, hi):
         ws = workspace(worker)
-        xb = ws.get("blocked_x", (layout.x_size,), np.float32)
-        yb = ws.get("blocked_y", (blocks * ROWS * layout.row,), np.float32)
+        xb = ws.get("blocked_x", (x_size,), np.float32)
+        yb = ws.get("blocked_y", (blocks * ROWS * row,), np.float32)
         packed = None
-        for image, g, b0, b1 in units[lo:hi]:
-            if packed != (image, g):
-                packed = (image, g)
-                layout.pack(x, image, g * cg, cg, xb)
+        for layout, n0, g, b0, b1 in chain(*shares[lo:hi]):
+            if packed != (n0, g):
+                packed = (n0, g)
+                layout.pack(x, n0, g * cg, cg, xb)
             _tiles(xb, layout.pix, wpk[g * blocks * k * ROWS:], layout.taps, yb, b0, b1,
-                   TAP_BLOCK)
+                   TAP_BLOCK, PIXEL_CHUNK)
             m0, m1 = b0 * ROWS, min(mg, b1 * ROWS)
             if layout.lanes:
-                _unpack_lanes(yb, layout.row, image * LANES, m0, m1, g * mg, bias, y)
+                _unpack_lanes(yb, layout.row, n0, m0, m1, g * mg, bias, y)
             else:
-                _unpack_flat(yb, layout.row, layout.wp, image, m0, m1, g * mg, bias, y)
+                _unpack_flat(yb, layout.row, layout.wp, n0, m0, m1, g * mg, bias, y)
 
-    split_batch(len(units), work)
+    split_batch(len(shares), work)
     return y

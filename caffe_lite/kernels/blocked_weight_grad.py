@@ -17,6 +17,8 @@ POSITION_CHUNK positions, over the positions in order within each lane, then the
 a tree; the chunks, then image blocks, in order; then the workers.
 Equal to float32 rounding over N*OH*OW terms.
 """
+from itertools import chain
+
 import numpy as np
 from numba import njit
 
@@ -102,34 +104,34 @@ def _bias_grad(dy, db):
 
 def blocked_weight_grad(x, dy, geo, dw, db=None):
     """dw (M, C/g, kh, kw) += and db (M,) += the gradients above (db: None to skip), for a
-    convolution that blocked_conv.applies to."""
+    convolution on tiles (see blocked_conv.weight_grad_applies)."""
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy)
     group = geo.group
-    layout, cg, mg, blocks, units = _plan(x.shape, dy.shape, geo)
-    lanes = layout.lanes
-    positions = dy.shape[2] * dy.shape[3] if lanes else len(layout.pix)
-    k = len(layout.taps)
+    k = x.shape[1] // group * geo.kernel_h * geo.kernel_w
+    cg, mg, blocks, shares, x_size, row = _plan(x.shape, dy.shape, geo, dy.size * k)
 
     def work(worker, lo, hi):
         ws = workspace(worker)
-        xb = ws.get("blocked_x", (layout.x_size,), np.float32)
-        dyb = ws.get("blocked_dy", (blocks * ROWS * layout.row,), np.float32)
+        xb = ws.get("blocked_x", (x_size,), np.float32)
+        dyb = ws.get("blocked_dy", (blocks * ROWS * row,), np.float32)
         part = ws.zeros("blocked_dw", (group, blocks * ROWS * k), np.float32)
         packed = None
-        for image, g, b0, b1 in units[lo:hi]:
-            if packed != (image, g):
-                packed = (image, g)
-                layout.pack(x, image, g * cg, cg, xb)
-                if lanes:
-                    _pack_dy_lanes(dy, image * LANES, g * mg, mg, layout.row, dyb)
+        for layout, n0, g, b0, b1 in chain(*shares[lo:hi]):
+            size = blocks * ROWS * layout.row
+            if packed != (n0, g):
+                packed = (n0, g)
+                layout.pack(x, n0, g * cg, cg, xb)
+                if layout.lanes:
+                    _pack_dy_lanes(dy, n0, g * mg, mg, layout.row, dyb[:size])
                 else:
-                    _pack_dy_flat(dy, image, g * mg, mg, layout.row, layout.wp, dyb)
+                    _pack_dy_flat(dy, n0, g * mg, mg, layout.row, layout.wp, dyb[:size])
+            positions = dy.shape[2] * dy.shape[3] if layout.lanes else len(layout.pix)
             _grad_tiles(xb, layout.pix, positions, layout.taps, dyb, layout.row, part[g],
                         b0, b1, POSITION_CHUNK)
         return part
 
-    parts = split_batch(len(units), work)
+    parts = split_batch(len(shares), work)
     total = parts[0]
     for part in parts[1:]:
         total += part

@@ -47,7 +47,7 @@ class LoweredGemmEngine:
     kinds of layer that lowering serves badly compute the same sums another way:
     - a depthwise convolution (one input channel per group): direct depthwise loops
       (kernels/depthwise_conv.py);
-    - a stride-1 convolution with enough taps per output (blocked_conv.applies): tiles
+    - a stride-1 convolution where tiles pay (blocked_conv.applies): tiles
       without lowering (kernels/blocked_conv.py), for the forward and for the data
       gradient where that is itself a stride-1 convolution of dy; and its weight and bias
       gradients, up to GRAD_MAX_TAPS taps (kernels/blocked_weight_grad.py)."""
@@ -60,7 +60,7 @@ class LoweredGemmEngine:
     def forward(self, x, w, bias, geo, y):
         if self.product is DENSE and is_depthwise(x, geo):
             depthwise_forward(x, w, bias, geo, y)
-        elif self.product is DENSE and blocked_conv.applies(x, geo):
+        elif self.product is DENSE and blocked_conv.applies(x, geo, y.shape[1]):
             blocked_conv.blocked_conv_forward(x, w, bias, geo, y)
         else:
             conv2d_forward(x, w, bias, geo, y, product=self.product)
@@ -72,10 +72,10 @@ class LoweredGemmEngine:
         if x.size and dy.size:
             if dx is not None:
                 flipped = flipped_data_conv(w, geo, x.shape[2:], dy.shape[2:])
-                if flipped is not None and blocked_conv.applies(dy, flipped[1]):
+                if flipped is not None and blocked_conv.applies(dy, flipped[1], x.shape[1]):
                     blocked_conv.blocked_conv_forward(dy, flipped[0], None, flipped[1], dx)
                     dx = None
-            if dw is not None and blocked_conv.weight_grad_applies(x, geo):
+            if dw is not None and blocked_conv.weight_grad_applies(x, geo, dy.shape[1]):
                 blocked_weight_grad(x, dy, geo, dw, db)
                 dw = db = None
         if dx is not None or dw is not None or db is not None:
