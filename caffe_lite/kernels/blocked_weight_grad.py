@@ -24,7 +24,7 @@ from numba import njit
 
 from .blocked_conv import _plan
 from .gemm import split_batch, workspace
-from .vector_tile import GRAD_ROWS, GRAD_TAPS, LANES, ROWS, grad_tile, grad_tile_1
+from .vector_tile import GRAD_ROWS, GRAD_TAPS, LANES, ROWS, grad_tile, grad_tile_1, grad_tile_3
 
 
 @njit(cache=True, nogil=True)
@@ -86,19 +86,28 @@ def _grad_tiles(xb, pix, positions, taps, dyb, row, dwp, block0, block1, chunk):
             d0 = r0 * k
             for t in range(0, full, GRAD_TAPS):
                 grad_tile(xb, pix, p0, p1, taps, t, dyb, y0, row, dwp, d0 + t, k)
-            for t in range(full, k):
+            t = full
+            if k - t >= 3:          # 3x3 filters of an odd channel count, 5x5 of three
+                grad_tile_3(xb, pix, p0, p1, taps, t, dyb, y0, row, dwp, d0 + t, k)
+                t += 3
+            for t in range(t, k):
                 grad_tile_1(xb, pix, p0, p1, taps, t, dyb, y0, row, dwp, d0 + t, k)
 
 
 @njit(cache=True, nogil=True)
-def _bias_grad(dy, db):
-    n_img, channels, out_h, out_w = dy.shape
-    for m in range(channels):
-        total = dy.dtype.type(0)
-        for n in range(n_img):
-            for oy in range(out_h):
-                for ox in range(out_w):
-                    total += dy[n, m, oy, ox]
+def _row_sums(dyb, row, m0, m1, db):
+    """db[m] += the sum of row m of the tile buffer (its zero padding adds nothing): 16
+    running sums, one per position in a vector, so that the loop vectorizes (one running
+    sum waits for each add), then added in order."""
+    sums = np.zeros(LANES, dyb.dtype)
+    for m in range(m0, m1):
+        sums[:] = 0
+        for i in range(m * row, (m + 1) * row, LANES):
+            for lane in range(LANES):
+                sums[lane] += dyb[i + lane]
+        total = dyb.dtype.type(0)
+        for lane in range(LANES):
+            total += sums[lane]
         db[m] += total
 
 
@@ -106,16 +115,19 @@ def blocked_weight_grad(x, dy, geo, dw, db=None):
     """dw (M, C/g, kh, kw) += and db (M,) += the gradients above (db: None to skip), for a
     convolution on tiles (see blocked_conv.weight_grad_applies)."""
     x = np.ascontiguousarray(x)
-    dy = np.ascontiguousarray(dy)
+    dy = np.ascontiguousarray(dy, np.float32)
     group = geo.group
     k = x.shape[1] // group * geo.kernel_h * geo.kernel_w
     cg, mg, blocks, shares, x_size, row = _plan(x.shape, dy.shape, geo, dy.size * k)
+
+    m_out = dy.shape[1]
 
     def work(worker, lo, hi):
         ws = workspace(worker)
         xb = ws.get("blocked_x", (x_size,), np.float32)
         dyb = ws.get("blocked_dy", (blocks * ROWS * row,), np.float32)
         part = ws.zeros("blocked_dw", (group, blocks * ROWS * k), np.float32)
+        part_db = ws.zeros("blocked_db", (m_out,), np.float32)
         packed = None
         for layout, n0, g, b0, b1 in chain(*shares[lo:hi]):
             size = blocks * ROWS * layout.row
@@ -129,12 +141,15 @@ def blocked_weight_grad(x, dy, geo, dw, db=None):
             positions = dy.shape[2] * dy.shape[3] if layout.lanes else len(layout.pix)
             _grad_tiles(xb, layout.pix, positions, layout.taps, dyb, layout.row, part[g],
                         b0, b1, POSITION_CHUNK)
-        return part
+            if db is not None:
+                _row_sums(dyb, layout.row, b0 * ROWS, min(mg, b1 * ROWS), part_db[g * mg:])
+        return part, part_db
 
     parts = split_batch(len(shares), work)
-    total = parts[0]
-    for part in parts[1:]:
+    total, total_db = parts[0]
+    for part, part_db in parts[1:]:
         total += part
+        total_db += part_db
     dw += total.reshape(group, blocks * ROWS, k)[:, :mg].reshape(dw.shape)
     if db is not None:
-        _bias_grad(dy, db)
+        db += total_db

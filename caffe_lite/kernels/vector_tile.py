@@ -200,9 +200,10 @@ tile_add_1 = _tile(ROWS, 1, accumulate=True)
 tile_store_2 = _tile(ROWS, 2, accumulate=False)
 tile_add_2 = _tile(ROWS, 2, accumulate=True)
 #: dw[i, j] += sum over p in [p0, p1) and the lanes of dy[i, p] * x[pix[p] + taps[t + j]],
-#: for GRAD_ROWS output channels x GRAD_TAPS taps, or x one tap at the end of a filter (the
-#: caller guarantees p1 > p0). Four rows x six taps loads ten vectors per 24 FMAs; on the
+#: for GRAD_ROWS output channels x GRAD_TAPS taps, or x three or one at the end of a filter
+#: (the caller guarantees p1 > p0). Four rows x six taps loads ten vectors per 24 FMAs; on the
 #: Xeon it ran 5-25% faster than eight x three, whose dy chunk crowded the image out of L1
 GRAD_ROWS, GRAD_TAPS = 4, 6
 grad_tile = _grad_tile(GRAD_ROWS, GRAD_TAPS)
+grad_tile_3 = _grad_tile(GRAD_ROWS, 3)
 grad_tile_1 = _grad_tile(GRAD_ROWS, 1)
