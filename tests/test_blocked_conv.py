@@ -121,9 +121,10 @@ def test_applies_only_where_tiles_pay(monkeypatch):
     one = geo._replace(kernel_h=1, kernel_w=1, pad_h=0, pad_w=0)
     assert not blocked_conv.applies(np.zeros((1, 512, 16, 16), np.float32), one, 512)  # 1x1
     assert blocked_conv.applies(np.zeros((32, 128, 8, 8), np.float32), one, 8)   # lanes
-    long = np.zeros((16, 128, 8, 8), np.float32)                    # 1152 taps
-    assert blocked_conv.applies(long, geo, 8)
-    assert not blocked_conv.weight_grad_applies(long, geo, 8)
+    wide = np.zeros((16, 128, 8, 8), np.float32)
+    assert blocked_conv.applies(wide, geo, 256)
+    assert not blocked_conv.weight_grad_applies(wide, geo, 256)     # 256 outputs
+    assert blocked_conv.weight_grad_applies(wide, geo._replace(group=4), 256)   # 64 a group
     monkeypatch.setattr(blocked_conv, "AVX512", False)
     assert not blocked_conv.applies(x, geo, 32)
 

@@ -90,14 +90,18 @@ def applies(x, geo, outputs):
     return _tiles_pay(x, geo, outputs, max_taps=np.inf)
 
 
-#: most taps for which the weight gradient runs on tiles (kernels/blocked_weight_grad.py):
-#: CaffeNet's conv2-conv5 (1200-2304 taps) measured 4-16% slower there than lowered
-GRAD_MAX_TAPS = 1024
+#: most output channels per group for which the weight gradient runs on tiles
+#: (kernels/blocked_weight_grad.py): with more, the lowered GEMM (M/g x P*n by P*n x K) is
+#: wide enough for OpenBLAS. Measured, two cores: 32-64 per group 1.1-1.5x faster on tiles
+#: (LeNet, cifar10_quick, miniVggNet, JacintoNet11's group-4 layers); 128-512 per group
+#: 0.9-1.05x (CaffeNet conv2-conv5 at batch 16, JacintoNet11's group-1 layers)
+GRAD_MAX_OUTPUTS = 96
 
 
 def weight_grad_applies(x, geo, outputs):
     """Whether dw of y = conv(x, w) with `outputs` channels runs on tiles here."""
-    return _tiles_pay(x, geo, outputs, max_taps=GRAD_MAX_TAPS)
+    return (outputs // geo.group <= GRAD_MAX_OUTPUTS
+            and _tiles_pay(x, geo, outputs, max_taps=np.inf))
 
 
 class _Layout:

@@ -50,7 +50,8 @@ class LoweredGemmEngine:
     - a stride-1 convolution where tiles pay (blocked_conv.applies): tiles
       without lowering (kernels/blocked_conv.py), for the forward and for the data
       gradient where that is itself a stride-1 convolution of dy; and its weight and bias
-      gradients, up to GRAD_MAX_TAPS taps (kernels/blocked_weight_grad.py)."""
+      gradients, up to GRAD_MAX_OUTPUTS outputs per group
+      (kernels/blocked_weight_grad.py)."""
     product = DENSE
     train_note = None
 
