@@ -46,6 +46,8 @@ from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2
 #: (0.1-0.15 ms) lose to the lowered GEMM (cifar10_quick conv1 at batch 1, 2.4 M: 0.17 ms
 #: against 0.12; its conv2, 6.5 M: 0.24 against 0.38)
 FLAT_MIN_MACS = 1 << 22
+#: fewest pixels per image for a 1x1 convolution to run flat (_flat_pays)
+FLAT_1X1_MIN_PIXELS = 3000
 #: taps per block: a block's weights, ROWS x TAP_BLOCK floats, are 16 KB (a third of L1)
 TAP_BLOCK = 512
 #: output vectors per chunk: every block of output channels runs over a chunk before the
@@ -69,12 +71,15 @@ AVX512 = _has_avx512()
 
 
 def _flat_pays(x, geo, taps, outputs):
-    """Whether a batch of fewer than LANES images may run flat: not a 1x1 convolution, which
-    has no lowering to save (OpenBLAS multiplies the image itself: 128 channels at 28x28,
-    batch 1, 0.17 ms against 0.36 ms flat), nor long filters, OpenBLAS's best case, nor
-    small images, too little work for the passes' fixed cost (FLAT_MIN_MACS). In a larger
-    batch the images after the last whole block run flat whatever their size."""
-    return (geo.kernel_h * geo.kernel_w > 1 and taps <= FLAT_MAX_TAPS
+    """Whether a batch of fewer than LANES images may run flat. Not for long filters,
+    OpenBLAS's best case, nor for small images, too little work for the pass's fixed cost
+    (FLAT_MIN_MACS). A 1x1 convolution has no lowering to save: only images of
+    FLAT_1X1_MIN_PIXELS and more, in a batch of two or more, run flat (mobilenet-0.5's
+    pointwise layers at batch 8: 112x112 and 56x56 1.3-1.6x faster flat, 14x14 and 7x7
+    5-60% slower; 128 channels at 28x28, batch 1, 0.36 ms flat against 0.17 ms lowered)."""
+    pointwise = geo.kernel_h * geo.kernel_w == 1
+    return ((not pointwise or (x.shape[0] > 1 and x.shape[2] * x.shape[3] >= FLAT_1X1_MIN_PIXELS))
+            and taps <= FLAT_MAX_TAPS
             and taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS)
 
 
