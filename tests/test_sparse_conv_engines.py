@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from caffe_lite import threads
 from caffe_lite.common import TEST, TRAIN
-from caffe_lite.kernels import sparse
+from caffe_lite.kernels import blocked_conv, sparse
 from caffe_lite.kernels.conv import ConvGeometry
 from caffe_lite.kernels.conv_engines import CONV_ENGINES, conv_engine
 from caffe_lite.kernels.sparse_conv_engines import WeightCache
@@ -85,6 +85,41 @@ def test_forward_matches_lowered_gemm(case, mode, pattern, keep, seed, bias_term
         assert (got[:, zero] == want).all()
 
 
+@SETTINGS
+@given(geometries(), patterns, keeps, seeds, st.booleans())
+def test_ccnmm_on_tiles_matches_lowered_gemm(case, pattern, keep, seed, bias_term):
+    """LOWERED_CCNMM's compacted weight on the blocked convolution's tiles (forced here on
+    any machine and for small images; strided geometries keep the lowered product)."""
+    geo, shape, m = case
+    x, w, bias = random_case(geo, shape, m, pattern, keep, seed, bias_term)
+    with mock.patch.object(blocked_conv, "AVX512", True), \
+            mock.patch.object(blocked_conv, "FLAT_MIN_MACS", 0):
+        got = conv("LOWERED_CCNMM", x, w, bias, geo)
+    assert_matches_dense(got, x, w, bias, geo)
+    zero = ~w.reshape(m, -1).any(axis=1)     # a filter with no weight outputs its bias
+    want = 0 if bias is None else bias[zero][None, :, None, None]
+    assert (got[:, zero] == want).all()
+
+
+def test_ccnmm_runs_on_tiles_where_they_apply(monkeypatch):
+    """Whole 16-image blocks of a stride-1 layer: the compacted weight goes to the tiles,
+    packed once per weight, and the lowered product is not called."""
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 2)
+    x, w, bias = random_case(geo, (16, 8, 6, 6), 10, "columns", 0.4, 3)
+    engine = conv_engine("LOWERED_CCNMM")
+    packs = []
+    real = blocked_conv.pack_groups
+    monkeypatch.setattr(blocked_conv, "pack_groups",     # with kept rows and columns
+                        lambda *args: packs.append(len(args) == 3) or real(*args))
+    with mock.patch.object(type(engine.product), "forward",
+                           side_effect=AssertionError("lowered")):
+        for _ in range(2):
+            assert_matches_dense(conv("LOWERED_CCNMM", x, w, bias, geo, engine), x, w, bias,
+                                 geo)
+    assert sum(packs) == 1
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_backward_is_the_dense_one(mode):
     geo = ConvGeometry(3, 2, 1, 0, 2, 1, 1, 2, 2)
@@ -119,8 +154,12 @@ def test_gradient_through_the_layer(mode, geometry):
     check_gradient(layer, bottom, top)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_changed_weights_give_the_new_result(mode):
+@pytest.mark.parametrize("mode", MODES + ("CCNMM on tiles",))
+def test_changed_weights_give_the_new_result(mode, monkeypatch):
+    if mode == "CCNMM on tiles":
+        mode = "LOWERED_CCNMM"
+        monkeypatch.setattr(blocked_conv, "AVX512", True)
+        monkeypatch.setattr(blocked_conv, "FLAT_MIN_MACS", 0)
     geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)
     x, w, bias = random_case(geo, (2, 3, 6, 6), 4, "elementwise", 0.3, 9)
     engine = conv_engine(mode)

@@ -17,9 +17,10 @@ OpenBLAS then packs it again). Two layouts of the padded image:
   tile, are computed and dropped.
 
 Output channels go by blocks of vector_tile.ROWS (the weight packed [block][tap][row], rows
-past M/g zero). Taps go by blocks of TAP_BLOCK, so that a tile's weights stay in L1, and
-outputs by chunks of PIXEL_CHUNK vectors, so that the image rows the chunk reads stay in L2
-while every block of output channels passes over them; later tap blocks add onto the tile.
+past M/g zero). Taps go by blocks of TAP_BLOCK or fewer (_tap_bounds), so that a tile's
+weights stay in L1 and the image rows they read in L2, and outputs by chunks of PIXEL_CHUNK
+vectors, so that the image rows the chunk reads stay in L2 while every block of output
+channels passes over them; later tap blocks add onto the tile.
 
 Sums run over a filter's taps in (c, ki, kj) order, one FMA each, then the bias is added:
 the dense GEMM's order for a product of one image, so results match the lowered
@@ -70,7 +71,7 @@ def _has_avx512():
 AVX512 = _has_avx512()
 
 
-def _flat_pays(x, geo, taps, outputs):
+def _flat_pays(x, geo, taps, outputs, flat_max_taps):
     """Whether a batch of fewer than LANES images may run flat. Not for long filters,
     OpenBLAS's best case, nor for small images, too little work for the pass's fixed cost
     (FLAT_MIN_MACS). A 1x1 convolution has no lowering to save: only images of
@@ -79,20 +80,30 @@ def _flat_pays(x, geo, taps, outputs):
     5-60% slower; 128 channels at 28x28, batch 1, 0.36 ms flat against 0.17 ms lowered)."""
     pointwise = geo.kernel_h * geo.kernel_w == 1
     return ((not pointwise or (x.shape[0] > 1 and x.shape[2] * x.shape[3] >= FLAT_1X1_MIN_PIXELS))
-            and taps <= FLAT_MAX_TAPS
+            and taps <= flat_max_taps
             and taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS)
 
 
-def _tiles_pay(x, geo, outputs, max_taps):
-    taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
+def may_apply(x, geo):
+    """What every use of the tiles needs: AVX-512, float32, stride 1, a non-empty batch."""
     return (AVX512 and x.dtype == np.float32 and geo.stride_h == 1 and geo.stride_w == 1
-            and taps <= max_taps and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs)))
+            and x.size > 0)
 
 
-def applies(x, geo, outputs):
+def _tiles_pay(x, geo, outputs, max_taps, taps=None, flat_max_taps=None):
+    if taps is None:
+        taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
+    flat_max_taps = FLAT_MAX_TAPS if flat_max_taps is None else flat_max_taps
+    return (may_apply(x, geo) and taps <= max_taps
+            and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs, flat_max_taps)))
+
+
+def applies(x, geo, outputs, taps=None, flat_max_taps=None):
     """Whether y = conv(x, w) with `outputs` channels runs on tiles here (module
-    docstring)."""
-    return _tiles_pay(x, geo, outputs, max_taps=np.inf)
+    docstring); `taps`: per output, when fewer than the filter's (a compacted weight);
+    `flat_max_taps`: FLAT_MAX_TAPS unless the caller's other way is not a plain GEMM."""
+    return _tiles_pay(x, geo, outputs, max_taps=np.inf, taps=taps,
+                      flat_max_taps=flat_max_taps)
 
 
 #: most output channels per group for which the weight gradient runs on tiles
@@ -170,20 +181,21 @@ def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
 
 
 @njit(cache=True, nogil=True)
-def _unpack_lanes(yb, row, n0, m0, m1, out0, bias, y):
-    """y[n0 + lane, out0 + m] = yb[m, p, lane] (+ bias) for m in [m0, m1)."""
+def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
+    """y[n0 + lane, channel[m]] = yb[m, p, lane] (+ bias) for m in [m0, m1)."""
     n_img, channels, out_h, out_w = y.shape
     count = min(LANES, n_img - n0)
     yf = y.reshape(-1)
     p_total = out_h * out_w
     image = channels * p_total
     for m in range(m0, m1):
-        b = bias[out0 + m] if bias.shape[0] else yb.dtype.type(0)
+        out = channel[m]
+        b = bias[out] if bias.shape[0] else yb.dtype.type(0)
         for p0 in range(0, p_total, LANES):
             span = min(LANES, p_total - p0)
             src = m * row + p0 * LANES
             for lane in range(count):
-                dst = (n0 + lane) * image + (out0 + m) * p_total + p0
+                dst = (n0 + lane) * image + out * p_total + p0
                 for i in range(span):
                     yf[dst + i] = yb[src + i * LANES + lane] + b
 
@@ -212,89 +224,140 @@ def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
 
 
 @njit(cache=True, nogil=True)
-def _unpack_flat(yb, row, wp, n, m0, m1, out0, bias, y):
-    """y[n, out0 + m, oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1)."""
+def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
+    """y[n, channel[m], oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1)."""
     _, _, out_h, out_w = y.shape
     for m in range(m0, m1):
-        b = bias[out0 + m] if bias.shape[0] else yb.dtype.type(0)
+        out = channel[m]
+        b = bias[out] if bias.shape[0] else yb.dtype.type(0)
         for oy in range(out_h):
             for ox in range(out_w):
-                y[n, out0 + m, oy, ox] = yb[m * row + oy * wp + ox] + b
+                y[n, out, oy, ox] = yb[m * row + oy * wp + ox] + b
 
 
 @njit(cache=True, nogil=True)
-def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_block, pixel_chunk):
-    """yb[m, .] for the output channels of blocks [block0, block1): every tile, by blocks of
-    taps and chunks of outputs (module docstring)."""
+def _tile_run(xb, pix, wpk, taps, yb, block, v0, v1, k0, k1, first):
+    """One block of output channels over output vectors [v0, v1), taps [k0, k1)."""
     k = taps.shape[0]
+    row = pix.shape[0] * LANES
+    w0 = block * ROWS * k
+    y0 = block * ROWS * row
+    full = v1 - (v1 - v0) % VECTORS
+    for t in range(v0, full, VECTORS):
+        if first:
+            tile_store(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+        else:
+            tile_add(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+    t = full
+    if v1 - full == 2:
+        if first:
+            tile_store_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+        else:
+            tile_add_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+    elif v1 - full == 1:
+        if first:
+            tile_store_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+        else:
+            tile_add_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+
+
+@njit(cache=True, nogil=True)
+def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_bounds, pixel_chunk):
+    """yb[m, .] for the output channels of blocks [block0, block1): every tile, by blocks of
+    taps [tap_bounds[i], tap_bounds[i + 1]) and chunks of outputs (module docstring). (Each
+    chunk and block running all its tap blocks before the next, which keeps its part of yb
+    in cache, measured the same on CaffeNet conv3, dense and at 50% and 90% sparsity.)"""
     vectors = pix.shape[0]
-    row = vectors * LANES
-    for k0 in range(0, k, tap_block):
-        k1 = min(k, k0 + tap_block)
-        first = k0 == 0
+    blocks_of_taps = tap_bounds.shape[0] - 1
+    for b in range(blocks_of_taps):
         for v0 in range(0, vectors, pixel_chunk):
             v1 = min(vectors, v0 + pixel_chunk)
-            full = v1 - (v1 - v0) % VECTORS
             for block in range(block0, block1):
-                w0 = block * ROWS * k
-                y0 = block * ROWS * row
-                for t in range(v0, full, VECTORS):
-                    if first:
-                        tile_store(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-                    else:
-                        tile_add(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-                t = full
-                if v1 - full == 2:
-                    if first:
-                        tile_store_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES,
-                                     row)
-                    else:
-                        tile_add_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
-                elif v1 - full == 1:
-                    if first:
-                        tile_store_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES,
-                                     row)
-                    else:
-                        tile_add_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+                _tile_run(xb, pix, wpk, taps, yb, block, v0, v1, tap_bounds[b],
+                          tap_bounds[b + 1], b == 0)
 
 
 @njit(cache=True, nogil=True)
-def _pack_weight(w2, group, blocks, wpk):
-    """wpk[g, block, k, r] = w2[g * M/g + block * ROWS + r, k], zero past M/g."""
-    mg = w2.shape[0] // group
-    k = w2.shape[1]
+def _pack_weight(wg, blocks, wpk):
+    """wpk[block, k, r] = wg[block * ROWS + r, k], zero past wg's rows."""
+    rows, k = wg.shape
+    for block in range(blocks):
+        base = block * k * ROWS
+        for r in range(ROWS):
+            m = block * ROWS + r
+            if m < rows:
+                for j in range(k):
+                    wpk[base + j * ROWS + r] = wg[m, j]
+            else:
+                for j in range(k):
+                    wpk[base + j * ROWS + r] = 0
+
+
+class _Group(NamedTuple):
+    """One group's filters as the tiles use them: the output channels computed (indices
+    into the layer's M), the taps read (indices into C/g*kh*kw), the blocks of taps
+    (_tap_bounds) and the packed weight."""
+    channels: np.ndarray
+    taps: np.ndarray
+    tap_bounds: np.ndarray
+    blocks: int
+    packed: np.ndarray
+
+
+def _tap_bounds(cols, kk):
+    """Where blocks of taps start: every TAP_BLOCK taps, and wherever the input channel
+    passes a multiple of TAP_BLOCK // kk, so that a block reads about a dense block's rows
+    of the image (the kept taps of a compacted weight spread over every channel: in blocks
+    of 512 of them, CaffeNet conv3's at 90% column sparsity read its whole 3.7 MB image
+    block per tap block, and the tiles ran at 135 GFLOP/s on one core)."""
+    span = max(1, TAP_BLOCK // kk)
+    bounds = [0]
+    for i in range(1, len(cols)):
+        if i - bounds[-1] >= TAP_BLOCK or cols[i] // kk // span != cols[i - 1] // kk // span:
+            bounds.append(i)
+    return np.array(bounds + [len(cols)], np.int64)
+
+
+def pack_groups(w, group, kept=None):
+    """_Group per group of the weight w (M, C/g, kh, kw). `kept`, per group, (rows, columns,
+    compacted weight) of the group's (M/g, C/g*kh*kw) matrix as kernels/sparse.py's
+    `compact` gives them: the tiles then compute only those rows from those taps
+    (LOWERED_CCNMM's products without lowering); the other rows are the bias alone."""
+    w3 = np.ascontiguousarray(w, np.float32).reshape(group, w.shape[0] // group, -1)
+    mg, k = w3.shape[1:]
+    out = []
     for g in range(group):
-        for block in range(blocks):
-            base = (g * blocks + block) * k * ROWS
-            for r in range(ROWS):
-                m = block * ROWS + r
-                if m < mg:
-                    for j in range(k):
-                        wpk[base + j * ROWS + r] = w2[g * mg + m, j]
-                else:
-                    for j in range(k):
-                        wpk[base + j * ROWS + r] = 0
+        if kept is None:
+            rows, cols, wg = np.arange(mg), np.arange(k), w3[g]
+        else:
+            rows, cols, wg = kept[g]
+        blocks = -(-len(rows) // ROWS)
+        packed = np.empty(blocks * len(cols) * ROWS, np.float32)
+        _pack_weight(np.ascontiguousarray(wg, np.float32), blocks, packed)
+        cols = np.asarray(cols, np.int64)
+        out.append(_Group((rows + g * mg).astype(np.int64), cols,
+                          _tap_bounds(cols, w.shape[2] * w.shape[3]), blocks, packed))
+    return out
 
 
 class _Plan(NamedTuple):
-    """How one pass over a convolution's batch goes: the blocks of output channels per group
-    and each worker's share of the work units (_units), each unit with its layout."""
+    """How one pass over a convolution's batch goes: each worker's share of the work units
+    (_units), each unit with its layout."""
     cg: int                 # input channels per group
     mg: int                 # output channels per group
-    blocks: int             # blocks of ROWS output channels per group
     shares: list            # per worker, its units
     x_size: int             # floats of the largest padded image (block) of a unit
     row: int                # floats per output channel of the largest tile buffer
 
 
-def _plan(x_shape, y_shape, geo, macs):
+def _plan(x_shape, y_shape, geo, macs, blocks):
+    """`blocks`: per group, its blocks of ROWS output channels."""
     """Whole blocks of LANES images run in the lanes layout, the images after them flat;
     one worker below gemm.SPLIT_MIN_MACS multiply-adds, where a fork/join costs more than
     it saves."""
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
-    blocks = -(-mg // ROWS)
     whole = n_img - n_img % LANES
     starts = []
     if whole:
@@ -305,57 +368,85 @@ def _plan(x_shape, y_shape, geo, macs):
         starts += [(flat, n0) for n0 in range(whole, n_img)]
     layouts = {layout for layout, _ in starts}
     workers = 1 if macs < SPLIT_MIN_MACS else batch_workers()
-    shares = _shares(_units(starts, geo.group, blocks, workers), workers)
-    return _Plan(cg, mg, blocks, shares, max(layout.x_size for layout in layouts),
+    shares = _shares(_units(starts, blocks, workers), workers)
+    return _Plan(cg, mg, shares, max(layout.x_size for layout in layouts),
                  max(layout.row for layout in layouts))
 
 
-def _units(starts, group, blocks, workers):
+def _units(starts, blocks, workers):
     """(layout, first image, group, first block, end block) work units, split over the
     output channels too when there are fewer (image, group) pairs than workers."""
-    pairs = [(layout, n0, g) for layout, n0 in starts for g in range(group)]
-    pieces = min(blocks, -(-workers // len(pairs)))
-    bounds = [blocks * s // pieces for s in range(pieces + 1)]
-    return [(*pair, lo, hi) for pair in pairs for lo, hi in zip(bounds[:-1], bounds[1:])
-            if hi > lo]
+    pairs = [(layout, n0, g) for layout, n0 in starts for g in range(len(blocks))]
+    pieces = -(-workers // len(pairs))
+    units = []
+    for layout, n0, g in pairs:
+        cut = min(blocks[g], pieces)
+        bounds = [blocks[g] * s // cut for s in range(cut + 1)] if cut else []
+        units += [(layout, n0, g, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    return units
 
 
 def _shares(units, workers):
     """Consecutive runs of units, one per worker, balanced on the vectors their tiles
     compute: a flat image costs a fraction of a block of LANES images (cifar10_quick's
     batch of 100, six blocks and four flat images, split by count left one core idle)."""
+    if not units:
+        return []
     cost = np.cumsum([(hi - lo) * len(layout.pix) for layout, _, _, lo, hi in units])
     cuts = [0] + [int(np.searchsorted(cost, cost[-1] * i / workers, side="right"))
                   for i in range(1, workers)] + [len(units)]
     return [units[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def blocked_conv_forward(x, w, bias, geo, y):
-    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`)."""
+def blocked_conv_forward(x, w, bias, geo, y, groups=None):
+    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`). `groups`:
+    pack_groups(w, ...) when the caller keeps it (a compacted weight), else packed here."""
     x = np.ascontiguousarray(x)
-    w2 = np.ascontiguousarray(w, np.float32).reshape(w.shape[0], -1)
     bias = np.empty(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
-    cg, mg, blocks, shares, x_size, row = _plan(x.shape, y.shape, geo, y.size * w2.shape[1])
-    k = w2.shape[1]
-    wpk = np.empty(geo.group * blocks * k * ROWS, np.float32)
-    _pack_weight(w2, geo.group, blocks, wpk)
+    if groups is None:
+        groups = pack_groups(w, geo.group)
+    macs = y.shape[0] * y.shape[2] * y.shape[3] * sum(
+        len(gr.channels) * len(gr.taps) for gr in groups)
+    cg, _, shares, x_size, row = _plan(x.shape, y.shape, geo, macs,
+                                       [gr.blocks for gr in groups])
+    out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
+    taps = {}
+    for layout, _, g, _, _ in chain(*shares):
+        if (layout, g) not in taps:
+            taps[layout, g] = layout.taps[groups[g].taps]
+    most = max(gr.blocks for gr in groups)
 
     def work(worker, lo, hi):
         ws = workspace(worker)
         xb = ws.get("blocked_x", (x_size,), np.float32)
-        yb = ws.get("blocked_y", (blocks * ROWS * row,), np.float32)
+        yb = ws.get("blocked_y", (most * ROWS * row,), np.float32)
         packed = None
         for layout, n0, g, b0, b1 in chain(*shares[lo:hi]):
             if packed != (n0, g):
                 packed = (n0, g)
                 layout.pack(x, n0, g * cg, cg, xb)
-            _tiles(xb, layout.pix, wpk[g * blocks * k * ROWS:], layout.taps, yb, b0, b1,
-                   TAP_BLOCK, PIXEL_CHUNK)
-            m0, m1 = b0 * ROWS, min(mg, b1 * ROWS)
+            gr = groups[g]
+            _tiles(xb, layout.pix, gr.packed, taps[layout, g], yb, b0, b1, gr.tap_bounds,
+                   PIXEL_CHUNK)
+            m0, m1 = b0 * ROWS, min(len(gr.channels), b1 * ROWS)
             if layout.lanes:
-                _unpack_lanes(yb, layout.row, n0, m0, m1, g * mg, bias, y)
+                _unpack_lanes(yb, layout.row, n0, m0, m1, gr.channels, bias, out)
             else:
-                _unpack_flat(yb, layout.row, layout.wp, n0, m0, m1, g * mg, bias, y)
+                _unpack_flat(yb, layout.row, layout.wp, n0, m0, m1, gr.channels, bias, out)
 
-    split_batch(len(shares), work)
+    if macs:
+        split_batch(len(shares), work)
+    _fill_dropped(groups, bias, out)
+    if out is not y:
+        y[...] = out
     return y
+
+
+def _fill_dropped(groups, bias, y):
+    """The output channels no tile computes (all-zero filters): the bias, or 0."""
+    computed = np.zeros(y.shape[1], bool)
+    for gr in groups:
+        computed[gr.channels] = True
+    dropped = np.flatnonzero(~computed)
+    if len(dropped):
+        y[:, dropped] = bias[dropped, None, None] if bias.shape[0] else 0

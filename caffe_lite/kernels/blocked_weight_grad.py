@@ -118,7 +118,9 @@ def blocked_weight_grad(x, dy, geo, dw, db=None):
     dy = np.ascontiguousarray(dy, np.float32)
     group = geo.group
     k = x.shape[1] // group * geo.kernel_h * geo.kernel_w
-    cg, mg, blocks, shares, x_size, row = _plan(x.shape, dy.shape, geo, dy.size * k)
+    mg = dy.shape[1] // group
+    blocks = -(-mg // ROWS)
+    cg, _, shares, x_size, row = _plan(x.shape, dy.shape, geo, dy.size * k, [blocks] * group)
 
     m_out = dy.shape[1]
 
