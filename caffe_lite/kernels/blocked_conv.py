@@ -39,10 +39,14 @@ import numpy as np
 from llvmlite import binding
 from numba import config, njit
 
-from .gemm import SPLIT_MIN_MACS, batch_workers, split_batch, workspace
+from .gemm import batch_workers, split_batch, workspace
 from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
                           tile_store_1, tile_store_2)
 
+#: fewest multiply-adds for a pass to split over the workers: tiles do 32 M in about 0.4 ms
+#: on one core, and a split costs 0.1-0.2 ms here (waking the other vCPU, packing the image
+#: on both). miniVggNet's conv2 at batch 1, 9.4 M: 0.23 ms on one core, 0.42 ms on two
+TILES_SPLIT_MIN_MACS = 1 << 25
 #: fewest multiply-adds per flat image for tiles: below, the packing and the call overheads
 #: (0.1-0.15 ms) lose to the lowered GEMM (cifar10_quick conv1 at batch 1, 2.4 M: 0.17 ms
 #: against 0.12; its conv2, 6.5 M: 0.24 against 0.38)
@@ -204,10 +208,12 @@ def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
 def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
     """xb[c * hp * wp + r * wp + q] = image n, channel c0 + c, padded; zeros after it."""
     _, channels, height, width = x.shape
+    xf = x.reshape(-1)
     plane = hp * wp
     for i in range(cg * plane, xb.shape[0]):
         xb[i] = 0
     for c in range(cg):
+        src0 = ((n * channels + c0 + c) * height - pad_h) * width
         for r in range(hp):
             row = c * plane + r * wp
             h = r - pad_h
@@ -219,8 +225,9 @@ def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
                 xb[row + q] = 0
             for q in range(pad_w + width, wp):
                 xb[row + q] = 0
+            src = src0 + r * width
             for q in range(width):
-                xb[row + pad_w + q] = x[n, c0 + c, h, q]
+                xb[row + pad_w + q] = xf[src + q]
 
 
 @njit(cache=True, nogil=True)
@@ -311,11 +318,9 @@ def _tap_bounds(cols, kk):
     of 512 of them, CaffeNet conv3's at 90% column sparsity read its whole 3.7 MB image
     block per tap block, and the tiles ran at 135 GFLOP/s on one core)."""
     span = max(1, TAP_BLOCK // kk)
-    bounds = [0]
-    for i in range(1, len(cols)):
-        if i - bounds[-1] >= TAP_BLOCK or cols[i] // kk // span != cols[i - 1] // kk // span:
-            bounds.append(i)
-    return np.array(bounds + [len(cols)], np.int64)
+    crossings = np.flatnonzero(np.diff(cols // kk // span)) + 1
+    starts = np.union1d(crossings, np.arange(0, len(cols), TAP_BLOCK))
+    return np.append(starts, len(cols)).astype(np.int64)
 
 
 def pack_groups(w, group, kept=None):
@@ -353,8 +358,7 @@ class _Plan(NamedTuple):
 def _plan(x_shape, y_shape, geo, macs, blocks):
     """`blocks`: per group, its blocks of ROWS output channels."""
     """Whole blocks of LANES images run in the lanes layout, the images after them flat;
-    one worker below gemm.SPLIT_MIN_MACS multiply-adds, where a fork/join costs more than
-    it saves."""
+    one worker below TILES_SPLIT_MIN_MACS multiply-adds."""
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
@@ -367,7 +371,7 @@ def _plan(x_shape, y_shape, geo, macs, blocks):
         flat = _Layout(False, cg, height, width, out_h, out_w, geo)
         starts += [(flat, n0) for n0 in range(whole, n_img)]
     layouts = {layout for layout, _ in starts}
-    workers = 1 if macs < SPLIT_MIN_MACS else batch_workers()
+    workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
     shares = _shares(_units(starts, blocks, workers), workers)
     return _Plan(cg, mg, shares, max(layout.x_size for layout in layouts),
                  max(layout.row for layout in layouts))
