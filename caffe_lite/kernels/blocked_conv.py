@@ -11,10 +11,9 @@ OpenBLAS then packs it again). Two layouts of the padded image:
 * lanes (whole blocks of 16 images): 16 images side by side, xpad[c, r, q, lane]; a vector
   is one pixel of 16 images, so every vector holds outputs, and the loads are aligned.
 * flat (the images after the last whole block): one image, xpad[c, r * Wp + q] on rows of
-  the padded width Wp;
-  a vector is 16 consecutive positions of that flat plane, outputs (oy, ox) sitting at
-  oy * Wp + ox. The Wp - OW positions past each output row, and the rounding of the last
-  tile, are computed and dropped.
+  the padded width Wp; a vector is 16 consecutive positions of that flat plane, outputs
+  (oy, ox) sitting at oy * Wp + ox. The Wp - OW positions past each output row, and the
+  rounding of the last vector, are computed and dropped.
 
 Output channels go by blocks of vector_tile.ROWS (the weight packed [block][tap][row], rows
 past M/g zero). Taps go by blocks of TAP_BLOCK or fewer (_tap_bounds), so that a tile's
@@ -94,20 +93,15 @@ def may_apply(x, geo):
             and x.size > 0)
 
 
-def _tiles_pay(x, geo, outputs, max_taps, taps=None, flat_max_taps=None):
-    if taps is None:
-        taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
-    flat_max_taps = FLAT_MAX_TAPS if flat_max_taps is None else flat_max_taps
-    return (may_apply(x, geo) and taps <= max_taps
-            and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs, flat_max_taps)))
-
-
 def applies(x, geo, outputs, taps=None, flat_max_taps=None):
     """Whether y = conv(x, w) with `outputs` channels runs on tiles here (module
     docstring); `taps`: per output, when fewer than the filter's (a compacted weight);
     `flat_max_taps`: FLAT_MAX_TAPS unless the caller's other way is not a plain GEMM."""
-    return _tiles_pay(x, geo, outputs, max_taps=np.inf, taps=taps,
-                      flat_max_taps=flat_max_taps)
+    if taps is None:
+        taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
+    flat_max_taps = FLAT_MAX_TAPS if flat_max_taps is None else flat_max_taps
+    return may_apply(x, geo) and (
+        x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs, flat_max_taps))
 
 
 #: most output channels per group for which the weight gradient runs on tiles
@@ -120,8 +114,7 @@ GRAD_MAX_OUTPUTS = 96
 
 def weight_grad_applies(x, geo, outputs):
     """Whether dw of y = conv(x, w) with `outputs` channels runs on tiles here."""
-    return (outputs // geo.group <= GRAD_MAX_OUTPUTS
-            and _tiles_pay(x, geo, outputs, max_taps=np.inf))
+    return outputs // geo.group <= GRAD_MAX_OUTPUTS and applies(x, geo, outputs)
 
 
 class _Layout:
