@@ -237,17 +237,21 @@ def _flipped_weight(w, geo):
         g, cg, -1)
 
 
-def flipped_data_conv(w, geo, in_hw, out_hw):
-    """(weight, geometry) of the convolution of dy that gives dx on the flipped path (see
-    _flipped_data_path), or None off it: weight (C, M/g, kh, kw), pad d*(k-1) - p."""
+def flipped_geometry(geo, in_hw, out_hw):
+    """The geometry of the convolution of dy that gives dx on the flipped path (see
+    _flipped_data_path): stride 1, pad d*(k-1) - p; None off that path."""
     if not _flipped_data_path(geo, in_hw, out_hw):
         return None
     kh, kw = geo.kernel_h, geo.kernel_w
-    flip = _flipped_weight(w, geo)
-    geo_t = ConvGeometry(kh, kw, geo.dilation_h * (kh - 1) - geo.pad_h,
-                         geo.dilation_w * (kw - 1) - geo.pad_w, 1, 1, geo.dilation_h,
-                         geo.dilation_w, geo.group)
-    return flip.reshape(-1, w.shape[0] // geo.group, kh, kw), geo_t
+    return ConvGeometry(kh, kw, geo.dilation_h * (kh - 1) - geo.pad_h,
+                        geo.dilation_w * (kw - 1) - geo.pad_w, 1, 1, geo.dilation_h,
+                        geo.dilation_w, geo.group)
+
+
+def flipped_weight4(w, geo):
+    """_flipped_weight as a 4-d weight (C, M/g, kh, kw) of that convolution."""
+    return _flipped_weight(w, geo).reshape(-1, w.shape[0] // geo.group, geo.kernel_h,
+                                           geo.kernel_w)
 
 
 def _backward_data(out_t, w, flip, geo, in_t, ws):
@@ -264,12 +268,10 @@ def _backward_data(out_t, w, flip, geo, in_t, ws):
     m, cg = w.shape[:2]
     mg = m // g
     if flip is not None:
-        kh, kw = geo.kernel_h, geo.kernel_w
-        geo_t = ConvGeometry(kh, kw, geo.dilation_h * (kh - 1) - geo.pad_h,
-                             geo.dilation_w * (kw - 1) - geo.pad_w, 1, 1, geo.dilation_h,
-                             geo.dilation_w, g)
+        geo_t = flipped_geometry(geo, in_t.shape[1:3], out_t.shape[1:3])
         col = _lower(out_t, geo_t, in_t.shape[1:3], ws)
-        np.matmul(flip, col.reshape(g, mg * kh * kw, -1), out=in_t.reshape(g, cg, -1))
+        np.matmul(flip, col.reshape(g, mg * geo.kernel_h * geo.kernel_w, -1),
+                  out=in_t.reshape(g, cg, -1))
         return
     w3 = _weight3(w, g)
     k = w3.shape[2]

@@ -22,7 +22,8 @@ kernels/sparse_conv_engines.py, registered when this module is imported.
 """
 from . import blocked_conv
 from .blocked_weight_grad import blocked_weight_grad
-from .conv import DENSE, conv2d_backward, conv2d_forward, flipped_data_conv
+from .conv import (DENSE, conv2d_backward, conv2d_forward, flipped_geometry,
+                   flipped_weight4)
 from .depthwise_conv import depthwise_backward, depthwise_forward, is_depthwise
 
 CONV_ENGINES = {}
@@ -72,9 +73,10 @@ class LoweredGemmEngine:
             return
         if x.size and dy.size:
             if dx is not None:
-                flipped = flipped_data_conv(w, geo, x.shape[2:], dy.shape[2:])
-                if flipped is not None and blocked_conv.applies(dy, flipped[1], x.shape[1]):
-                    blocked_conv.blocked_conv_forward(dy, flipped[0], None, flipped[1], dx)
+                geo_t = flipped_geometry(geo, x.shape[2:], dy.shape[2:])
+                if geo_t is not None and blocked_conv.applies(dy, geo_t, x.shape[1]):
+                    blocked_conv.blocked_conv_forward(dy, flipped_weight4(w, geo), None, geo_t,
+                                                      dx)
                     dx = None
             if dw is not None and blocked_conv.weight_grad_applies(x, geo, dy.shape[1]):
                 blocked_weight_grad(x, dy, geo, dw, db)
