@@ -277,20 +277,14 @@ def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_bounds, pixel_chunk):
                           tap_bounds[b + 1], b == 0)
 
 
-@njit(cache=True, nogil=True)
-def _pack_weight(wg, blocks, wpk):
-    """wpk[block, k, r] = wg[block * ROWS + r, k], zero past wg's rows."""
+def _pack_weight(wg, blocks):
+    """wg (rows, k) as [block][k][r] for blocks of ROWS rows, zero past wg's rows. NumPy,
+    not a kernel: one copy per forward, and a kernel's compile would add 0.3-0.6 s to a
+    cold start."""
     rows, k = wg.shape
-    for block in range(blocks):
-        base = block * k * ROWS
-        for r in range(ROWS):
-            m = block * ROWS + r
-            if m < rows:
-                for j in range(k):
-                    wpk[base + j * ROWS + r] = wg[m, j]
-            else:
-                for j in range(k):
-                    wpk[base + j * ROWS + r] = 0
+    padded = np.zeros((blocks * ROWS, k), np.float32)
+    padded[:rows] = wg
+    return padded.reshape(blocks, ROWS, k).transpose(0, 2, 1).reshape(-1)
 
 
 class _Group(NamedTuple):
@@ -330,8 +324,7 @@ def pack_groups(w, group, kept=None):
         else:
             rows, cols, wg = kept[g]
         blocks = -(-len(rows) // ROWS)
-        packed = np.empty(blocks * len(cols) * ROWS, np.float32)
-        _pack_weight(np.ascontiguousarray(wg, np.float32), blocks, packed)
+        packed = _pack_weight(wg, blocks)
         cols = np.asarray(cols, np.int64)
         out.append(_Group((rows + g * mg).astype(np.int64), cols,
                           _tap_bounds(cols, w.shape[2] * w.shape[3]), blocks, packed))
