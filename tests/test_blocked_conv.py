@@ -106,6 +106,15 @@ def test_same_bits_on_one_and_two_threads(n):
     assert np.array_equal(y1, y2)
 
 
+def test_shapes_that_do_not_fit_are_one_line_errors():
+    rng = np.random.default_rng(2)
+    x, w, b, geo, y = _case(rng, 2, 8, 6, 4, 3, 1, 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        blocked_conv_forward(x, w[:, :3], b, geo, y)               # 3 channels a group, not 4
+    with pytest.raises(ValueError, match="does not fit"):
+        blocked_weight_grad(x, y[:, :3], geo, np.zeros_like(w))  # dy with 3 outputs, not 4
+
+
 def test_applies_only_where_tiles_pay(monkeypatch):
     monkeypatch.setattr(blocked_conv, "AVX512", True)
     geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)

@@ -38,6 +38,7 @@ import numpy as np
 from llvmlite import binding
 from numba import config, njit
 
+from .conv import _check
 from .gemm import batch_workers, split_batch, workspace
 from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
                           tile_store_1, tile_store_2)
@@ -391,6 +392,7 @@ def _shares(units, workers):
 def blocked_conv_forward(x, w, bias, geo, y, groups=None):
     """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`). `groups`:
     pack_groups(w, ...) when the caller keeps it (a compacted weight), else packed here."""
+    _check(x, w, geo, y)
     x = np.ascontiguousarray(x)
     bias = np.empty(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     if groups is None:

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from .blocked_conv import _pack_lanes, _plan
+from .conv import _check
 from .gemm import split_batch, workspace
 from .vector_tile import GRAD_ROWS, GRAD_TAPS, ROWS, grad_tile, grad_tile_1, grad_tile_3
 
@@ -76,6 +77,7 @@ def _row_sums(dyb, row, m0, m1, db):
 def blocked_weight_grad(x, dy, geo, dw, db=None):
     """dw (M, C/g, kh, kw) += and db (M,) += the gradients above (db: None to skip), for a
     convolution on tiles (see blocked_conv.weight_grad_applies)."""
+    _check(x, dw, geo, dy)
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, np.float32)
     group = geo.group
