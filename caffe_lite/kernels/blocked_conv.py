@@ -343,9 +343,9 @@ class _Plan(NamedTuple):
 
 
 def _plan(x_shape, y_shape, geo, macs, blocks):
-    """`blocks`: per group, its blocks of ROWS output channels."""
     """Whole blocks of LANES images run in the lanes layout, the images after them flat;
-    one worker below TILES_SPLIT_MIN_MACS multiply-adds."""
+    one worker below TILES_SPLIT_MIN_MACS multiply-adds. `blocks`: per group, its blocks of
+    ROWS output channels."""
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
