@@ -210,7 +210,6 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         # 90% of its rows pruned: 1.0 ms on tiles, 1.6 ms lowered)
         if not blocked_conv.applies(x, geo, max(outputs, 1), taps=taps, flat_max_taps=np.inf):
             return super().forward(x, w, bias, geo, y)
-        _check(x, w, geo, y)
         blocked_conv.blocked_conv_forward(x, w, bias, geo, y, groups=groups)
 
     def invalidate(self):
