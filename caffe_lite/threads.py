@@ -8,12 +8,13 @@ element-wise and per-channel kernels (kernels/neuron.py: elementwise, split_rang
 
 Pool: `run_parallel` runs the first part on the calling thread and the others on the pool's
 worker threads, made at first use, each handed its part and waited for with two locks of its
-own (`_Worker`). A part that finds no idle worker (another Python thread holds them) runs on
-the calling thread. A forked child drops the parent's pool and locks (os.fork keeps
-only the forking thread, so the pool's workers are gone, and a lock one of them held at the
-fork would never be released: the next parallel kernel would wait forever). A part that
-itself calls run_parallel runs its parts inline: the pool's workers may all be busy with the
-outer parts, so waiting on them from inside one could deadlock.
+own (`_Worker`); both sides poll for up to SPIN_SECONDS before they sleep on a lock
+(kernels/spin_wait.py says why). A part that finds no idle worker (another Python thread
+holds them) runs on the calling thread. A forked child drops the parent's pool and locks
+(os.fork keeps only the forking thread, so the pool's workers are gone, and a lock one of
+them held at the fork would never be released: the next parallel kernel would wait forever).
+A part that itself calls run_parallel runs its parts inline: the pool's workers may all be
+busy with the outer parts, so waiting on them from inside one could deadlock.
 
 Borrowed settings: importing caffe-lite changes nothing a user's script can see. A net pass
 keeps OpenBLAS on one thread (`blas_single_threaded`) and parallel runs lower the GIL switch
@@ -32,11 +33,21 @@ from contextlib import contextmanager
 from .errors import CaffeError
 
 ENV_NUM_THREADS = "CAFFE_LITE_NUM_THREADS"
+ENV_SPIN = "CAFFE_LITE_SPIN_US"
 
 #: the GIL switch interval while parts run (CPython's default is 5 ms): a worker coming back
 #: from a GIL-free kernel waits for the GIL up to this long, and such waits showed up as
 #: 4-5 ms stalls in a 20 ms convolution pass
 SWITCH_INTERVAL = 0.0005
+#: how long a worker polls for its next part after finishing one, and the caller for a
+#: worker's result, before sleeping on a lock (CAFFE_LITE_SPIN_US overrides it; 0: never
+#: poll). A pass's parallel kernels mostly come less than 1 ms apart; OpenMP runtimes poll
+#: for a similar while
+SPIN_SECONDS = 0.001
+#: how long a worker that has seen its part handed over polls on before it takes the GIL:
+#: the caller holds the GIL until it enters its own part a few microseconds later, and a
+#: thread that finds the GIL held sleeps on it (and pays the wake-up the polling avoids)
+GIL_GRACE_SECONDS = 5e-6
 
 _num_threads = None             # None until set_num_threads or the first get_num_threads
 _free = []                      # idle pool workers (_Worker)
@@ -121,7 +132,13 @@ def run_parallel(fn, parts):
 class _Worker:
     """A pool thread that runs one part at a time: handed over and waited for with two
     locks. A ThreadPoolExecutor's futures cost 55-90 us per parallel call here against
-    3-8 us for the locks, paid by every parallel kernel of every layer."""
+    3-8 us for the locks, paid by every parallel kernel of every layer.
+
+    Before sleeping on a lock, the worker polls `_words[HANDED]` for its next part and the
+    caller polls `_words[FINISHED]` for the result (_Polling). The locks stay the truth:
+    each part is one release of `_go` and one of `_done`, and polling only means the
+    matching acquire finds the lock already released."""
+    HANDED, FINISHED = 0, 1
 
     def __init__(self, index):
         self._go = threading.Lock()
@@ -129,15 +146,23 @@ class _Worker:
         self._done = threading.Lock()
         self._done.acquire()
         self._task = self.result = self.error = None
+        self._polling = _Polling.make()
+        self._handed = 0
+        self._words = self._polling.words() if self._polling else None
         threading.Thread(target=self._loop, name=f"caffe-lite-{index}", daemon=True).start()
 
     def start(self, fn, args):
         self._task = (fn, args)
+        self._handed += 1
+        if self._polling:
+            self._words[self.HANDED] = self._handed
         self._go.release()
 
     def wait(self):
         """(result, error) of the part, once it has finished; a signal's exception raised
         while waiting is returned as the third item after the wait is over."""
+        if self._polling:
+            self._polling.caller_waits(self._words, self.FINISHED, self._handed - 1)
         interrupted = None
         while True:
             try:
@@ -151,8 +176,14 @@ class _Worker:
 
     def _loop(self):
         _local.nested = True
+        seen = 0
         while True:
+            if self._polling:
+                # publishes the part before as finished (without the GIL, so the caller
+                # that sees it can take the GIL at once), then polls for the next one
+                self._polling.worker_waits(self._words, self.FINISHED, seen, self.HANDED, seen)
             self._go.acquire()
+            seen = int(self._words[self.HANDED]) if self._polling else 0
             fn, args = self._task
             self._task = None
             try:
@@ -160,6 +191,45 @@ class _Worker:
             except BaseException as error:
                 self.error = error
             self._done.release()
+
+
+class _Polling:
+    """The pool's polling settings, in time stamp counter ticks, and the waits that use
+    them (kernels/spin_wait.py)."""
+
+    def __init__(self, wait_for_change, budget, grace):
+        self._wait, self._budget, self._grace = wait_for_change, budget, grace
+
+    @staticmethod
+    def make():
+        """A _Polling, or None where polling is off (CAFFE_LITE_SPIN_US=0, not x86-64)."""
+        text = os.environ.get(ENV_SPIN, "").strip()
+        if text:
+            if not text.isdigit():
+                raise CaffeError(f"{ENV_SPIN}={text!r}: microseconds, a whole number >= 0")
+            seconds = int(text) * 1e-6
+        else:
+            seconds = SPIN_SECONDS
+        if seconds <= 0:
+            return None
+        from .kernels import spin_wait
+        if not spin_wait.available():
+            return None
+        budget, grace = spin_wait.ticks(seconds), spin_wait.ticks(GIL_GRACE_SECONDS)
+        if budget <= 0:
+            return None         # a counter that does not run: sleep on the locks only
+        return _Polling(spin_wait.wait_for_change, budget, grace)
+
+    @staticmethod
+    def words():
+        import numpy as np
+        return np.zeros(2, np.int64)
+
+    def caller_waits(self, words, watch_at, old):
+        self._wait(words, -1, 0, watch_at, old, self._budget, 0)
+
+    def worker_waits(self, words, publish_at, value, watch_at, old):
+        self._wait(words, publish_at, value, watch_at, old, self._budget, self._grace)
 
 
 def _take_workers(wanted):

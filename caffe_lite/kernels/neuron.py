@@ -26,9 +26,12 @@ from .. import threads
 #: faster (mobilenet-0.5 8.6 -> 7.3 ms) and training steps stayed the same
 PARALLEL_MIN = 1 << 20
 #: the same for kernels that stream memory with a few operations per element (ReLU, a
-#: BatchNorm with stored statistics): one core does 4M float32 in place in about 0.5 ms, and
-#: a fork/join of the pool costs about 0.1 ms, so below this the second thread loses
-STREAMING_MIN = 1 << 22
+#: BatchNorm with stored statistics). It was 1 << 22 while every parallel call woke a
+#: sleeping worker (about 0.1 ms); now that the pool's worker polls between the calls of a
+#: pass (threads.SPIN_SECONDS), 1 << 18 made mobilenet-0.5's TEST forward at batch 8 17%
+#: faster (64.8 -> 53-55 ms) and miniVggNet's at 128 10% (66 -> 59-61 ms); 1 << 17 was
+#: no faster, nor was PARALLEL_MIN at 1 << 18
+STREAMING_MIN = 1 << 18
 
 
 def elementwise(kernel, *args, parallel_min=None):
