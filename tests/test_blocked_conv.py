@@ -178,13 +178,19 @@ def test_weight_gradient_chunks_and_threads(monkeypatch, n):
     rng = np.random.default_rng(5)
     x, w, _, geo, y = _case(rng, n, 7, 8, 13, 3, 1, 1)       # 63 taps: 10 tiles + 3 single
     dy = rng.standard_normal(y.shape, dtype=np.float32)
+    assert_same_bits_on_one_and_two_threads(blocked_weight_grad, x, dy, geo, w.shape)
+
+
+def assert_same_bits_on_one_and_two_threads(weight_grad, x, dy, geo, wshape):
+    """dw and db from `weight_grad` on one thread and on two: the same bits, within the
+    rounding bound."""
     results = []
     old = threads.get_num_threads()
     try:
         for count in (1, 2):
             threads.set_num_threads(count)
-            dw, db = np.zeros_like(w), np.zeros(w.shape[0], np.float32)
-            blocked_weight_grad(x, dy, geo, dw, db)
+            dw, db = np.zeros(wshape, np.float32), np.zeros(wshape[0], np.float32)
+            weight_grad(x, dy, geo, dw, db)
             results.append((dw, db))
     finally:
         threads.set_num_threads(old)

@@ -20,7 +20,7 @@ phase with this mode (None: nothing to say). `invalidate()`: drop any cached cop
 SSL's modes (LOWERED_CSRMM, LOWERED_CCNMM, DIRECT_SCONV, DIRECT_DCONV) are in
 kernels/sparse_conv_engines.py, registered when this module is imported.
 """
-from . import blocked_conv
+from . import blocked_conv, nhwc_weight_grad
 from .blocked_weight_grad import blocked_weight_grad
 from .conv import (DENSE, conv2d_backward, conv2d_forward, flipped_geometry,
                    flipped_weight4)
@@ -51,8 +51,9 @@ class LoweredGemmEngine:
     - a stride-1 convolution where tiles pay (blocked_conv.applies): tiles
       without lowering (kernels/blocked_conv.py), for the forward and for the data
       gradient where that is itself a stride-1 convolution of dy; and its weight and bias
-      gradients, up to GRAD_MAX_OUTPUTS outputs per group
-      (kernels/blocked_weight_grad.py)."""
+      gradients: from channels-last copies for layers with 32+ inputs and 64-192 outputs
+      per group (kernels/nhwc_weight_grad.py), else up to GRAD_MAX_OUTPUTS outputs per
+      group (kernels/blocked_weight_grad.py)."""
     product = DENSE
     train_note = None
 
@@ -78,7 +79,10 @@ class LoweredGemmEngine:
                     blocked_conv.blocked_conv_forward(dy, flipped_weight4(w, geo), None, geo_t,
                                                       dx)
                     dx = None
-            if dw is not None and blocked_conv.weight_grad_applies(x, geo, dy.shape[1]):
+            if dw is not None and nhwc_weight_grad.applies(x, geo, dy.shape[1]):
+                nhwc_weight_grad.nhwc_weight_grad(x, dy, geo, dw, db)
+                dw = db = None
+            elif dw is not None and blocked_conv.weight_grad_applies(x, geo, dy.shape[1]):
                 blocked_weight_grad(x, dy, geo, dw, db)
                 dw = db = None
         if dx is not None or dw is not None or db is not None:

@@ -55,6 +55,92 @@ class _IR:
         value.align = 4
         return value
 
+    def open_loop(self, name, first, starts):
+        """Enter a loop over an index from `first`, carrying the vectors `starts`: returns
+        the index and the carried vectors (phi nodes) inside the loop."""
+        builder = self.builder
+        self._entry = builder.block
+        self._loop = builder.append_basic_block(f"{name}_loop")
+        self._done = builder.append_basic_block(f"{name}_done")
+        builder.branch(self._loop)
+        builder.position_at_end(self._loop)
+        index = builder.phi(self.i64)
+        index.add_incoming(first, self._entry)
+        carried = []
+        for v in starts:
+            phi = builder.phi(self.vec)
+            phi.add_incoming(v, self._entry)
+            carried.append(phi)
+        return index, carried
+
+    def close_loop(self, index, carried, new, end):
+        """Loop again with `new` for the carried vectors while index + 1 < end; after it,
+        the builder is past the loop."""
+        builder = self.builder
+        following = builder.add(index, self.const(1))
+        index.add_incoming(following, self._loop)
+        for phi, value in zip(carried, new):
+            phi.add_incoming(value, self._loop)
+        builder.cbranch(builder.icmp_signed("<", following, end), self._loop, self._done)
+        builder.position_at_end(self._done)
+
+
+def _tile_codegen(rows, vectors, accumulate, indexed):
+    """The code of a tile (module docstring). With `indexed`, step k broadcasts the rows at
+    w[woff + wpos[k]] instead of w[woff + k*rows], and its vectors are at x[xoff + pix[t + j]
+    + k*LANES] (no taps): the intrinsic takes wpos in the place of taps."""
+    def codegen(context, builder, sig, args):
+        c = _IR(context, builder, sig, args)
+        names = (("x", "xoff", "pix", "t", "w", "woff", "wpos") if indexed
+                 else ("x", "xoff", "pix", "t", "w", "woff", "taps"))
+        at = dict(zip(names + ("k0", "k1", "y", "yoff", "ldy"), range(len(args))))
+        xd, pd, wd, yd = (c.data(at[name]) for name in ("x", "pix", "w", "y"))
+        xoff, t, woff, k0, k1, yoff, ldy = (args[at[name]] for name in (
+            "xoff", "t", "woff", "k0", "k1", "yoff", "ldy"))
+        vec, fma, const, vector_at = c.vec, c.fma, c.const, c.vector_at
+        xbase = builder.gep(xd, [xoff])
+        bases = [builder.gep(xbase, [builder.load(builder.gep(pd, [builder.add(t, const(j))]))])
+                 for j in range(vectors)]
+        ybase = builder.gep(yd, [yoff])
+        outs = [[vector_at(builder.gep(ybase, [builder.mul(ldy, const(i))]), const(j * LANES))
+                 for j in range(vectors)] for i in range(rows)]
+        start = []
+        for i in range(rows):
+            for j in range(vectors):
+                if accumulate:
+                    v = c.load(outs[i][j])
+                else:
+                    v = ir.Constant(vec, [0.0] * LANES)
+                start.append(v)
+        k, acc = c.open_loop("tile", k0, start)
+        if indexed:
+            offset = builder.mul(k, const(LANES))
+        else:
+            offset = builder.load(builder.gep(c.data(at["taps"]), [k]))
+        xs = [c.load(vector_at(bases[j], offset)) for j in range(vectors)]
+        if indexed:
+            step = builder.load(builder.gep(c.data(at["wpos"]), [k]))
+        else:
+            step = builder.mul(k, const(rows))
+        wk = builder.gep(wd, [builder.add(woff, step)])
+        undef = ir.Constant(vec, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        new = [None] * (rows * vectors)
+        for i in range(rows):
+            scalar = builder.load(builder.gep(wk, [const(i)]))
+            wv = builder.shuffle_vector(
+                builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0)),
+                undef, splat)
+            for j in range(vectors):
+                new[i * vectors + j] = builder.call(fma, [wv, xs[j], acc[i * vectors + j]])
+        c.close_loop(k, acc, new, k1)
+        for i in range(rows):
+            for j in range(vectors):
+                store = builder.store(new[i * vectors + j], outs[i][j])
+                store.align = 4
+        return context.get_dummy_value()
+    return codegen
+
 
 def _tile(rows, vectors, accumulate):
     """The tile intrinsic for `rows` x `vectors` accumulators; with `accumulate` they
@@ -63,64 +149,20 @@ def _tile(rows, vectors, accumulate):
     @intrinsic
     def tile(typingctx, x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy):
         sig = types.void(x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy)
+        return sig, _tile_codegen(rows, vectors, accumulate, indexed=False)
 
-        def codegen(context, builder, sig, args):
-            c = _IR(context, builder, sig, args)
-            xd, pd, wd, td, yd = c.data(0), c.data(2), c.data(4), c.data(6), c.data(9)
-            xoff, t, woff, k0, k1, yoff, ldy = (args[i] for i in (1, 3, 5, 7, 8, 10, 11))
-            i64, vec, fma, const, vector_at = c.i64, c.vec, c.fma, c.const, c.vector_at
-            xbase = builder.gep(xd, [xoff])
-            bases = [builder.gep(xbase, [builder.load(builder.gep(pd, [builder.add(t, const(j))]))])
-                     for j in range(vectors)]
-            ybase = builder.gep(yd, [yoff])
-            outs = [[vector_at(builder.gep(ybase, [builder.mul(ldy, const(i))]), const(j * LANES))
-                     for j in range(vectors)] for i in range(rows)]
-            start = []
-            for i in range(rows):
-                for j in range(vectors):
-                    if accumulate:
-                        v = c.load(outs[i][j])
-                    else:
-                        v = ir.Constant(vec, [0.0] * LANES)
-                    start.append(v)
-            entry = builder.block
-            loop = builder.append_basic_block("tile_loop")
-            done = builder.append_basic_block("tile_done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            k.add_incoming(k0, entry)
-            acc = []
-            for v in start:
-                phi = builder.phi(vec)
-                phi.add_incoming(v, entry)
-                acc.append(phi)
-            offset = builder.load(builder.gep(td, [k]))
-            xs = [c.load(vector_at(bases[j], offset)) for j in range(vectors)]
-            wk = builder.gep(wd, [builder.add(woff, builder.mul(k, const(rows)))])
-            undef = ir.Constant(vec, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-            new = [None] * (rows * vectors)
-            for i in range(rows):
-                scalar = builder.load(builder.gep(wk, [const(i)]))
-                wv = builder.shuffle_vector(
-                    builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0)),
-                    undef, splat)
-                for j in range(vectors):
-                    new[i * vectors + j] = builder.call(fma, [wv, xs[j], acc[i * vectors + j]])
-            k_next = builder.add(k, const(1))
-            k.add_incoming(k_next, loop)
-            for phi, value in zip(acc, new):
-                phi.add_incoming(value, loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, k1), loop, done)
-            builder.position_at_end(done)
-            for i in range(rows):
-                for j in range(vectors):
-                    store = builder.store(new[i * vectors + j], outs[i][j])
-                    store.align = 4
-            return context.get_dummy_value()
+    return tile
 
-        return sig, codegen
+
+def _indexed_tile(rows, vectors, accumulate):
+    """_tile whose step k broadcasts the `rows` floats at w[woff + wpos[k]] and loads its
+    vectors LANES floats further on: the weight gradient's operands, a window start per
+    output position and dy's vectors position after position (kernels/nhwc_weight_grad.py)."""
+
+    @intrinsic
+    def tile(typingctx, x, xoff, pix, t, w, woff, wpos, k0, k1, y, yoff, ldy):
+        sig = types.void(x, xoff, pix, t, w, woff, wpos, k0, k1, y, yoff, ldy)
+        return sig, _tile_codegen(rows, vectors, accumulate, indexed=True)
 
     return tile
 
@@ -137,23 +179,12 @@ def _grad_tile(rows, vectors):
             c = _IR(context, builder, sig, args)
             xd, pd, td, yd, dwd = c.data(0), c.data(1), c.data(4), c.data(6), c.data(9)
             p0, p1, t, yoff, ldy, dwoff, lddw = (args[i] for i in (2, 3, 5, 7, 8, 10, 11))
-            i64, i32, vec, fma, const, vector_at = c.i64, c.i32, c.vec, c.fma, c.const, c.vector_at
+            i32, vec, fma, const, vector_at = c.i32, c.vec, c.fma, c.const, c.vector_at
             xbases = [builder.gep(xd, [builder.load(builder.gep(td, [builder.add(t, const(j))]))])
                       for j in range(vectors)]
             ybase = builder.gep(yd, [yoff])
             yrows = [builder.gep(ybase, [builder.mul(ldy, const(i))]) for i in range(rows)]
-            entry = builder.block
-            loop = builder.append_basic_block("grad_loop")
-            done = builder.append_basic_block("grad_done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            p = builder.phi(i64)
-            p.add_incoming(p0, entry)
-            acc = []
-            for _ in range(rows * vectors):
-                phi = builder.phi(vec)
-                phi.add_incoming(ir.Constant(vec, [0.0] * LANES), entry)
-                acc.append(phi)
+            p, acc = c.open_loop("grad", p0, [ir.Constant(vec, [0.0] * LANES)] * (rows * vectors))
             offset = builder.load(builder.gep(pd, [p]))
             xs = [c.load(vector_at(xbases[j], offset)) for j in range(vectors)]
             at = builder.mul(p, const(LANES))
@@ -162,12 +193,7 @@ def _grad_tile(rows, vectors):
                 dyv = c.load(vector_at(yrows[i], at))
                 for j in range(vectors):
                     new[i * vectors + j] = builder.call(fma, [dyv, xs[j], acc[i * vectors + j]])
-            p_next = builder.add(p, const(1))
-            p.add_incoming(p_next, loop)
-            for phi, value in zip(acc, new):
-                phi.add_incoming(value, loop)
-            builder.cbranch(builder.icmp_signed("<", p_next, p1), loop, done)
-            builder.position_at_end(done)
+            c.close_loop(p, acc, new, p1)
             undef = ir.Constant(vec, ir.Undefined)
             dwbase = builder.gep(dwd, [dwoff])
             for i in range(rows):
@@ -207,3 +233,10 @@ GRAD_ROWS, GRAD_TAPS = 4, 6
 grad_tile = _grad_tile(GRAD_ROWS, GRAD_TAPS)
 grad_tile_3 = _grad_tile(GRAD_ROWS, 3)
 grad_tile_1 = _grad_tile(GRAD_ROWS, 1)
+#: the indexed tiles (_indexed_tile): three, two and one vectors wide, storing or adding
+indexed_store = _indexed_tile(ROWS, VECTORS, accumulate=False)
+indexed_add = _indexed_tile(ROWS, VECTORS, accumulate=True)
+indexed_store_2 = _indexed_tile(ROWS, 2, accumulate=False)
+indexed_add_2 = _indexed_tile(ROWS, 2, accumulate=True)
+indexed_store_1 = _indexed_tile(ROWS, 1, accumulate=False)
+indexed_add_1 = _indexed_tile(ROWS, 1, accumulate=True)
