@@ -370,7 +370,25 @@ class Net(PycaffeNet):
         self.forward_hooks = []
         for hook in net_hooks.hooks_for(param):
             self.add_forward_hook(hook)
+        self._fused_relus = self._find_fused_relus()
         LOG.info("Network initialization done.")
+
+    def _find_fused_relus(self):
+        """{i: (i + 1, negative slope)} for each ReLU layer i + 1 that runs in place on the
+        top of a layer i able to apply it (Layer.fuses_relu): a forward pass that runs both
+        has layer i apply it as it writes its top, while the top is in cache, and skips the
+        ReLU layer. Nothing can see the difference: the ReLU works in place on that top,
+        nothing runs between the two, and the values are the ReLU kernel's own. Not for a
+        negative slope below 0 (its in-place backward keeps a copy of the input) nor where
+        either layer has a loss weight (its loss reads its own top)."""
+        fused = {}
+        for i, (rec, nxt) in enumerate(zip(self._layer_records, self._layer_records[1:])):
+            relu = nxt.layer
+            if (rec.layer.fuses_relu and nxt.layer.type == "ReLU" and len(rec.tops) == 1
+                    and nxt.bottoms == nxt.tops == rec.tops and relu.negative_slope >= 0
+                    and not any(relu.loss_weights) and not any(rec.layer.loss_weights)):
+                fused[i] = (i + 1, relu.negative_slope)
+        return fused
 
     def add_forward_hook(self, hook):
         """Call `hook` (net_hooks.py) around every forward pass from now on."""
@@ -637,16 +655,24 @@ class Net(PycaffeNet):
             if hooks and start == 0:
                 for hook in hooks:
                     hook.before_forward(self)
-            for i in range(start, end + 1):
+            # hooks and debug_info look at each layer's top: no fusion there
+            fused = self._fused_relus if not hooks and not self.debug_info else {}
+            i = start
+            while i <= end:
                 rec = self._layer_records[i]
+                relu, slope = fused.get(i, (end + 1, None))
+                rec.layer.fused_relu = slope if relu <= end else None
                 try:
                     loss += rec.layer.forward(rec.bottoms, rec.tops)
                 except CaffeError as err:
                     raise self.pass_error(i, err) from None
+                finally:
+                    rec.layer.fused_relu = None
                 for hook in hooks:
                     hook.after_layer(self, i)
                 if self.debug_info:
                     self._forward_debug_info(i)
+                i = relu + 1 if relu <= end else i + 1
         return loss
 
     def forward_from(self, start):

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from .channel import row_sum
-from .neuron import STREAMING_MIN, same_buffer, split_range
+from .neuron import STREAMING_MIN, leaky_row, same_buffer, split_range
 
 _EMPTY = {}
 
@@ -115,9 +115,10 @@ def _normalized(x, mean, f, divide):
 
 
 @njit(cache=True, nogil=True)
-def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, lo, hi):
+def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, hi):
     """x_norm = (x - mean) / std (BVLC; inv_std empty) or (x - mean) * inv_std (NVCaffe);
-    y = x_norm, then y * scale + bias when scale is given."""
+    y = x_norm, then y * scale + bias when scale is given; then, with relu, ReLU's forward
+    of y (negative slope `slope`)."""
     divide = inv_std.size == 0
     affine = scale.size > 0
     for o in range(x.shape[0]):
@@ -131,11 +132,13 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, lo, hi):
                 v = _normalized(xr[i], m, f, divide)
                 nr[i] = v
                 yr[i] = v * s + b if affine else v
+            if relu:
+                leaky_row(yr, slope)
 
 
 @njit(cache=True, nogil=True)
-def _normalize_to(x, mean, std, y, lo, hi):
-    """y = (x - mean) / std, y not overlapping x."""
+def _normalize_to(x, mean, std, y, relu, slope, lo, hi):
+    """y = (x - mean) / std, y not overlapping x; then ReLU's forward with relu."""
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
@@ -143,10 +146,12 @@ def _normalize_to(x, mean, std, y, lo, hi):
             xr, yr = x[o, c], y[o, c]
             for i in range(xr.size):
                 yr[i] = (xr[i] - m) / f
+            if relu:
+                leaky_row(yr, slope)
 
 
 @njit(cache=True, nogil=True)
-def _normalize_in_place(x, mean, std, lo, hi):
+def _normalize_in_place(x, mean, std, relu, slope, lo, hi):
     """x = (x - mean) / std (_normalize_to with y = x: one array, so the loop vectorizes)."""
     for o in range(x.shape[0]):
         for c in range(lo, hi):
@@ -155,21 +160,29 @@ def _normalize_in_place(x, mean, std, lo, hi):
             xr = x[o, c]
             for i in range(xr.size):
                 xr[i] = (xr[i] - m) / f
+            if relu:
+                leaky_row(xr, slope)
 
 
-def bvlc_normalize_global(x, mean, std, top):
+def _relu_args(slope, dtype):
+    """The kernels' (relu, slope) for a fused ReLU's negative slope (None: no ReLU)."""
+    return slope is not None, dtype.type(0 if slope is None else slope)
+
+
+def bvlc_normalize_global(x, mean, std, top, relu_slope=None):
     """top = (x - mean) / std with stored statistics, whose backward needs no x_norm; top
-    may be x."""
+    may be x. relu_slope: a fused ReLU's negative slope (None: none)."""
+    relu = _relu_args(relu_slope, x.dtype)
     if same_buffer(x, top):
-        split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std,
+        split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std, *relu,
                     parallel_min=STREAMING_MIN)
     else:
-        split_range(_normalize_to, x.shape[1], 2 * x.size, x, mean, std, top,
+        split_range(_normalize_to, x.shape[1], 2 * x.size, x, mean, std, top, *relu,
                     parallel_min=STREAMING_MIN)
 
 
 @njit(cache=True, nogil=True)
-def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, lo, hi):
+def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, slope, lo, hi):
     """_normalize with y = x: x is read and written as one array, x_norm is another, so
     the loop vectorizes (an aliased y takes the scalar loop). A separate kernel rather than
     an in_place branch of _normalize: merged, the in-place NVCaffe normalisation of
@@ -187,27 +200,30 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, lo, hi)
                 v = _normalized(xr[i], m, f, divide)
                 nr[i] = v
                 xr[i] = v * s + b if affine else v
+            if relu:
+                leaky_row(xr, slope)
 
 
-def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm):
+def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm, relu_slope):
+    relu = _relu_args(relu_slope, x.dtype)
     if same_buffer(x, top):
         split_range(_normalize_keep_in_place, x.shape[1], 3 * x.size, top, mean, std,
-                    inv_std, scale, bias, x_norm, parallel_min=STREAMING_MIN)
+                    inv_std, scale, bias, x_norm, *relu, parallel_min=STREAMING_MIN)
     else:
         split_range(_normalize, x.shape[1], 3 * x.size, x, mean, std, inv_std, scale, bias,
-                    top, x_norm, parallel_min=STREAMING_MIN)
+                    top, x_norm, *relu, parallel_min=STREAMING_MIN)
 
 
-def bvlc_normalize(x, mean, std, top, x_norm):
-    """x_norm = top = (x - mean) / std; top may be x."""
+def bvlc_normalize(x, mean, std, top, x_norm, relu_slope=None):
+    """x_norm = top = (x - mean) / std; top may be x; then a fused ReLU on top."""
     dt = x.dtype
-    _normalize_any(x, mean, std, _empty(dt), _empty(dt), _empty(dt), top, x_norm)
+    _normalize_any(x, mean, std, _empty(dt), _empty(dt), _empty(dt), top, x_norm, relu_slope)
 
 
-def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm):
+def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm, relu_slope=None):
     """x_norm = (x - mean) * inv_std; top = x_norm * scale + bias (scale, bias may be
-    empty: top = x_norm); top may be x."""
-    _normalize_any(x, mean, _empty(x.dtype), inv_std, scale, bias, top, x_norm)
+    empty: top = x_norm); top may be x; then a fused ReLU on top."""
+    _normalize_any(x, mean, _empty(x.dtype), inv_std, scale, bias, top, x_norm, relu_slope)
 
 
 # --- backward ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Every kernel runs over a range of channels; split_range spreads the ranges over 
 """
 from numba import njit
 
-from .neuron import STREAMING_MIN, same_buffer, split_range
+from .neuron import STREAMING_MIN, _leaky, leaky_row, same_buffer, split_range
 
 _REASSOC = {"reassoc"}
 
@@ -65,11 +65,12 @@ def channel_dot(a, b, alpha, out):
 
 
 @njit(cache=True, nogil=True)
-def _scale_forward(x, s, b, y, keep, in_place, lo, hi):
+def _scale_forward(x, s, b, y, keep, in_place, relu, slope, lo, hi):
     """y = x * s (+ b); with in_place (y is x) the loops touch x alone, so they vectorize
-    (an aliased y would take the scalar loop)."""
+    (an aliased y would take the scalar loop); then, with relu, ReLU's forward of y."""
     has_bias = b.size > 0
     has_keep = keep.size > 0
+    zero = x.dtype.type(0)
     if x.shape[2] == 1:
         # one value per (image, channel) (Scale after InnerProduct): along the channels
         for o in range(x.shape[0]):
@@ -77,7 +78,8 @@ def _scale_forward(x, s, b, y, keep, in_place, lo, hi):
                 v = x[o, c, 0]
                 if has_keep:
                     keep[o, c, 0] = v
-                y[o, c, 0] = v * s[c] + b[c] if has_bias else v * s[c]
+                v = v * s[c] + b[c] if has_bias else v * s[c]
+                y[o, c, 0] = _leaky(v, zero, slope) if relu else v
         return
     for o in range(x.shape[0]):
         for c in range(lo, hi):
@@ -100,13 +102,17 @@ def _scale_forward(x, s, b, y, keep, in_place, lo, hi):
             else:
                 for i in range(xr.size):
                     yr[i] = xr[i] * sc
+            if relu:
+                leaky_row(y[o, c], slope)
 
 
-def scale_forward(x, s, b, y, keep):
+def scale_forward(x, s, b, y, keep, relu_slope=None):
     """y = x * s (+ b) over (outer, C, inner); b and keep may be empty; keep receives x
-    before y is written (y may be x)."""
+    before y is written (y may be x); then a fused ReLU's forward on y (relu_slope: its
+    negative slope, None: no ReLU)."""
+    relu, slope = relu_slope is not None, x.dtype.type(relu_slope or 0)
     split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep, same_buffer(x, y),
-                parallel_min=STREAMING_MIN)
+                relu, slope, parallel_min=STREAMING_MIN)
 
 
 @njit(cache=True, nogil=True)

@@ -78,6 +78,15 @@ def _leaky(v, zero, slope):
 
 
 @njit(inline="always")
+def leaky_row(row, slope):
+    """row = ReLU's forward of row, in place: a ReLU layer fused into the layer before it
+    (Net), applied to each row while it is in cache, with the ReLU kernels' arithmetic."""
+    zero = row.dtype.type(0)
+    for i in range(row.size):
+        row[i] = _leaky(row[i], zero, slope)
+
+
+@njit(inline="always")
 def _leaky_gate(v, zero, one, slope):
     # (x > 0) + slope * (x <= 0): both gates are 0 for a NaN input, as in C++
     pos = one if v > zero else zero

@@ -54,6 +54,11 @@ class Layer(ABC):
     #: as their weight (0) and bias (1) in forward and backward, while the solver keeps
     #: updating the blobs themselves (caffe-jacinto's quantized shadow weights); None: the blobs
     param_transform = None
+    #: whether the layer can apply a ReLU that follows it in place to its own top as it
+    #: writes it (Net fuses the two); fused_relu is that ReLU's negative slope during such
+    #: a pass, None otherwise
+    fuses_relu = False
+    fused_relu = None
 
     def __init__(self, param, phase=TRAIN, dtype=np.float32):
         self.param = param

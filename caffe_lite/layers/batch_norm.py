@@ -83,6 +83,7 @@ def detect_layout(param):
 class BatchNormLayer(Layer):
     exact_num_bottom = 1
     exact_num_top = 1
+    fuses_relu = True
 
     def layer_setup(self, bottom, top):
         bn = self.param.batch_norm_param
@@ -168,13 +169,14 @@ class BatchNormLayer(Layer):
                 K.bvlc_global_stats(b["mean"], b["variance"], b["moving_average_factor"],
                                     mean, var)
                 self._std = K.bvlc_std(var, self.eps)
-                K.bvlc_normalize_global(x, mean, self._std, y)
+                K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
                 return
             K.bvlc_batch_stats(x, mean, var)
             K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
                                   mean, var, self.maf, x.size // c)
             self._std = K.bvlc_std(var, self.eps)
-            K.bvlc_normalize(x, mean, self._std, y, self._x_norm_buffer(x.shape))
+            K.bvlc_normalize(x, mean, self._std, y, self._x_norm_buffer(x.shape),
+                             self.fused_relu)
             return
         x_norm = self._x_norm_buffer(x.shape)
         dt = self.dtype.type
@@ -205,10 +207,11 @@ class BatchNormLayer(Layer):
                 np.copyto(b["variance"], var)
         self._inv_std = K.nv_inv_std(var, self.eps)
         if "scale" in b:
-            K.nv_normalize(x, mean, self._inv_std, b["scale"], b["bias"], y, x_norm)
+            K.nv_normalize(x, mean, self._inv_std, b["scale"], b["bias"], y, x_norm,
+                           self.fused_relu)
         else:
             empty = np.empty(0, self.dtype)
-            K.nv_normalize(x, mean, self._inv_std, empty, empty, y, x_norm)
+            K.nv_normalize(x, mean, self._inv_std, empty, empty, y, x_norm, self.fused_relu)
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = self._view(top[0].diff)

@@ -23,6 +23,7 @@ class ScaleLayer(Layer):
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
+    fuses_relu = True
 
     def layer_setup(self, bottom, top):
         p = self.param.scale_param
@@ -62,10 +63,10 @@ class ScaleLayer(Layer):
             if getattr(self, "_keep", None) is None or self._keep.shape != x.shape:
                 self._keep = np.empty(x.shape, self.dtype)
             self._x = self._keep
-            scale_forward(x, s, b, y, self._keep)
+            scale_forward(x, s, b, y, self._keep, self.fused_relu)
         else:
             self._x = x
-            scale_forward(x, s, b, y, _empty(self.dtype, 3))
+            scale_forward(x, s, b, y, _empty(self.dtype, 3), self.fused_relu)
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.dims)
