@@ -57,6 +57,22 @@ def test_chunks_and_threads_give_the_same_bits(monkeypatch):
     assert_same_bits_on_one_and_two_threads(nhwc_weight_grad, x, dy, geo, wshape)
 
 
+def test_images_packed_a_chunk_at_a_time_give_the_same_bits(monkeypatch):
+    """A chunk of whole images at a time (here 2 of 5, then 1) sums the same terms in the
+    same order as the whole batch at once."""
+    rng = np.random.default_rng(8)
+    x, dy, geo, wshape = _case(rng, 5, 12, 6, 24, (3, 3), 1, 1, 1, 2)
+    results = []
+    for positions in (10 ** 9, 2 * 36):
+        monkeypatch.setattr(nwg, "CHUNK_POSITIONS", positions)
+        dw, db = np.zeros(wshape, np.float32), np.zeros(24, np.float32)
+        nhwc_weight_grad(x, dy, geo, dw, db)
+        results.append((dw, db))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])
+    _assert_grads_close(*results[1], x, dy, geo)
+
+
 def test_a_gradient_that_does_not_fit_is_one_clear_error():
     rng = np.random.default_rng(4)
     x, dy, geo, wshape = _case(rng, 2, 8, 6, 16, (3, 3), 1, 1, 1, 1)

@@ -28,8 +28,8 @@ from numba import njit
 
 from . import blocked_conv
 from .conv import _check
-from .gemm import workspace
-from .neuron import split_range
+from .gemm import _RUN_LOCK, workspace
+from .neuron import STREAMING_MIN, split_range
 from .vector_tile import (LANES, ROWS, VECTORS, indexed_add, indexed_add_1, indexed_add_2,
                           indexed_store, indexed_store_1, indexed_store_2)
 
@@ -43,6 +43,10 @@ from .vector_tile import (LANES, ROWS, VECTORS, indexed_add, indexed_add_1, inde
 #: batches of 16 and more and stride 1 only, so only those run here (the kernel itself
 #: takes any stride and dilation)
 MIN_INPUTS, MIN_OUTPUTS, MAX_OUTPUTS, MIN_BATCH = 32, 64, 192, 16
+#: output positions packed at a time (whole images): 4-5 MB of packed image and dy on
+#: miniVggNet's conv4, where the whole batch took 19 MB of scratch that stayed allocated
+#: (measured there: 8192 positions 5% slower, 16384 within 4% of the whole batch)
+CHUNK_POSITIONS = 16384
 #: output positions per pass over a row's tiles: the pass's dycl (three vectors per
 #: position, 24 KB) and its eight image channels per position stay in L1
 POSITION_CHUNK = 128
@@ -125,9 +129,9 @@ def _tile(vectors, first, dyb, pix, t, xb, woff, at, p0, p1, dwt, yoff, ms):
 
 
 @njit(cache=True, nogil=True)
-def _rows(dyb, pix, xb, tap_offsets, at, cblocks, vectors, dwt, ms, chunk, lo, hi):
-    """dwt[tap, c, m] = the sums above for the rows (tap, block of ROWS channels) [lo, hi),
-    `chunk` positions at a time."""
+def _rows(dyb, pix, xb, tap_offsets, at, cblocks, vectors, dwt, ms, chunk, fresh, lo, hi):
+    """dwt[tap, c, m] = (fresh) or += the sums above over the positions of `at`, for the rows
+    (tap, block of ROWS channels) [lo, hi), `chunk` positions at a time."""
     positions = at.shape[0]
     block = xb.shape[1]                 # floats per block of channels
     # tiles of three vectors, then two, then one; a remainder of one after threes runs as
@@ -138,7 +142,7 @@ def _rows(dyb, pix, xb, tap_offsets, at, cblocks, vectors, dwt, ms, chunk, lo, h
     twos_end = threes * VECTORS + rest // 2 * 2
     for p0 in range(0, positions, chunk):
         p1 = min(positions, p0 + chunk)
-        first = p0 == 0
+        first = fresh and p0 == 0
         for r in range(lo, hi):
             tap, cb = r // cblocks, r % cblocks
             woff = cb * block + tap_offsets[tap]
@@ -195,27 +199,35 @@ def nhwc_weight_grad(x, dy, geo, dw, db=None):
     kk = geo.kernel_h * geo.kernel_w
     ki, kj = np.divmod(np.arange(kk, dtype=np.int64), geo.kernel_w)
     tap_offsets = (ki * geo.dilation_h * wp + kj * geo.dilation_w) * ROWS
-    at = _window_starts(n, out_h, out_w, hp, wp, geo)
-    positions = len(at)
-    vectors = ms // LANES
-    pix = np.arange(vectors, dtype=np.int64) * (positions * LANES)
-    cblocks = cs // ROWS
-    ws = workspace(0)
-    xb = ws.get("nhwc_x", (cblocks, n * hp * wp * ROWS), np.float32)
-    dyb = ws.get("nhwc_dy", (vectors, positions * LANES), np.float32)
-    dwt = ws.get("nhwc_dwt", (kk * cs * ms,), np.float32)
+    # images a chunk at a time, in order: the same sums in the same order, with scratch
+    # for CHUNK_POSITIONS positions rather than the whole batch
+    images = max(1, min(n, CHUNK_POSITIONS // (out_h * out_w)))
+    capacity = images * out_h * out_w
+    vectors, cblocks = ms // LANES, cs // ROWS
     rows = kk * cblocks
     dw2 = dw.reshape(dw.shape[0], -1)
     if not np.shares_memory(dw2, dw):
         raise ValueError("the weight gradient must be one contiguous array")
-    for g in range(group):
-        split_range(_pack_image, cblocks, x.size // group, x, g * cg, cg, geo.pad_h,
-                    geo.pad_w, hp, wp, xb)
-        sums = np.zeros((vectors, LANES))
-        split_range(_pack_dy, vectors, dy.size // group, dy, g * mg, mg, dyb, sums)
-        split_range(_rows, rows, 2 * rows * ROWS * ms * positions, dyb, pix, xb, tap_offsets,
-                    at, cblocks, vectors, dwt, ms, POSITION_CHUNK)
-        split_range(_add_transposed, mg, mg * cg * kk, dwt, cs, ms, kk, cg,
-                    dw2[g * mg:(g + 1) * mg])
-        if db is not None:
-            db[g * mg:(g + 1) * mg] += sums.reshape(-1)[:mg].astype(np.float32)
+    with _RUN_LOCK:         # worker 0's scratch is every split_batch's too: take turns
+        ws = workspace(0)
+        # the older tiles' image and dy buffers: the two never run at the same time
+        xb = ws.get("blocked_x", (cblocks, images * hp * wp * ROWS), np.float32)
+        dyb = ws.get("blocked_dy", (vectors, capacity * LANES), np.float32)
+        dwt = ws.get("nhwc_dwt", (kk * cs * ms,), np.float32)
+        pix = np.arange(vectors, dtype=np.int64) * (capacity * LANES)
+        for g in range(group):
+            sums = np.zeros((vectors, LANES))
+            for n0 in range(0, n, images):
+                xs, dys = x[n0:n0 + images], dy[n0:n0 + images]
+                at = _window_starts(len(xs), out_h, out_w, hp, wp, geo)
+                # copies of a chunk: split as the streaming kernels are
+                split_range(_pack_image, cblocks, xs.size // group, xs, g * cg, cg,
+                            geo.pad_h, geo.pad_w, hp, wp, xb, parallel_min=STREAMING_MIN)
+                split_range(_pack_dy, vectors, dys.size // group, dys, g * mg, mg, dyb, sums,
+                            parallel_min=STREAMING_MIN)
+                split_range(_rows, rows, 2 * rows * ROWS * ms * len(at), dyb, pix, xb,
+                            tap_offsets, at, cblocks, vectors, dwt, ms, POSITION_CHUNK, n0 == 0)
+            split_range(_add_transposed, mg, mg * cg * kk, dwt, cs, ms, kk, cg,
+                        dw2[g * mg:(g + 1) * mg])
+            if db is not None:
+                db[g * mg:(g + 1) * mg] += sums.reshape(-1)[:mg].astype(np.float32)
