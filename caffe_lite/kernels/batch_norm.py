@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from .channel import row_sum
-from .neuron import STREAMING_MIN, leaky_row, same_buffer, split_range
+from .neuron import STREAMING_MIN, leaky_row, relu_args, same_buffer, split_range
 
 _EMPTY = {}
 
@@ -164,15 +164,10 @@ def _normalize_in_place(x, mean, std, relu, slope, lo, hi):
                 leaky_row(xr, slope)
 
 
-def _relu_args(slope, dtype):
-    """The kernels' (relu, slope) for a fused ReLU's negative slope (None: no ReLU)."""
-    return slope is not None, dtype.type(0 if slope is None else slope)
-
-
 def bvlc_normalize_global(x, mean, std, top, relu_slope=None):
     """top = (x - mean) / std with stored statistics, whose backward needs no x_norm; top
     may be x. relu_slope: a fused ReLU's negative slope (None: none)."""
-    relu = _relu_args(relu_slope, x.dtype)
+    relu = relu_args(relu_slope, x.dtype)
     if same_buffer(x, top):
         split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std, *relu,
                     parallel_min=STREAMING_MIN)
@@ -205,7 +200,7 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, s
 
 
 def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm, relu_slope):
-    relu = _relu_args(relu_slope, x.dtype)
+    relu = relu_args(relu_slope, x.dtype)
     if same_buffer(x, top):
         split_range(_normalize_keep_in_place, x.shape[1], 3 * x.size, top, mean, std,
                     inv_std, scale, bias, x_norm, *relu, parallel_min=STREAMING_MIN)

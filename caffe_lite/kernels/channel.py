@@ -15,7 +15,7 @@ Every kernel runs over a range of channels; split_range spreads the ranges over 
 """
 from numba import njit
 
-from .neuron import STREAMING_MIN, _leaky, leaky_row, same_buffer, split_range
+from .neuron import STREAMING_MIN, _leaky, leaky_row, relu_args, same_buffer, split_range
 
 _REASSOC = {"reassoc"}
 
@@ -110,9 +110,8 @@ def scale_forward(x, s, b, y, keep, relu_slope=None):
     """y = x * s (+ b) over (outer, C, inner); b and keep may be empty; keep receives x
     before y is written (y may be x); then a fused ReLU's forward on y (relu_slope: its
     negative slope, None: no ReLU)."""
-    relu, slope = relu_slope is not None, x.dtype.type(relu_slope or 0)
     split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep, same_buffer(x, y),
-                relu, slope, parallel_min=STREAMING_MIN)
+                *relu_args(relu_slope, x.dtype), parallel_min=STREAMING_MIN)
 
 
 @njit(cache=True, nogil=True)

@@ -226,6 +226,15 @@ def _pad_plane(x, src, height, width, ph, pw, wp, padded):
 
 
 @njit(inline="always")
+def _plane_buffers(height, width, out_h, ph, pw, kw, dw, dtype):
+    """(wp, padded, grid): the padded width, a padded plane (with room for the last row's
+    runs past it) and an output grid of out_h rows of wp."""
+    wp = width + 2 * pw
+    return (wp, np.empty((height + 2 * ph) * wp + (kw - 1) * dw, dtype),
+            np.empty(out_h * wp, dtype))
+
+
+@njit(inline="always")
 def _tap_offset(ki, kj, kw, dh, dw, wp):
     return ki * dh * wp + kj * dw
 
@@ -234,9 +243,7 @@ def _tap_offset(ki, kj, kw, dh, dw, wp):
 def _forward_padded(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
-    wp = width + 2 * pw
-    padded = np.empty((height + 2 * ph) * wp + (kw - 1) * dw, y.dtype)
-    grid = np.empty(out_h * wp, y.dtype)
+    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, y.dtype)
     for plane in range(lo, hi):
         n = plane // cout
         o = plane % cout
@@ -269,9 +276,7 @@ def _grid_plane(dy, src, out_h, out_w, wp, grid):
 def _data_padded(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw, sh, sw,
                  dh, dw, lo, hi):
     mult = cout // cin
-    wp = width + 2 * pw
-    padded = np.empty((height + 2 * ph) * wp + (kw - 1) * dw, dx.dtype)
-    grid = np.empty(out_h * wp, dx.dtype)
+    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, dx.dtype)
     for plane in range(lo, hi):
         n = plane // cin
         c = plane % cin
@@ -297,9 +302,7 @@ def _weight_sums_padded(x, dy, sums, want_w, want_b, cin, cout, height, width, o
     """_weight_sums on padded planes (the columns of the grid past out_w are zeros)."""
     batch = x.size // (cin * height * width)
     mult = cout // cin
-    wp = width + 2 * pw
-    padded = np.empty((height + 2 * ph) * wp + (kw - 1) * dw, x.dtype)
-    grid = np.empty(out_h * wp, x.dtype)
+    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, x.dtype)
     for o in range(lo, hi):
         c = o // mult
         for n in range(batch):

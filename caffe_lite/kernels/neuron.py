@@ -79,11 +79,17 @@ def _leaky(v, zero, slope):
 
 @njit(inline="always")
 def leaky_row(row, slope):
-    """row = ReLU's forward of row, in place: a ReLU layer fused into the layer before it
-    (Net), applied to each row while it is in cache, with the ReLU kernels' arithmetic."""
+    """row = ReLU's forward of row, in place: the in-place ReLU kernel, and a ReLU that Net
+    fused into the layer before it, applied by that layer row by row while it is in cache."""
     zero = row.dtype.type(0)
     for i in range(row.size):
         row[i] = _leaky(row[i], zero, slope)
+
+
+def relu_args(slope, dtype):
+    """(relu, slope) as the kernels that apply a fused ReLU take them, for its negative
+    slope (None: no ReLU)."""
+    return slope is not None, dtype.type(0 if slope is None else slope)
 
 
 @njit(inline="always")
@@ -112,9 +118,7 @@ def same_buffer(a, b):
 
 @njit(cache=True, nogil=True)
 def relu_forward_in_place(x, negative_slope):
-    zero = x.dtype.type(0)
-    for i in range(x.size):
-        x[i] = _leaky(x[i], zero, negative_slope)
+    leaky_row(x, negative_slope)
 
 
 @njit(cache=True, nogil=True)
