@@ -5,6 +5,8 @@ them in place (kernels take `out=` arrays), so a pycaffe script that keeps a ref
 `net.blobs['x'].data` sees every later forward. `share_data` / `share_diff` alias another
 blob's memory the way Caffe's ShareData does (Split, Flatten, Reshape use it).
 """
+import math
+
 import numpy as np
 
 from . import memory_guard
@@ -42,7 +44,7 @@ class Blob:
 
     def count_range(self, start, end=None):
         """Product of dims in [start, end): Caffe's count(start, end)."""
-        return int(np.prod(self._data.shape[start:end], dtype=np.int64))
+        return math.prod(self._data.shape[start:end])
 
     def reshape(self, *shape):
         """Resize to `shape`; keeps the arrays when the shape is unchanged."""
@@ -53,7 +55,7 @@ class Blob:
             raise ValueError(f"blob shape must be non-negative, got {shape}")
         if shape == self._data.shape:
             return
-        if int(np.prod(shape, dtype=np.int64)) == self._data.size:
+        if math.prod(shape) == self._data.size:
             self._data = self._data.reshape(shape)
             self._diff = self._diff.reshape(shape)
         else:

@@ -79,6 +79,19 @@ def test_equals_oracle(n, c, size, m, k, pad, group, dilation):
     _assert_close(y, x, w, b, geo)
 
 
+def test_weight_read_in_place_or_copied_when_strided():
+    """The tiles read a C-contiguous weight where it lies, row by row; a strided one (a
+    Fortran-ordered copy, a slice) gives the same bits through its contiguous copy."""
+    rng = np.random.default_rng(5)
+    x, w, b, geo, y = _case(rng, 1, 16, (9, 13), 12, 3, (0, 2), 1, 1)
+    blocked_conv_forward(x, w, b, geo, y)
+    _assert_close(y, x, w, b, geo)
+    for strided in (np.asfortranarray(w), np.concatenate([w, w], axis=1)[:, :16]):
+        y2 = np.full_like(y, np.nan)
+        blocked_conv_forward(x, strided, b, geo, y2)
+        assert np.array_equal(y2, y)
+
+
 @pytest.mark.parametrize("n", [2, 12])
 def test_tap_blocks_add_onto_the_tile(monkeypatch, n):
     """Filters longer than TAP_BLOCK are summed block by block (the tile's add form)."""
@@ -125,8 +138,9 @@ def test_applies_only_where_tiles_pay(monkeypatch):
     assert not blocked_conv.applies(x, geo._replace(stride_h=2, stride_w=2), 32)
     flat = np.zeros((1, 32, 16, 16), np.float32)
     assert blocked_conv.applies(flat, geo, 64)              # 4.7 M multiply-adds
-    assert not blocked_conv.applies(flat, geo, 16)          # 1.2 M: too little work
-    assert not blocked_conv.applies(np.zeros((1, 256, 16, 16), np.float32), geo, 64)  # long
+    assert blocked_conv.applies(flat, geo, 16)              # 1.2 M
+    assert not blocked_conv.applies(np.zeros((1, 4, 8, 8), np.float32), geo, 8)  # 18 K: too little
+    assert blocked_conv.applies(np.zeros((1, 256, 16, 16), np.float32), geo, 64)  # 2304 taps
     one = geo._replace(kernel_h=1, kernel_w=1, pad_h=0, pad_w=0)
     assert not blocked_conv.applies(np.zeros((1, 512, 16, 16), np.float32), one, 512)  # 1x1
     assert not blocked_conv.applies(np.zeros((8, 64, 28, 28), np.float32), one, 128)

@@ -15,11 +15,12 @@ OpenBLAS then packs it again). Two layouts of the padded image:
   (oy, ox) sitting at oy * Wp + ox. The Wp - OW positions past each output row, and the
   rounding of the last vector, are computed and dropped.
 
-Output channels go by blocks of vector_tile.ROWS (the weight packed [block][tap][row], rows
-past M/g zero). Taps go by blocks of TAP_BLOCK or fewer (_tap_bounds), so that a tile's
-weights stay in L1 and the image rows they read in L2, and outputs by chunks of PIXEL_CHUNK
-vectors, so that the image rows the chunk reads stay in L2 while every block of output
-channels passes over them; later tap blocks add onto the tile.
+Output channels go by blocks of vector_tile.ROWS, read from the weight where it lies (the
+last block's rows past M/g compute sums that are dropped). Taps go by blocks of TAP_BLOCK
+or fewer (_tap_bounds), so that a tile's weights stay in L1 and the image rows they read
+in L2, and outputs by chunks of PIXEL_CHUNK vectors, so that the image rows the chunk reads
+stay in L2 while every block of output channels passes over them; later tap blocks add
+onto the tile.
 
 Sums run over a filter's taps in (c, ki, kj) order, one FMA each, then the bias is added:
 the dense GEMM's order for a product of one image, so results match the lowered
@@ -31,6 +32,7 @@ Measured on the Intel Xeon of docs/benchmarks.md, two cores, forward: 1.3-2.3x t
 GEMM on the convolutions of LeNet, cifar10_quick and miniVggNet (first layers included:
 one to three channels, 9-75 taps), 1.0-1.4x on CaffeNet conv2-conv5 at batch 16.
 """
+from functools import lru_cache
 from itertools import chain
 from typing import NamedTuple
 
@@ -48,9 +50,10 @@ from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2
 #: on both). miniVggNet's conv2 at batch 1, 9.4 M: 0.23 ms on one core, 0.42 ms on two
 TILES_SPLIT_MIN_MACS = 1 << 25
 #: fewest multiply-adds per flat image for tiles: below, the packing and the call overheads
-#: (0.1-0.15 ms) lose to the lowered GEMM (cifar10_quick conv1 at batch 1, 2.4 M: 0.17 ms
-#: against 0.12; its conv2, 6.5 M: 0.24 against 0.38)
-FLAT_MIN_MACS = 1 << 22
+#: lose to the lowered GEMM. Since the plan is kept per shape and the weight read in place,
+#: that is only below LeNet's conv1 (288 K); TEST forward at batch 1 with 4 M / 256 K:
+#: LeNet 0.57 / 0.49 ms, cifar10_quick 1.0 / 0.76, JacintoNet11 6.8 / 6.2
+FLAT_MIN_MACS = 1 << 18
 #: fewest pixels per image for a 1x1 convolution to run flat (_flat_pays)
 FLAT_1X1_MIN_PIXELS = 3000
 #: taps per block: a block's weights, ROWS x TAP_BLOCK floats, are 16 KB (a third of L1)
@@ -60,9 +63,6 @@ TAP_BLOCK = 512
 #: 0.3-0.8 MB on the nets measured) stay in L2 instead of streaming from L3 once per block
 #: (a 1x1 convolution of 128 channels at 28x28, batch 8, ran 3.8x slower unchunked)
 PIXEL_CHUNK = 96
-#: most taps for the flat layout: above it, at batch 1, OpenBLAS's GEMM on both cores is the
-#: faster (CaffeNet conv3, 2304 taps: 2.8 ms on tiles against 2.6 ms lowered, one core)
-FLAT_MAX_TAPS = 1024
 
 
 def _has_avx512():
@@ -75,16 +75,18 @@ def _has_avx512():
 AVX512 = _has_avx512()
 
 
-def _flat_pays(x, geo, taps, outputs, flat_max_taps):
-    """Whether a batch of fewer than LANES images may run flat. Not for long filters,
-    OpenBLAS's best case, nor for small images, too little work for the pass's fixed cost
-    (FLAT_MIN_MACS). A 1x1 convolution has no lowering to save: only images of
+def _flat_pays(x, geo, taps, outputs):
+    """Whether a batch of fewer than LANES images may run flat. Not for small images, too
+    little work for the pass's fixed cost (FLAT_MIN_MACS). Long filters run flat too: with
+    the weight read in place, 2304-9216 taps at batch 1 ran 1.3-1.8x faster than OpenBLAS's
+    GEMM on both cores (CaffeNet conv2-conv5, JacintoNet11's 8x8 and 16x16 layers, VGG's
+    512 channels at 14x14 and 28x28); a packed copy of the weight had cost more than that
+    (1.3 ms for 512 x 2304). A 1x1 convolution has no lowering to save: only images of
     FLAT_1X1_MIN_PIXELS and more, in a batch of two or more, run flat (mobilenet-0.5's
     pointwise layers at batch 8: 112x112 and 56x56 1.3-1.6x faster flat, 14x14 and 7x7
     5-60% slower; 128 channels at 28x28, batch 1, 0.36 ms flat against 0.17 ms lowered)."""
     pointwise = geo.kernel_h * geo.kernel_w == 1
     return ((not pointwise or (x.shape[0] > 1 and x.shape[2] * x.shape[3] >= FLAT_1X1_MIN_PIXELS))
-            and taps <= flat_max_taps
             and taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS)
 
 
@@ -94,15 +96,12 @@ def may_apply(x, geo):
             and x.size > 0)
 
 
-def applies(x, geo, outputs, taps=None, flat_max_taps=None):
+def applies(x, geo, outputs, taps=None):
     """Whether y = conv(x, w) with `outputs` channels runs on tiles here (module
-    docstring); `taps`: per output, when fewer than the filter's (a compacted weight);
-    `flat_max_taps`: FLAT_MAX_TAPS unless the caller's other way is not a plain GEMM."""
+    docstring); `taps`: per output, when fewer than the filter's (a compacted weight)."""
     if taps is None:
         taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
-    flat_max_taps = FLAT_MAX_TAPS if flat_max_taps is None else flat_max_taps
-    return may_apply(x, geo) and (
-        x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs, flat_max_taps))
+    return may_apply(x, geo) and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs))
 
 
 #: most output channels per group for which the weight gradient runs on tiles
@@ -237,33 +236,38 @@ def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
 
 
 @njit(cache=True, nogil=True)
-def _tile_run(xb, pix, wpk, taps, yb, block, v0, v1, k0, k1, first):
-    """One block of output channels over output vectors [v0, v1), taps [k0, k1)."""
-    k = taps.shape[0]
+def _tile_run(xb, pix, wg, ldw, nrows, taps, yb, block, v0, v1, k0, k1, first):
+    """One block of output channels over output vectors [v0, v1), taps [k0, k1); wg: the
+    group's (nrows, ldw) weight, flat."""
     row = pix.shape[0] * LANES
-    w0 = block * ROWS * k
+    w0 = block * ROWS * ldw
+    rows = min(ROWS, nrows - block * ROWS)
     y0 = block * ROWS * row
     full = v1 - (v1 - v0) % VECTORS
     for t in range(v0, full, VECTORS):
         if first:
-            tile_store(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            tile_store(xb, 0, pix, t, wg, w0, taps, k0, k1, yb, y0 + t * LANES, row, ldw, rows)
         else:
-            tile_add(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            tile_add(xb, 0, pix, t, wg, w0, taps, k0, k1, yb, y0 + t * LANES, row, ldw, rows)
     t = full
     if v1 - full == 2:
         if first:
-            tile_store_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            tile_store_2(xb, 0, pix, t, wg, w0, taps, k0, k1, yb, y0 + t * LANES, row, ldw,
+                         rows)
         else:
-            tile_add_2(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            tile_add_2(xb, 0, pix, t, wg, w0, taps, k0, k1, yb, y0 + t * LANES, row, ldw,
+                       rows)
     elif v1 - full == 1:
         if first:
-            tile_store_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            tile_store_1(xb, 0, pix, t, wg, w0, taps, k0, k1, yb, y0 + t * LANES, row, ldw,
+                         rows)
         else:
-            tile_add_1(xb, 0, pix, t, wpk, w0, taps, k0, k1, yb, y0 + t * LANES, row)
+            tile_add_1(xb, 0, pix, t, wg, w0, taps, k0, k1, yb, y0 + t * LANES, row, ldw,
+                       rows)
 
 
 @njit(cache=True, nogil=True)
-def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_bounds, pixel_chunk):
+def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk):
     """yb[m, .] for the output channels of blocks [block0, block1): every tile, by blocks of
     taps [tap_bounds[i], tap_bounds[i + 1]) and chunks of outputs (module docstring). (Each
     chunk and block running all its tap blocks before the next, which keeps its part of yb
@@ -274,29 +278,19 @@ def _tiles(xb, pix, wpk, taps, yb, block0, block1, tap_bounds, pixel_chunk):
         for v0 in range(0, vectors, pixel_chunk):
             v1 = min(vectors, v0 + pixel_chunk)
             for block in range(block0, block1):
-                _tile_run(xb, pix, wpk, taps, yb, block, v0, v1, tap_bounds[b],
+                _tile_run(xb, pix, wg, ldw, nrows, taps, yb, block, v0, v1, tap_bounds[b],
                           tap_bounds[b + 1], b == 0)
-
-
-def _pack_weight(wg, blocks):
-    """wg (rows, k) as [block][k][r] for blocks of ROWS rows, zero past wg's rows. NumPy,
-    not a kernel: one copy per forward, and a kernel's compile would add 0.3-0.6 s to a
-    cold start."""
-    rows, k = wg.shape
-    padded = np.zeros((blocks * ROWS, k), np.float32)
-    padded[:rows] = wg
-    return padded.reshape(blocks, ROWS, k).transpose(0, 2, 1).reshape(-1)
 
 
 class _Group(NamedTuple):
     """One group's filters as the tiles use them: the output channels computed (indices
     into the layer's M), the taps read (indices into C/g*kh*kw), the blocks of taps
-    (_tap_bounds) and the packed weight."""
+    (_tap_bounds) and the weight, (len(channels), len(taps)) C-contiguous, flat."""
     channels: np.ndarray
     taps: np.ndarray
     tap_bounds: np.ndarray
     blocks: int
-    packed: np.ndarray
+    weight: np.ndarray
 
 
 def _tap_bounds(cols, kk):
@@ -315,21 +309,30 @@ def pack_groups(w, group, kept=None):
     """_Group per group of the weight w (M, C/g, kh, kw). `kept`, per group, (rows, columns,
     compacted weight) of the group's (M/g, C/g*kh*kw) matrix as kernels/sparse.py's
     `compact` gives them: the tiles then compute only those rows from those taps
-    (LOWERED_CCNMM's products without lowering); the other rows are the bias alone."""
+    (LOWERED_CCNMM's products without lowering); the other rows are the bias alone. A
+    C-contiguous float32 weight is used in place, not copied."""
     w3 = np.ascontiguousarray(w, np.float32).reshape(group, w.shape[0] // group, -1)
-    mg, k = w3.shape[1:]
-    out = []
-    for g in range(group):
-        if kept is None:
-            rows, cols, wg = np.arange(mg), np.arange(k), w3[g]
-        else:
-            rows, cols, wg = kept[g]
-        blocks = -(-len(rows) // ROWS)
-        packed = _pack_weight(wg, blocks)
-        cols = np.asarray(cols, np.int64)
-        out.append(_Group((rows + g * mg).astype(np.int64), cols,
-                          _tap_bounds(cols, w.shape[2] * w.shape[3]), blocks, packed))
-    return out
+    if kept is None:
+        return [gr._replace(weight=wg.reshape(-1))
+                for gr, wg in zip(_dense_groups(w.shape, group), w3)]
+    mg, kk = w3.shape[1], w.shape[2] * w.shape[3]
+    return [_group(rows + g * mg, cols, kk, np.ascontiguousarray(wg, np.float32).reshape(-1))
+            for g, (rows, cols, wg) in enumerate(kept)]
+
+
+@lru_cache(maxsize=256)
+def _dense_groups(w_shape, group):
+    """The _Groups of a dense weight of this shape, without the weight itself: the part a
+    forward would otherwise rebuild at every call."""
+    mg, k = w_shape[0] // group, int(np.prod(w_shape[1:]))
+    return [_group(np.arange(mg) + g * mg, np.arange(k), w_shape[2] * w_shape[3], None)
+            for g in range(group)]
+
+
+def _group(channels, cols, kk, weight):
+    cols = np.asarray(cols, np.int64)
+    return _Group(np.asarray(channels, np.int64), cols, _tap_bounds(cols, kk),
+                  -(-len(channels) // ROWS), weight)
 
 
 class _Plan(NamedTuple):
@@ -345,7 +348,14 @@ class _Plan(NamedTuple):
 def _plan(x_shape, y_shape, geo, macs, blocks):
     """Whole blocks of LANES images run in the lanes layout, the images after them flat;
     one worker below TILES_SPLIT_MIN_MACS multiply-adds. `blocks`: per group, its blocks of
-    ROWS output channels."""
+    ROWS output channels. Kept per shape: at batch 1 the planning cost as much as a small
+    layer's tiles."""
+    workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
+    return _plan_for(tuple(x_shape), tuple(y_shape), geo, tuple(blocks), workers)
+
+
+@lru_cache(maxsize=256)
+def _plan_for(x_shape, y_shape, geo, blocks, workers):
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
@@ -358,7 +368,6 @@ def _plan(x_shape, y_shape, geo, macs, blocks):
         flat = _Layout(False, cg, height, width, out_h, out_w, geo)
         starts += [(flat, n0) for n0 in range(whole, n_img)]
     layouts = {layout for layout, _ in starts}
-    workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
     shares = _shares(_units(starts, blocks, workers), workers)
     return _Plan(cg, mg, shares, max(layout.x_size for layout in layouts),
                  max(layout.row for layout in layouts))
@@ -391,7 +400,7 @@ def _shares(units, workers):
 
 def blocked_conv_forward(x, w, bias, geo, y, groups=None):
     """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`). `groups`:
-    pack_groups(w, ...) when the caller keeps it (a compacted weight), else packed here."""
+    pack_groups(w, ...) when the caller keeps it (a compacted weight), else made here."""
     _check(x, w, geo, y)
     x = np.ascontiguousarray(x)
     bias = np.empty(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
@@ -405,7 +414,10 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
     taps = {}
     for layout, _, g, _, _ in chain(*shares):
         if (layout, g) not in taps:
-            taps[layout, g] = layout.taps[groups[g].taps]
+            kept = groups[g].taps
+            # every tap kept (a dense weight): the layout's own table, without a copy
+            taps[layout, g] = layout.taps if len(kept) == len(layout.taps) else \
+                layout.taps[kept]
     most = max(gr.blocks for gr in groups)
 
     def work(worker, lo, hi):
@@ -418,8 +430,8 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
                 packed = (n0, g)
                 layout.pack(x, n0, g * cg, cg, xb)
             gr = groups[g]
-            _tiles(xb, layout.pix, gr.packed, taps[layout, g], yb, b0, b1, gr.tap_bounds,
-                   PIXEL_CHUNK)
+            _tiles(xb, layout.pix, gr.weight, len(gr.taps), len(gr.channels),
+                   taps[layout, g], yb, b0, b1, gr.tap_bounds, PIXEL_CHUNK)
             m0, m1 = b0 * ROWS, min(len(gr.channels), b1 * ROWS)
             if layout.lanes:
                 _unpack_lanes(yb, layout.row, n0, m0, m1, gr.channels, bias, out)
@@ -436,6 +448,8 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
 
 def _fill_dropped(groups, bias, y):
     """The output channels no tile computes (all-zero filters): the bias, or 0."""
+    if sum(len(gr.channels) for gr in groups) == y.shape[1]:
+        return                  # channels are distinct, so every one is computed
     computed = np.zeros(y.shape[1], bool)
     for gr in groups:
         computed[gr.channels] = True

@@ -325,7 +325,7 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
             _forward(in_t, w3, geo, out_t, product, ws)
             _to_major(out_t, y[s:e], bias)
 
-    split_batch(n_img, work)
+    split_batch(n_img, work, macs=y.size * w[0].size)
     return y
 
 

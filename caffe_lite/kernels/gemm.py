@@ -26,6 +26,8 @@ a whole net pass (Net and Solver enter it) and gives the user's count back after
 `split_batch` runs inside it, and the products that are not lowered convolutions split over
 the cores with `parallel_matmul`.
 """
+import math
+
 import numpy as np
 
 from .. import threads
@@ -40,7 +42,7 @@ class Workspace:
 
     def get(self, name, shape, dtype):
         dtype = np.dtype(dtype)
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         buf = self._buffers.get((name, dtype))
         if buf is None or buf.size < size:
             buf = np.empty(size, dtype)
@@ -95,20 +97,28 @@ def batch_workers():
     return threads.get_num_threads()
 
 
-def split_batch(n, work, workers=None):
+#: a batch of one with fewer multiply-adds keeps OpenBLAS on one thread: waking its other
+#: threads costs more than they save (LeNet's conv2 at batch 1, 1.6 M: 0.12 ms on one
+#: thread, 0.2 ms on two)
+ONE_IMAGE_BLAS_MIN_MACS = 1 << 23
+
+
+def split_batch(n, work, workers=None, macs=None):
     """Run work(worker, start, stop) over [0, n) split into contiguous slices.
 
     Slices run at the same time with OpenBLAS on one thread each; worker 0 is the calling
     thread. With one worker (one thread, or a batch of one), work runs once over the whole
     range with OpenBLAS on caffe-lite's thread count, so that a batch of one still uses
-    every core inside its GEMMs. Returns the list of results in worker order.
+    every core inside its GEMMs, unless `macs` (the work's multiply-adds) is below
+    ONE_IMAGE_BLAS_MIN_MACS. Returns the list of results in worker order.
     """
     with _RUN_LOCK:
         if workers is None:
             workers = batch_workers()
         workers = min(workers, n)
         if workers <= 1:
-            with threads.blas_threads(threads.get_num_threads()):
+            small = macs is not None and macs < ONE_IMAGE_BLAS_MIN_MACS
+            with threads.blas_threads(1 if small else threads.get_num_threads()):
                 return [work(0, 0, n)]
         bounds = [n * i // workers for i in range(workers + 1)]
         workspace(workers - 1)              # create the workers' workspaces here, not racing

@@ -205,10 +205,7 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         groups = self._tiles.get(w)
         taps = max(len(gr.taps) for gr in groups)
         outputs = sum(len(gr.channels) for gr in groups)
-        # no cap on taps for a flat image: the cap keeps dense filters on OpenBLAS's GEMM,
-        # but the lowered CCNMM lowers the whole image first (CaffeNet conv3 at batch 1,
-        # 90% of its rows pruned: 1.0 ms on tiles, 1.6 ms lowered)
-        if not blocked_conv.applies(x, geo, max(outputs, 1), taps=taps, flat_max_taps=np.inf):
+        if not blocked_conv.applies(x, geo, max(outputs, 1), taps=taps):
             return super().forward(x, w, bias, geo, y)
         blocked_conv.blocked_conv_forward(x, w, bias, geo, y, groups=groups)
 

@@ -3,8 +3,13 @@ kernels/blocked_conv.py.
 
     for k in [k0, k1):                     taps
         for i < ROWS, j < VECTORS:         acc[i][j]: one vector of LANES floats each
-            acc[i][j] += w[woff + k*ROWS + i] * x[xoff + pix[t + j] + taps[k] : ... + LANES]
+            acc[i][j] += w[woff + i*ldw + k] * x[xoff + pix[t + j] + taps[k] : ... + LANES]
     y[yoff + i*ldy + j*LANES : ... + LANES] = acc[i][j]      (accumulate: y += acc)
+
+The weight is read where it lies, a (rows, ldw) matrix, row i from woff + i*ldw (rows at
+and past `nrows` read row nrows - 1: a last block of fewer than ROWS filters computes
+sums that nobody unpacks). No packed copy: a packed weight cost more than the tiles on
+a batch of one (JacintoNet11's 512 x 2304 weight: 1.3 ms to pack, 0.8 ms of tiles).
 
 Each step loads VECTORS input vectors and broadcasts ROWS weights for ROWS*VECTORS FMAs, so
 the tile is bound by the FMA units, not by loads. Numba's own loops cannot express it: LLVM
@@ -93,7 +98,8 @@ def _tile_codegen(rows, vectors, accumulate, indexed):
         c = _IR(context, builder, sig, args)
         names = (("x", "xoff", "pix", "t", "w", "woff", "wpos") if indexed
                  else ("x", "xoff", "pix", "t", "w", "woff", "taps"))
-        at = dict(zip(names + ("k0", "k1", "y", "yoff", "ldy"), range(len(args))))
+        at = dict(zip(names + ("k0", "k1", "y", "yoff", "ldy", "ldw", "nrows"),
+                      range(len(args))))
         xd, pd, wd, yd = (c.data(at[name]) for name in ("x", "pix", "w", "y"))
         xoff, t, woff, k0, k1, yoff, ldy = (args[at[name]] for name in (
             "xoff", "t", "woff", "k0", "k1", "yoff", "ldy"))
@@ -112,6 +118,14 @@ def _tile_codegen(rows, vectors, accumulate, indexed):
                 else:
                     v = ir.Constant(vec, [0.0] * LANES)
                 start.append(v)
+        if not indexed:
+            # row i of the weight at w[woff + i*ldw]; rows past nrows read the last one
+            # (their sums are computed and never unpacked)
+            ldw, nrows = args[at["ldw"]], args[at["nrows"]]
+            last = builder.sub(nrows, const(1))
+            row_at = [builder.mul(builder.select(builder.icmp_signed("<", const(i), nrows),
+                                                 const(i), last), ldw)
+                      for i in range(rows)]
         k, acc = c.open_loop("tile", k0, start)
         if indexed:
             offset = builder.mul(k, const(LANES))
@@ -121,13 +135,13 @@ def _tile_codegen(rows, vectors, accumulate, indexed):
         if indexed:
             step = builder.load(builder.gep(c.data(at["wpos"]), [k]))
         else:
-            step = builder.mul(k, const(rows))
+            step = k
         wk = builder.gep(wd, [builder.add(woff, step)])
         undef = ir.Constant(vec, ir.Undefined)
         splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
         new = [None] * (rows * vectors)
         for i in range(rows):
-            scalar = builder.load(builder.gep(wk, [const(i)]))
+            scalar = builder.load(builder.gep(wk, [const(i) if indexed else row_at[i]]))
             wv = builder.shuffle_vector(
                 builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0)),
                 undef, splat)
@@ -147,8 +161,8 @@ def _tile(rows, vectors, accumulate):
     start from y (a later block of taps) instead of zero."""
 
     @intrinsic
-    def tile(typingctx, x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy):
-        sig = types.void(x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy)
+    def tile(typingctx, x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy, ldw, nrows):
+        sig = types.void(x, xoff, pix, t, w, woff, taps, k0, k1, y, yoff, ldy, ldw, nrows)
         return sig, _tile_codegen(rows, vectors, accumulate, indexed=False)
 
     return tile
