@@ -49,6 +49,28 @@ def test_accuracy(shape, axis, top_k, ignore):
     np.testing.assert_allclose(top[1].data, per_class)
 
 
+@pytest.mark.parametrize("shape,axis,top_k", [((20, 5), 1, 1), ((20, 5), 1, 2),
+                                              ((3, 4, 5), 2, 1), ((1, 10), 1, 5)])
+def test_accuracy_of_one_top_without_ignore_label(shape, axis, top_k):
+    """The one-top, no-ignore_label path (fewer NumPy calls) against the oracle, with
+    fractional labels truncated toward zero as Caffe's static_cast<int> does."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 4, shape).astype(np.float32)
+    a = axis % len(shape)
+    whole = rng.integers(0, shape[a], shape[:a] + shape[a + 1:])
+    label = (whole + rng.uniform(0, 0.99, whole.shape)).astype(np.float32)
+    label[label < 1] -= 0.5                   # in (-1, 1): truncates to class 0
+    layer, bottom, top = make_layer(
+        f'name: "a" type: "Accuracy" top: "acc" accuracy_param {{ axis: {axis} '
+        f'top_k: {top_k} }}', [x, label])
+    layer.forward(bottom, top)
+    assert top[0].data == pytest.approx(oracle_accuracy(x, whole, a, top_k, None)[0])
+    for bad in (np.nan, -1.0, float(shape[a])):
+        bottom[1].data.reshape(-1)[0] = bad
+        with pytest.raises(CaffeError, match="label values"):
+            layer.forward(bottom, top)
+
+
 def test_accuracy_all_ignored_and_no_backward():
     layer, bottom, top = make_layer(
         'name: "a" type: "Accuracy" top: "acc" accuracy_param { ignore_label: 1 }',
