@@ -485,6 +485,29 @@ def test_one_worker_matches_two(monkeypatch):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, stride, pad, group, bias", [
+    (3, 1, 1, 1, True), (3, 2, 0, 2, True), (1, 1, 0, 3, False), (5, 3, 2, 1, False)])
+def test_one_image_product_split_over_output_channels(monkeypatch, kernel, stride, pad, group,
+                                                      bias):
+    """A batch of one lowers once and splits its product by output channels over our
+    workers (with one worker: the whole product on the calling thread)."""
+    from caffe_lite.kernels import gemm
+    from caffe_lite.kernels.conv import ConvGeometry, conv2d_forward
+    rng = np.random.default_rng(kernel + stride + group)
+    x = rng.standard_normal((1, 6, 11, 9))
+    w = rng.standard_normal((12, 6 // group, kernel, kernel))
+    b = rng.standard_normal(12) if bias else None
+    geo = ConvGeometry(kernel, kernel, pad, pad, stride, stride, 1, 1, group)
+    ref = conv_oracle(x, w, b, (stride,) * 2, (pad,) * 2, (1, 1), group)
+    monkeypatch.setattr(conv_kernels, "ONE_IMAGE_SPLIT_MIN_MACS", 0)
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(gemm, "batch_workers", lambda: workers)
+        monkeypatch.setattr(conv_kernels, "batch_workers", lambda: workers)
+        y = np.full(ref.shape, np.nan)
+        conv2d_forward(x, w, b, geo, y)
+        np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("g, rows, cols", [(1, 1, 1), (1, 33, 70), (3, 40, 5), (2, 64, 64)])
 def test_add_transposed_adds_each_group_transposed(g, rows, cols):
     from caffe_lite.kernels.im2col import add_transposed

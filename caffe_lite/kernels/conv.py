@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .gemm import split_batch, workspace
+from .gemm import batch_workers, split_batch, workspace
 from .workspace_size import workspace_limit
 from .im2col import (add_transposed, batch_major, batch_minor, bias_grad_from_partials,
                      col2im_bm, conv_out_size, im2col_bm, n_tiles)
@@ -307,6 +307,11 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
     n_img, c, h, wd = x.shape
     m, oh, ow = y.shape[1:]
     w3 = _weight3(w, geo.group)
+    macs = y.size * w[0].size
+    if (n_img == 1 and product is DENSE and macs >= ONE_IMAGE_SPLIT_MIN_MACS
+            and batch_workers() > 1 and x.flags.c_contiguous and y.flags.c_contiguous):
+        _one_image_forward(x, w3, bias, geo, y)
+        return y
     product.prepare(w3)
     col_elems = product.lowered_rows(c * geo.kernel_h * geo.kernel_w) * oh * ow
 
@@ -325,8 +330,35 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
             _forward(in_t, w3, geo, out_t, product, ws)
             _to_major(out_t, y[s:e], bias)
 
-    split_batch(n_img, work, macs=y.size * w[0].size)
+    split_batch(n_img, work, macs=macs)
     return y
+
+
+#: a lowered image from this many multiply-adds has its product split over the output
+#: channels between our workers (_one_image_forward); below, one thread
+ONE_IMAGE_SPLIT_MIN_MACS = 1 << 23
+
+
+def _one_image_forward(x, w3, bias, geo, y):
+    """y = conv(x) + bias for a batch of one: lowered once on the calling thread, then each
+    worker multiplies its rows of every group's weight. Our workers rather than OpenBLAS's
+    threads: an OpenBLAS thread spins after its call (OPENBLAS_THREAD_TIMEOUT, 0.1 s unless
+    set before NumPy loaded), and took the core that the next layer's workers needed
+    (mobilenet-0.5's TEST forward at batch 1: 34 ms against 11)."""
+    _, c, h, wd = x.shape
+    m, oh, ow = y.shape[1:]
+    g, mg, k = w3.shape
+    col3 = _lower(x[0].reshape(c, h, wd, 1), geo, (oh, ow), workspace(0)).reshape(g, k, -1)
+    out3 = y[0].reshape(g, mg, -1)
+    bias3 = None if bias is None else bias.reshape(g, mg, 1)
+
+    def work(worker, lo, hi):
+        for gi in range(g):
+            np.matmul(w3[gi, lo:hi], col3[gi], out=out3[gi, lo:hi])
+            if bias3 is not None:
+                out3[gi, lo:hi] += bias3[gi, lo:hi]
+
+    split_batch(mg, work)
 
 
 def conv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None):

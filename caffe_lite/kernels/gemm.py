@@ -131,11 +131,6 @@ def split_batch(n, work, workers=None, macs=None):
 #: (0.08-0.1 ms on these VMs) costs more than the second core saves (cifar10_quick's ip1,
 #: 6.5 M multiply-adds: forward + backward 0.89 ms split, 0.55 ms on one thread)
 SPLIT_MIN_MACS = 1 << 23
-#: a product of one row (an InnerProduct at batch 1) from this many multiply-adds runs on
-#: OpenBLAS's threads: it streams the weight once, and two cores stream it faster than one
-#: (TEST forward at batch 1 with 8 M / 512 K: miniVggNet's fc1, 2.1 M, 2.12 / 2.05 ms for
-#: the net; CaffeNet 21.1 / 20.4 ms). Our own workers did worse there (2.37 ms).
-ONE_ROW_SPLIT_MIN_MACS = 1 << 19
 
 
 def parallel_matmul(a, b, out, accumulate=False):
@@ -151,12 +146,7 @@ def parallel_matmul(a, b, out, accumulate=False):
     m, n = out.shape
     rows = m >= n
     macs = m * n * a.shape[1]
-    if m == 1 and macs >= ONE_ROW_SPLIT_MIN_MACS:
-        # as split_batch treats a batch of one: OpenBLAS on every core
-        with threads.blas_threads(threads.get_num_threads()):
-            _matmul_into(a, b, out, accumulate, WORKSPACE)
-        return out
-    if m == 1 or macs < SPLIT_MIN_MACS:
+    if macs < SPLIT_MIN_MACS:
         with blas_single_threaded():
             _matmul_into(a, b, out, accumulate, WORKSPACE)
         return out
