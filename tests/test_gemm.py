@@ -16,6 +16,7 @@ def two_workers(monkeypatch):
     """Split every product, over two workers, whatever this machine has."""
     monkeypatch.setattr(gemm, "batch_workers", lambda: 2)
     monkeypatch.setattr(gemm, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(gemm, "ONE_ROW_SPLIT_MIN_MACS", 0)     # one row: matrix-vector
 
 
 def assert_product_close(got, a, b, start=None):
@@ -70,6 +71,10 @@ def test_parallel_matmul_into_a_strided_view(two_workers):
     gemm.parallel_matmul(a, b, big[:, ::2])
     assert_product_close(big[:, ::2], a, b)
     assert not big[:, 1::2].any()
+    big[...] = 0
+    gemm.parallel_matmul(a[:1], b, big[:1, ::2])       # one row, through a scratch row
+    assert_product_close(big[:1, ::2], a[:1], b)
+    assert not big[:1, 1::2].any() and not big[1:].any()
 
 
 def test_small_products_stay_on_the_calling_thread(monkeypatch):

@@ -131,6 +131,9 @@ def split_batch(n, work, workers=None, macs=None):
 #: (0.08-0.1 ms on these VMs) costs more than the second core saves (cifar10_quick's ip1,
 #: 6.5 M multiply-adds: forward + backward 0.89 ms split, 0.55 ms on one thread)
 SPLIT_MIN_MACS = 1 << 23
+#: a product of one row (an InnerProduct at batch 1) from this many multiply-adds splits:
+#: it streams the weight once, and two cores stream it faster than one
+ONE_ROW_SPLIT_MIN_MACS = 1 << 19
 
 
 def parallel_matmul(a, b, out, accumulate=False):
@@ -146,6 +149,12 @@ def parallel_matmul(a, b, out, accumulate=False):
     m, n = out.shape
     rows = m >= n
     macs = m * n * a.shape[1]
+    if m == 1 and macs >= ONE_ROW_SPLIT_MIN_MACS:
+        def row_work(worker, start, stop):
+            _row_into(a[0], b[:, start:stop], out[0, start:stop], accumulate,
+                      workspace(worker))
+        split_batch(n, row_work)
+        return out
     if macs < SPLIT_MIN_MACS:
         with blas_single_threaded():
             _matmul_into(a, b, out, accumulate, WORKSPACE)
@@ -160,6 +169,21 @@ def parallel_matmul(a, b, out, accumulate=False):
 
     split_batch(m if rows else n, work)
     return out
+
+
+def _row_into(x, b, out, accumulate, ws):
+    """out = x @ b (or +=) for one row x (k,): as b.T @ x, a matrix-vector product that
+    NumPy's dot runs with the GIL released (its matmul of one row keeps the GIL, so two
+    workers took turns: no faster than one)."""
+    if not accumulate and out.flags.c_contiguous:
+        np.dot(b.T, x, out=out)
+        return
+    part = ws.get("matmul_part", out.shape, out.dtype)
+    np.dot(b.T, x, out=part)
+    if accumulate:
+        out += part
+    else:
+        out[...] = part
 
 
 def _matmul_into(a, b, out, accumulate, ws):
