@@ -36,7 +36,8 @@ def assert_product_close(got, a, b, start=None):
 
 
 @pytest.mark.parametrize("m, k, n", [(7, 5, 3), (3, 5, 7), (1, 4, 9), (9, 4, 1), (64, 33, 64),
-                                     (40, 1000, 24), (1, 2048, 600)])
+                                     (40, 1000, 24), (1, 2048, 600),
+                                     (4, 33, 64), (2, 1000, 24)])   # few rows: (b.T @ a.T).T
 @pytest.mark.parametrize("transposed", [False, True])
 def test_parallel_matmul_matches_numpy(two_workers, m, k, n, transposed):
     rng = np.random.default_rng(m * 100 + n)

@@ -186,7 +186,24 @@ def _row_into(x, b, out, accumulate, ws):
         out[...] = part
 
 
+#: a product of fewer rows than this fraction of its columns, by a transposed matrix, runs
+#: as (b.T @ a.T).T (_matmul_into)
+FEW_ROWS = 0.25
+
+
 def _matmul_into(a, b, out, accumulate, ws):
+    m, n = out.shape
+    if 2 <= m <= FEW_ROWS * n and b.T.flags.c_contiguous:
+        # OpenBLAS runs a few rows by a transposed matrix (an InnerProduct's x @ W.T) as
+        # W @ x.T 1.3-1.9x faster (one thread: CaffeNet's fc6-fc8 at batch 16, 4096 x
+        # 512 at batch 8); the product's transpose is then copied, m * n floats
+        part = ws.get("matmul_part_t", (n, m), out.dtype)
+        np.matmul(b.T, a.T, out=part)
+        if accumulate:
+            out += part.T
+        else:
+            out[...] = part.T
+        return
     if not accumulate and _blas_writable(out):
         np.matmul(a, b, out=out)
         return
