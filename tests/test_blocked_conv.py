@@ -141,11 +141,12 @@ def test_applies_only_where_tiles_pay(monkeypatch):
     assert blocked_conv.applies(flat, geo, 16)              # 1.2 M
     assert not blocked_conv.applies(np.zeros((1, 4, 8, 8), np.float32), geo, 8)  # 18 K: too little
     assert blocked_conv.applies(np.zeros((1, 256, 16, 16), np.float32), geo, 64)  # 2304 taps
-    one = geo._replace(kernel_h=1, kernel_w=1, pad_h=0, pad_w=0)
-    assert not blocked_conv.applies(np.zeros((1, 512, 16, 16), np.float32), one, 512)  # 1x1
-    assert not blocked_conv.applies(np.zeros((8, 64, 28, 28), np.float32), one, 128)
-    assert blocked_conv.applies(np.zeros((8, 32, 56, 56), np.float32), one, 64)
-    assert blocked_conv.applies(np.zeros((32, 128, 8, 8), np.float32), one, 8)   # lanes
+    one = geo._replace(kernel_h=1, kernel_w=1, pad_h=0, pad_w=0)    # 1x1: a plain product
+    assert not blocked_conv.applies(np.zeros((1, 512, 16, 16), np.float32), one, 512)
+    assert not blocked_conv.applies(np.zeros((8, 32, 56, 56), np.float32), one, 64)
+    assert not blocked_conv.applies(np.zeros((32, 128, 8, 8), np.float32), one, 8)
+    assert blocked_conv.applies(np.zeros((32, 128, 8, 8), np.float32),
+                                one._replace(pad_h=1, pad_w=1), 8)       # padded: not 1x1
     wide = np.zeros((16, 128, 8, 8), np.float32)
     assert blocked_conv.applies(wide, geo, 256)
     assert not blocked_conv.weight_grad_applies(wide, geo, 256)     # 256 outputs

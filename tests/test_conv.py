@@ -508,6 +508,29 @@ def test_one_image_product_split_over_output_channels(monkeypatch, kernel, strid
         np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("group, bias", [(1, True), (2, False), (3, True)])
+def test_pointwise_product_of_each_image_in_place(monkeypatch, group, bias):
+    """A 1x1 convolution multiplies each image as it lies (no batch-minor copies), split by
+    images over the workers."""
+    from caffe_lite.kernels import gemm
+    from caffe_lite.kernels.conv import ConvGeometry, conv2d_forward
+    rng = np.random.default_rng(group)
+    x = rng.standard_normal((5, 6, 11, 10))
+    w = rng.standard_normal((12, 6 // group, 1, 1))
+    b = rng.standard_normal(12) if bias else None
+    ref = conv_oracle(x, w, b, (1, 1), (0, 0), (1, 1), group)
+    calls = []
+    real = conv_kernels._pointwise_forward
+    monkeypatch.setattr(conv_kernels, "_pointwise_forward",
+                        lambda *args: calls.append(1) or real(*args))
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(gemm, "batch_workers", lambda: workers)
+        y = np.full(ref.shape, np.nan)
+        conv2d_forward(x, w, b, ConvGeometry(1, 1, group=group), y)
+        np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 3
+
+
 @pytest.mark.parametrize("g, rows, cols", [(1, 1, 1), (1, 33, 70), (3, 40, 5), (2, 64, 64)])
 def test_add_transposed_adds_each_group_transposed(g, rows, cols):
     from caffe_lite.kernels.im2col import add_transposed

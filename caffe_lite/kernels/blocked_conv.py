@@ -54,8 +54,6 @@ TILES_SPLIT_MIN_MACS = 1 << 25
 #: that is only below LeNet's conv1 (288 K); TEST forward at batch 1 with 4 M / 256 K:
 #: LeNet 0.57 / 0.49 ms, cifar10_quick 1.0 / 0.76, JacintoNet11 6.8 / 6.2
 FLAT_MIN_MACS = 1 << 18
-#: fewest pixels per image for a 1x1 convolution to run flat (_flat_pays)
-FLAT_1X1_MIN_PIXELS = 3000
 #: taps per block: a block's weights, ROWS x TAP_BLOCK floats, are 16 KB (a third of L1)
 TAP_BLOCK = 512
 #: output vectors per chunk: every block of output channels runs over a chunk before the
@@ -81,13 +79,8 @@ def _flat_pays(x, geo, taps, outputs):
     the weight read in place, 2304-9216 taps at batch 1 ran 1.3-1.8x faster than OpenBLAS's
     GEMM on both cores (CaffeNet conv2-conv5, JacintoNet11's 8x8 and 16x16 layers, VGG's
     512 channels at 14x14 and 28x28); a packed copy of the weight had cost more than that
-    (1.3 ms for 512 x 2304). A 1x1 convolution has no lowering to save: only images of
-    FLAT_1X1_MIN_PIXELS and more, in a batch of two or more, run flat (mobilenet-0.5's
-    pointwise layers at batch 8: 112x112 and 56x56 1.3-1.6x faster flat, 14x14 and 7x7
-    5-60% slower; 128 channels at 28x28, batch 1, 0.36 ms flat against 0.17 ms lowered)."""
-    pointwise = geo.kernel_h * geo.kernel_w == 1
-    return ((not pointwise or (x.shape[0] > 1 and x.shape[2] * x.shape[3] >= FLAT_1X1_MIN_PIXELS))
-            and taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS)
+    (1.3 ms for 512 x 2304)."""
+    return taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS
 
 
 def may_apply(x, geo):
@@ -98,10 +91,15 @@ def may_apply(x, geo):
 
 def applies(x, geo, outputs, taps=None):
     """Whether y = conv(x, w) with `outputs` channels runs on tiles here (module
-    docstring); `taps`: per output, when fewer than the filter's (a compacted weight)."""
+    docstring); `taps`: per output, when fewer than the filter's (a compacted weight).
+    Never for a 1x1 convolution without padding: each image is its own lowered matrix,
+    and OpenBLAS's product of it (kernels/conv.py's _pointwise_forward) ran 1.1-3.5x
+    faster than the tiles, two threads: 16 x 256 x 56 x 56 -> 64 10.8 / 37.5 ms, batch 8
+    at 112 x 112 32 -> 64 2.7 / 4.3 ms, 64 x 512 x 7 x 7 -> 512 8.0 / 9.0 ms."""
     if taps is None:
         taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
-    return may_apply(x, geo) and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs))
+    return (may_apply(x, geo) and not geo.is_1x1
+            and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs)))
 
 
 #: most output channels per group for which the weight gradient runs on tiles

@@ -312,6 +312,10 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
             and batch_workers() > 1 and x.flags.c_contiguous and y.flags.c_contiguous):
         _one_image_forward(x, w3, bias, geo, y)
         return y
+    if (geo.is_1x1 and product is DENSE and n_img > 1 and oh * ow >= POINTWISE_MIN_PIXELS
+            and x.flags.c_contiguous and y.flags.c_contiguous):
+        _pointwise_forward(x, w3, bias, y)
+        return y
     product.prepare(w3)
     col_elems = product.lowered_rows(c * geo.kernel_h * geo.kernel_w) * oh * ow
 
@@ -332,6 +336,31 @@ def conv2d_forward(x, w, bias, geo, y, product=DENSE):
 
     split_batch(n_img, work, macs=macs)
     return y
+
+
+#: a 1x1 convolution of images of this many pixels or more multiplies each image as it
+#: lies (_pointwise_forward)
+POINTWISE_MIN_PIXELS = 100
+
+
+def _pointwise_forward(x, w3, bias, y):
+    """y = conv(x) + bias for a 1x1 convolution (stride 1, no padding): the image is its
+    own lowered matrix, so each worker multiplies its images in place, one batched matmul,
+    without the batch-minor copies in and out. Two threads, batch 8, against those copies:
+    mobilenet-0.5's pointwise layers at 14x14 and 28x28 1.2-1.5x faster (256 -> 256 at
+    14x14: 0.80 / 0.98 ms), level at 7x7. The same sums in the same order."""
+    n, c = x.shape[:2]
+    g, mg, cg = w3.shape
+    xg = x.reshape(n, g, cg, -1)
+    yg = y.reshape(n, g, mg, -1)
+    bias3 = None if bias is None else bias.reshape(g, mg, 1)
+
+    def work(worker, start, stop):
+        np.matmul(w3, xg[start:stop], out=yg[start:stop])
+        if bias3 is not None:
+            yg[start:stop] += bias3
+
+    split_batch(n, work)
 
 
 #: a lowered image from this many multiply-adds has its product split over the output
