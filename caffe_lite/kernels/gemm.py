@@ -180,10 +180,7 @@ def _row_into(x, b, out, accumulate, ws):
         return
     part = ws.get("matmul_part", out.shape, out.dtype)
     np.dot(b.T, x, out=part)
-    if accumulate:
-        out += part
-    else:
-        out[...] = part
+    _store(part, out, accumulate)
 
 
 #: a product of fewer rows than this fraction of its columns, by a transposed matrix, runs
@@ -199,16 +196,18 @@ def _matmul_into(a, b, out, accumulate, ws):
         # 512 at batch 8); the product's transpose is then copied, m * n floats
         part = ws.get("matmul_part_t", (n, m), out.dtype)
         np.matmul(b.T, a.T, out=part)
-        if accumulate:
-            out += part.T
-        else:
-            out[...] = part.T
+        _store(part.T, out, accumulate)
         return
     if not accumulate and _blas_writable(out):
         np.matmul(a, b, out=out)
         return
     part = ws.get("matmul_part", out.shape, out.dtype)
     np.matmul(a, b, out=part)
+    _store(part, out, accumulate)
+
+
+def _store(part, out, accumulate):
+    """out = part, or out += part."""
     if accumulate:
         out += part
     else:
