@@ -193,6 +193,10 @@ def test_a_signal_during_the_wait_is_raised_after_the_part_finished(monkeypatch)
     """Ctrl-C while the calling thread waits for a worker: the part still writes the
     caller's arrays, so the wait goes on, and KeyboardInterrupt comes after it."""
     monkeypatch.setattr(threads, "_num_threads", 2)
+    # Python's own handler, also where the process started with SIGINT ignored (a
+    # background job of a shell without job control)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    threads.run_parallel(lambda i: i, [(0,), (1,)])     # the worker made before the timer
     finished = []
 
     def part(i):
@@ -201,11 +205,14 @@ def test_a_signal_during_the_wait_is_raised_after_the_part_finished(monkeypatch)
             finished.append(i)
     main = threading.get_ident()
     timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        threads.run_parallel(part, [(0,), (1,)])
-    assert finished == [1]
-    timer.join()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            threads.run_parallel(part, [(0,), (1,)])
+        assert finished == [1]
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- borrowed settings ------------------------------------------------------------------
