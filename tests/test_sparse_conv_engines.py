@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from caffe_lite import threads
 from caffe_lite.common import TEST, TRAIN
-from caffe_lite.kernels import blocked_conv, sparse
+from caffe_lite.kernels import blocked_conv, sparse, sparse_conv_engines
 from caffe_lite.kernels.conv import ConvGeometry
 from caffe_lite.kernels.conv_engines import CONV_ENGINES, conv_engine
 from caffe_lite.kernels.sparse_conv_engines import WeightCache
@@ -118,6 +118,27 @@ def test_ccnmm_runs_on_tiles_where_they_apply(monkeypatch):
             assert_matches_dense(conv("LOWERED_CCNMM", x, w, bias, geo, engine), x, w, bias,
                                  geo)
     assert sum(packs) == 1
+
+
+def test_ccnmm_checks_the_weight_once_where_tiles_do_not_pay(monkeypatch):
+    """A stride-1 layer whose tiles do not pay (a small image) falls back to the lowered
+    product with the groups built alongside the tiles' ones: one bit-for-bit check of the
+    weight per pass, not one for the tiles and another for the product."""
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 2)
+    x, w, bias = random_case(geo, (2, 4, 5, 5), 6, "columns", 0.4, 11)
+    engine = conv_engine("LOWERED_CCNMM")
+    assert not blocked_conv.applies(x, geo, 6)
+    checks = []
+    real = sparse_conv_engines._same_bits
+    monkeypatch.setattr(sparse_conv_engines, "_same_bits",
+                        lambda *args: checks.append(1) or real(*args))
+    for _ in range(3):
+        assert_matches_dense(conv("LOWERED_CCNMM", x, w, bias, geo, engine), x, w, bias, geo)
+    assert len(checks) == 2                     # the first pass builds, the others check once
+    w[0] *= 2                                   # changed in place: rebuilt, still right
+    assert_matches_dense(conv("LOWERED_CCNMM", x, w, bias, geo, engine), x, w, bias, geo)
+    assert engine.product._given is None
 
 
 @pytest.mark.parametrize("mode", MODES)

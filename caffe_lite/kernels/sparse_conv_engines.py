@@ -129,6 +129,18 @@ class CcnmmProduct(_CachedProduct):
 
     def __init__(self):
         super().__init__(_ccnmm_groups)
+        self._given = None
+
+    def take(self, groups):
+        """The next `prepare` uses `groups` (_ccnmm_groups of the weight it gets, which the
+        caller has just checked) instead of checking the weight again."""
+        self._given = groups
+
+    def prepare(self, w3):
+        if self._given is None:
+            super().prepare(w3)
+        else:
+            self._groups, self._given = self._given, None
 
     def lowered_rows(self, rows):
         # one group's kept rows at a time: chunks of the batch grow as the columns go
@@ -190,11 +202,14 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         self._tiles = WeightCache(self._pack)
 
     def _pack(self, w):
+        """(the tiles' groups, the lowered product's groups) of one weight, so that a pass
+        that falls back to the lowered product checks the weight once, not twice."""
+        w3 = w.reshape(self._group, w.shape[0] // self._group, -1)
         kept = []
-        for wg in w.reshape(self._group, w.shape[0] // self._group, -1):
+        for wg in w3:
             a = compact(wg, gather_macs=0, column_gather_macs=0)   # dropping costs nothing
             kept.append((a.rows, a.cols, a.w))
-        return blocked_conv.pack_groups(w, self._group, kept)
+        return blocked_conv.pack_groups(w, self._group, kept), _ccnmm_groups(w3)
 
     def forward(self, x, w, bias, geo, y):
         if not blocked_conv.may_apply(x, geo) or y.size == 0:
@@ -202,11 +217,15 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         if self._group != geo.group:
             self._group = geo.group
             self._tiles.invalidate()
-        groups = self._tiles.get(w)
+        groups, lowered = self._tiles.get(w)
         taps = max(len(gr.taps) for gr in groups)
         outputs = sum(len(gr.channels) for gr in groups)
         if not blocked_conv.applies(x, geo, max(outputs, 1), taps=taps):
-            return super().forward(x, w, bias, geo, y)
+            self.product.take(lowered)
+            try:
+                return super().forward(x, w, bias, geo, y)
+            finally:
+                self.product.take(None)
         blocked_conv.blocked_conv_forward(x, w, bias, geo, y, groups=groups)
 
     def invalidate(self):
