@@ -75,20 +75,25 @@ def phases(x, geo, pgeo, out_hw):
     rows = min(h, hq * sh - geo.pad_h)
     cols = min(w, wq * sw - geo.pad_w)
     padded[:, :, geo.pad_h:geo.pad_h + rows, geo.pad_w:geo.pad_w + cols] = x[:, :, :rows, :cols]
-    split = padded.reshape(n, c, hq, sh, wq, sw).transpose(0, 1, 3, 5, 2, 4)
-    return np.ascontiguousarray(split).reshape(n, c * sh * sw, hq, wq)
+    return _split(padded, sh, sw)
 
 
 def phase_weight(w, geo, pgeo):
     """w' (M, C/g*sh*sw, kh', kw') of the module docstring."""
     m, cg, kh, kw = w.shape
-    sh, sw = geo.stride_h, geo.stride_w
-    padded = np.zeros((m, cg, pgeo.kernel_h * sh, pgeo.kernel_w * sw), np.float32)
+    padded = np.zeros((m, cg, pgeo.kernel_h * geo.stride_h, pgeo.kernel_w * geo.stride_w),
+                      np.float32)
     padded[:, :, :kh, :kw] = w
-    split = padded.reshape(m, cg, pgeo.kernel_h, sh, pgeo.kernel_w, sw).transpose(
-        0, 1, 3, 5, 2, 4)
-    return np.ascontiguousarray(split).reshape(m, cg * sh * sw, pgeo.kernel_h,
-                                               pgeo.kernel_w)
+    return _split(padded, geo.stride_h, geo.stride_w)
+
+
+def _split(padded, sh, sw):
+    """(A, B, hq*sh, wq*sw) -> (A, B*sh*sw, hq, wq): element (r*sh + a, q*sw + b) of plane
+    B goes to (r, q) of plane (B, a, b); the one split both the image and the weight use."""
+    n, c, hs, ws = padded.shape
+    hq, wq = hs // sh, ws // sw
+    split = padded.reshape(n, c, hq, sh, wq, sw).transpose(0, 1, 3, 5, 2, 4)
+    return np.ascontiguousarray(split).reshape(n, c * sh * sw, hq, wq)
 
 
 def phase_conv_forward(x, w, bias, geo, y):
