@@ -28,7 +28,7 @@ from google.protobuf import text_format
 
 from .blob import Blob
 from .common import TRAIN
-from . import memory_guard
+from . import compiler_pages, memory_guard
 from .errors import CaffeError
 from .io.binary import read_any_net, write_binary
 from .io.blobs import array_to_blob_proto, blob_proto_to_array, blob_shape
@@ -371,6 +371,8 @@ class Net(PycaffeNet):
         for hook in net_hooks.hooks_for(param):
             self.add_forward_hook(hook)
         self._fused_relus = self._find_fused_relus()
+        # passes whose kernels have not loaded yet (compiler_pages.py)
+        self._first_passes = {"forward", "backward"}
         LOG.info("Network initialization done.")
 
     def _find_fused_relus(self):
@@ -651,6 +653,7 @@ class Net(PycaffeNet):
                              f"{len(self._layer_records)} layers")
         loss = 0.0
         hooks = self.forward_hooks
+        first = "forward" in self._first_passes
         with blas_single_threaded():
             if hooks and start == 0:
                 for hook in hooks:
@@ -672,7 +675,10 @@ class Net(PycaffeNet):
                     hook.after_layer(self, i)
                 if self.debug_info:
                     self._forward_debug_info(i)
+                if first:
+                    compiler_pages.release()     # the layer's kernels have loaded
                 i = relu + 1 if relu <= end else i + 1
+        self._first_passes.discard("forward")
         return loss
 
     def forward_from(self, start):
@@ -690,6 +696,7 @@ class Net(PycaffeNet):
         if end < 0 or start >= len(self._layer_records):
             raise IndexError(f"backward_from_to({start}, {end}) out of range for "
                              f"{len(self._layer_records)} layers")
+        first = "backward" in self._first_passes
         with blas_single_threaded():
             for i in range(start, end - 1, -1):
                 rec = self._layer_records[i]
@@ -697,6 +704,9 @@ class Net(PycaffeNet):
                     rec.layer.backward(rec.tops, rec.bottom_need_backward, rec.bottoms)
                     if self.debug_info:
                         self._backward_debug_info(i)
+                    if first:
+                        compiler_pages.release()
+        self._first_passes.discard("backward")
 
     def backward_from(self, start):
         self.backward_from_to(start, 0)

@@ -106,7 +106,7 @@ class LMDBReader:
     RELEASE_BYTES of values read, the pages read so far leave the process's resident memory
     (mapped_pages.py): a long run does not end up holding the whole database."""
 
-    RELEASE_BYTES = 16 << 20
+    RELEASE_BYTES = 4 << 20
 
     def __init__(self, path):
         self.path = path = os.fspath(path)

@@ -21,16 +21,20 @@ def release(data_file, maps_file="/proc/self/maps"):
     number of bytes of mappings released (0 where the platform has no such call)."""
     if not sys.platform.startswith("linux"):
         return 0
+    return sum(stop - start for start, stop in mappings(data_file, maps_file)
+               if drop(start, stop))
+
+
+def drop(start, stop):
+    """madvise(MADV_DONTNEED) on [start, stop): True where the call succeeded. Only for
+    mappings whose pages the file itself holds (read-only shared, or private and never
+    written): on a private page that was written, the change would be lost."""
     global _madvise
     if _madvise is None:
         libc = ctypes.CDLL(None, use_errno=True)
         _madvise = libc.madvise
         _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    released = 0
-    for start, stop in mappings(data_file, maps_file):
-        if _madvise(start, stop - start, _MADV_DONTNEED) == 0:
-            released += stop - start
-    return released
+    return _madvise(start, stop - start, _MADV_DONTNEED) == 0
 
 
 def mappings(data_file, maps_file="/proc/self/maps"):

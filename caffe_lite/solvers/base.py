@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 from google.protobuf import text_format
 
-from .. import common
+from .. import common, compiler_pages
 from ..errors import CaffeError
 from ..io.input_file import file_problem
 from ..kernels.gemm import blas_single_threaded
@@ -379,6 +379,8 @@ class Solver(ABC):
             self._gradients_ready()
             self._run_callbacks("on_gradients_ready")
             self.apply_update()
+            if self.iter == start_iter:
+                compiler_pages.release()       # the update's kernels are loaded now
             self._run_callbacks("after_update")
             self.iter += 1
             request = self.get_requested_action()
