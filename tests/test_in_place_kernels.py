@@ -169,3 +169,61 @@ def test_one_value_per_channel_sums_and_scale_are_the_formulas():
     np.testing.assert_allclose(ds, (g * x[:, :, 0]).sum(0), rtol=1e-12)
     np.testing.assert_allclose(db, g.sum(0), rtol=1e-12)
     np.testing.assert_array_equal(dx[:, :, 0], g * scale)
+
+
+def test_one_value_per_channel_statistics_normalisation_and_backward_are_the_formulas():
+    """BatchNorm's kernels along the channels (a (N, C) blob) give the bits of the rows'
+    formulas in float32, the sums over the images in image order."""
+    rng = np.random.default_rng(9)
+    x, dy = (rng.standard_normal((9, 4, 1)).astype(np.float32) for _ in range(2))
+    x[0, 0, 0] = -0.0
+    f32 = np.float32
+    pre, post = f32(1 / 9), f32(1)
+    mean, var = np.empty(4, np.float32), np.empty(4, np.float32)
+    BN.bvlc_batch_stats(x, mean, var)
+    want_mean, want_var = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    for o in range(9):
+        want_mean += pre * x[o, :, 0]
+    want_mean *= post
+    for o in range(9):
+        d = x[o, :, 0] - want_mean
+        want_var += pre * (d * d)
+    np.testing.assert_array_equal(mean, want_mean)
+    np.testing.assert_array_equal(var, want_var * post)
+    std = BN.bvlc_std(var, 1e-5)
+    y, x_norm = np.empty_like(x), np.empty_like(x)
+    BN.bvlc_normalize(x, mean, std, y, x_norm, relu_slope=0.25)
+    norm = (x[:, :, 0] - mean) / std
+    np.testing.assert_array_equal(x_norm[:, :, 0], norm)
+    np.testing.assert_array_equal(y[:, :, 0], np.maximum(norm, 0) + f32(0.25) * np.minimum(norm, 0))
+    stored = np.empty_like(x)
+    BN.bvlc_normalize_global(x, mean, std, stored)
+    np.testing.assert_array_equal(stored, x_norm)
+    dx = np.empty_like(x)
+    BN.bvlc_backward(x_norm, dy, std, False, dx)
+    k = f32(-1 / 9)
+    a, b = (dy[:, :, 0] * x_norm[:, :, 0]), dy[:, :, 0]
+    sum_a, sum_b = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    for o in range(9):
+        sum_a += a[o]
+        sum_b += b[o]
+    np.testing.assert_array_equal(dx[:, :, 0],
+                                  ((sum_a * x_norm[:, :, 0] + sum_b) * k + dy[:, :, 0]) / std)
+    BN.bvlc_backward(None, dy, std, True, dx)
+    np.testing.assert_array_equal(dx[:, :, 0], dy[:, :, 0] / std)
+    scale = rng.standard_normal(4).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    inv_std = BN.nv_inv_std(var, 1e-5)
+    BN.nv_normalize(x, mean, inv_std, scale, bias, y, x_norm)
+    norm = (x[:, :, 0] - mean) * inv_std
+    np.testing.assert_array_equal(x_norm[:, :, 0], norm)
+    np.testing.assert_array_equal(y[:, :, 0], norm * scale + bias)
+    BN.nv_backward(x_norm, dy, scale, inv_std, dx)
+    g = dy[:, :, 0] * scale
+    sum_gy, sum_g = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    for o in range(9):
+        sum_gy += g[o] * x_norm[o, :, 0]
+        sum_g += g[o]
+    inv = f32(1 / 9)
+    np.testing.assert_array_equal(
+        dx[:, :, 0], (g - ((sum_gy * inv) * x_norm[:, :, 0] + sum_g * inv)) * inv_std)
