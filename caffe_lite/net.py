@@ -172,6 +172,10 @@ _DATA_SOURCES = {"Data": "data_param", "ImageData": "image_data_param",
                  "HDF5Data": "hdf5_data_param", "WindowData": "window_data_param"}
 
 
+# layers whose tops may share their bottom's memory (Net._find_kept_tops)
+_SHARES_BOTTOM_DATA = frozenset(("Split", "Flatten", "Reshape", "Concat", "Slice"))
+
+
 class LayerRecord:
     """One layer and its wiring (Caffe's per-layer vectors: bottom_vecs_, top_id_vecs_, ...)."""
     __slots__ = ("layer", "name", "where", "bottoms", "tops", "bottom_ids", "top_ids",
@@ -371,6 +375,7 @@ class Net(PycaffeNet):
         for hook in net_hooks.hooks_for(param):
             self.add_forward_hook(hook)
         self._fused_relus = self._find_fused_relus()
+        self._kept_tops = self._find_kept_tops()
         # passes whose kernels have not loaded yet (compiler_pages.py)
         self._first_passes = {"forward", "backward"}
         LOG.info("Network initialization done.")
@@ -391,6 +396,31 @@ class Net(PycaffeNet):
                     and not any(relu.loss_weights) and not any(rec.layer.loss_weights)):
                 fused[i] = (i + 1, relu.negative_slope)
         return fused
+
+    def _find_kept_tops(self):
+        """Layers that copy their top for their backward (Layer.copies_top) whose one top,
+        out of place, nothing else can write: no other layer has it, or a blob that may share
+        its memory (a Split, Flatten, Reshape, Concat or Slice top taken from it), among its
+        tops. Such a layer may read its top in backward instead of a copy (BVLC's own TODO in
+        BatchNormLayer::Forward_cpu). Not while forward hooks run: they may rewrite tops."""
+        kept = []
+        records = self._layer_records
+        for i, rec in enumerate(records):
+            if not rec.layer.copies_top or len(rec.tops) != 1 or rec.tops[0] in rec.bottoms:
+                continue
+            aliases, grew = {id(rec.tops[0])}, True
+            while grew:
+                grew = False
+                for other in records:
+                    if (other.layer.type in _SHARES_BOTTOM_DATA
+                            and any(id(b) in aliases for b in other.bottoms)):
+                        for t in other.tops:
+                            grew |= id(t) not in aliases
+                            aliases.add(id(t))
+            if not any(id(t) in aliases for j, other in enumerate(records) if j != i
+                       and other.layer.type not in _SHARES_BOTTOM_DATA for t in other.tops):
+                kept.append(rec.layer)
+        return kept
 
     def add_forward_hook(self, hook):
         """Call `hook` (net_hooks.py) around every forward pass from now on."""
@@ -654,6 +684,8 @@ class Net(PycaffeNet):
         loss = 0.0
         hooks = self.forward_hooks
         first = "forward" in self._first_passes
+        for layer in self._kept_tops:
+            layer.top_kept = not hooks
         with blas_single_threaded():
             if hooks and start == 0:
                 for hook in hooks:

@@ -221,8 +221,9 @@ def _normalize_in_place(x, mean, std, relu, slope, lo, hi):
 
 
 def bvlc_normalize_global(x, mean, std, top, relu_slope=None):
-    """top = (x - mean) / std with stored statistics, whose backward needs no x_norm; top
-    may be x. relu_slope: a fused ReLU's negative slope (None: none)."""
+    """top = (x - mean) / std, no x_norm kept: with stored statistics (whose backward needs
+    none), or where the top itself serves as x_norm; top may be x. relu_slope: a fused
+    ReLU's negative slope (None: none)."""
     relu = relu_args(relu_slope, x.dtype)
     if same_buffer(x, top):
         split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std, *relu,

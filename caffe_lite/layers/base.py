@@ -59,6 +59,11 @@ class Layer(ABC):
     #: a pass, None otherwise
     fuses_relu = False
     fused_relu = None
+    #: whether the backward reads a copy of the layer's own top taken in forward (BatchNorm's
+    #: x_norm); top_kept: Net has proved that nothing writes the top's memory between this
+    #: layer's forward and its backward, so the layer may read its top instead of a copy
+    copies_top = False
+    top_kept = False
 
     def __init__(self, param, phase=TRAIN, dtype=np.float32):
         self.param = param

@@ -84,6 +84,9 @@ class BatchNormLayer(Layer):
     exact_num_bottom = 1
     exact_num_top = 1
     fuses_relu = True
+    copies_top = True
+    _x_norm_is_top = False
+    _x_norm = None
 
     def layer_setup(self, bottom, top):
         bn = self.param.batch_norm_param
@@ -175,8 +178,14 @@ class BatchNormLayer(Layer):
             K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
                                   mean, var, self.maf, x.size // c)
             self._std = K.bvlc_std(var, self.eps)
-            K.bvlc_normalize(x, mean, self._std, y, self._x_norm_buffer(x.shape),
-                             self.fused_relu)
+            # x_norm is the top itself where nothing writes the top before the backward
+            self._x_norm_is_top = self.top_kept and top[0] is not bottom[0]
+            if self._x_norm_is_top:
+                K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
+                self._x_norm = None
+            else:
+                K.bvlc_normalize(x, mean, self._std, y, self._x_norm_buffer(x.shape),
+                                 self.fused_relu)
             return
         x_norm = self._x_norm_buffer(x.shape)
         dt = self.dtype.type
@@ -219,7 +228,8 @@ class BatchNormLayer(Layer):
         # bottom diff; the golden nets rely on it (an Input blob's diff is filled).
         dx = self._view(bottom[0].diff)
         if self.layout == "bvlc":
-            K.bvlc_backward(None if self.use_global_stats else self._x_norm, dy, self._std,
+            x_norm = self._view(top[0].data) if self._x_norm_is_top else self._x_norm
+            K.bvlc_backward(None if self.use_global_stats else x_norm, dy, self._std,
                             self.use_global_stats, dx)
             return
         b = dict(zip(self.names, self.blobs))
