@@ -28,7 +28,7 @@ from google.protobuf import text_format
 
 from .blob import Blob
 from .common import TRAIN
-from . import compiler_pages, memory_guard
+from . import compiler_pages, memory_guard, net_fusion
 from .errors import CaffeError
 from .io.binary import read_any_net, write_binary
 from .io.blobs import array_to_blob_proto, blob_proto_to_array, blob_shape
@@ -170,10 +170,6 @@ def _layer_sources(original, filtered):
 # data layers that read a file: the parameter message whose `source` names it
 _DATA_SOURCES = {"Data": "data_param", "ImageData": "image_data_param",
                  "HDF5Data": "hdf5_data_param", "WindowData": "window_data_param"}
-
-
-# layers whose tops may share their bottom's memory (Net._find_kept_tops)
-_SHARES_BOTTOM_DATA = frozenset(("Split", "Flatten", "Reshape", "Concat", "Slice"))
 
 
 class LayerRecord:
@@ -374,53 +370,11 @@ class Net(PycaffeNet):
         self.forward_hooks = []
         for hook in net_hooks.hooks_for(param):
             self.add_forward_hook(hook)
-        self._fused_relus = self._find_fused_relus()
-        self._kept_tops = self._find_kept_tops()
+        self._kept_tops = net_fusion.kept_top_layers(self._layer_records)
+        self._fusions = net_fusion.find_fusions(self._layer_records, self._kept_tops)
         # passes whose kernels have not loaded yet (compiler_pages.py)
         self._first_passes = {"forward", "backward"}
         LOG.info("Network initialization done.")
-
-    def _find_fused_relus(self):
-        """{i: (i + 1, negative slope)} for each ReLU layer i + 1 that runs in place on the
-        top of a layer i able to apply it (Layer.fuses_relu): a forward pass that runs both
-        has layer i apply it as it writes its top, while the top is in cache, and skips the
-        ReLU layer. Nothing can see the difference: the ReLU works in place on that top,
-        nothing runs between the two, and the values are the ReLU kernel's own. Not for a
-        negative slope below 0 (its in-place backward keeps a copy of the input) nor where
-        either layer has a loss weight (its loss reads its own top)."""
-        fused = {}
-        for i, (rec, nxt) in enumerate(zip(self._layer_records, self._layer_records[1:])):
-            relu = nxt.layer
-            if (rec.layer.fuses_relu and nxt.layer.type == "ReLU" and len(rec.tops) == 1
-                    and nxt.bottoms == nxt.tops == rec.tops and relu.negative_slope >= 0
-                    and not any(relu.loss_weights) and not any(rec.layer.loss_weights)):
-                fused[i] = (i + 1, relu.negative_slope)
-        return fused
-
-    def _find_kept_tops(self):
-        """Layers that copy their top for their backward (Layer.copies_top) whose one top,
-        out of place, nothing else can write: no other layer has it, or a blob that may share
-        its memory (a Split, Flatten, Reshape, Concat or Slice top taken from it), among its
-        tops. Such a layer may read its top in backward instead of a copy (BVLC's own TODO in
-        BatchNormLayer::Forward_cpu). Not while forward hooks run: they may rewrite tops."""
-        kept = []
-        records = self._layer_records
-        for i, rec in enumerate(records):
-            if not rec.layer.copies_top or len(rec.tops) != 1 or rec.tops[0] in rec.bottoms:
-                continue
-            aliases, grew = {id(rec.tops[0])}, True
-            while grew:
-                grew = False
-                for other in records:
-                    if (other.layer.type in _SHARES_BOTTOM_DATA
-                            and any(id(b) in aliases for b in other.bottoms)):
-                        for t in other.tops:
-                            grew |= id(t) not in aliases
-                            aliases.add(id(t))
-            if not any(id(t) in aliases for j, other in enumerate(records) if j != i
-                       and other.layer.type not in _SHARES_BOTTOM_DATA for t in other.tops):
-                kept.append(rec.layer)
-        return kept
 
     def add_forward_hook(self, hook):
         """Call `hook` (net_hooks.py) around every forward pass from now on."""
@@ -690,26 +644,28 @@ class Net(PycaffeNet):
             if hooks and start == 0:
                 for hook in hooks:
                     hook.before_forward(self)
-            # hooks and debug_info look at each layer's top: no fusion there
-            fused = self._fused_relus if not hooks and not self.debug_info else {}
+            # hooks and debug_info look at each layer's top: no fusion there (net_fusion.py)
+            fusions = self._fusions if not hooks and not self.debug_info else {}
             i = start
             while i <= end:
                 rec = self._layer_records[i]
-                relu, slope = fused.get(i, (end + 1, None))
-                rec.layer.fused_relu = slope if relu <= end else None
+                fusion = fusions.get(i)
+                if fusion is not None and fusion.last > end:
+                    fusion = None
                 try:
-                    loss += rec.layer.forward(rec.bottoms, rec.tops)
+                    if fusion is None:
+                        loss += rec.layer.forward(rec.bottoms, rec.tops)
+                    else:
+                        fusion.forward(rec)
                 except CaffeError as err:
                     raise self.pass_error(i, err) from None
-                finally:
-                    rec.layer.fused_relu = None
                 for hook in hooks:
                     hook.after_layer(self, i)
                 if self.debug_info:
                     self._forward_debug_info(i)
                 if first:
                     compiler_pages.release()     # the layer's kernels have loaded
-                i = relu + 1 if relu <= end else i + 1
+                i = i + 1 if fusion is None else fusion.last + 1
         self._first_passes.discard("forward")
         return loss
 

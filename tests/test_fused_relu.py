@@ -47,7 +47,7 @@ def _nets(phase):
     """The same net twice, fused and layer by layer, with the same weights and inputs."""
     param = text_format.Parse(NET, caffe_pb2.NetParameter())
     fused, plain = Net(param=param, phase=phase), Net(param=param, phase=phase)
-    plain._fused_relus = {}
+    plain._fusions = {}
     rng = np.random.default_rng(0)
     for name, blobs in fused.params.items():
         for blob, twin in zip(blobs, plain.params[name]):
@@ -77,7 +77,7 @@ def _assert_same(fused, plain):
 def test_which_relus_are_fused():
     fused, _ = _nets(caffe.TRAIN)
     names = fused.layer_names
-    pairs = {names[i]: names[j] for i, (j, _) in fused._fused_relus.items()}
+    pairs = {names[i]: names[f.last] for i, f in fused._fusions.items()}
     # relu4: a negative slope keeps its own in-place copy of the input
     assert pairs == {"bn1": "relu1", "bn2": "relu2", "scale3": "relu3"}
 

@@ -87,7 +87,7 @@ def test_which_tops_are_kept(case):
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_kept_top_gives_the_bits_of_the_copy(case):
     kept, copied = _net(case), _net(case)
-    copied._kept_tops = []
+    copied._kept_tops, copied._fusions = [], {}
     bn = kept.layer_dict["bn1"]
     got, want = _pass(kept), _pass(copied)
     assert (bn._x_norm is None) == CASES[case][2]
@@ -110,7 +110,7 @@ class _Rewrite(NetHook):
 
 def test_forward_hooks_keep_the_copy():
     net, plain = _net("scale and relu out of place"), _net("scale and relu out of place")
-    plain._kept_tops = []
+    plain._kept_tops, plain._fusions = [], {}
     for n in (net, plain):
         n.add_forward_hook(_Rewrite())
     got, want = _pass(net), _pass(plain)

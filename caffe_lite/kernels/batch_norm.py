@@ -22,7 +22,7 @@ passes run over channel ranges, spread over threads by split_range. Per-channel 
 import numpy as np
 from numba import njit
 
-from .channel import row_sum
+from .channel import row_sum, scale_value_to
 from .neuron import STREAMING_MIN, _leaky, leaky_row, relu_args, same_buffer, split_range
 
 _EMPTY = {}
@@ -257,6 +257,69 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, s
                 xr[i] = v * s + b if affine else v
             if relu:
                 leaky_row(xr, slope)
+
+
+@njit(cache=True, nogil=True)
+def _normalize_scale(x, mean, std, y, s, b, z, relu, slope, r, apart, lo, hi):
+    """BatchNorm (BVLC) and the Scale layer that reads its top, in one pass: y = (x - mean)
+    / std; z = y * s (+ b; b may be empty); with relu, r = ReLU's forward of z (r may be z:
+    the ReLU in place). Each value is the separate layers' own formula; the pass saves
+    Scale's and ReLU's reads of their inputs. y, z and r are separate arrays (apart), or r
+    is z."""
+    has_bias = b.size > 0
+    apart = relu and apart
+    zero = x.dtype.type(0)
+    if x.shape[2] == 1:         # one value per (image, channel): along the channels
+        for o in range(x.shape[0]):
+            for c in range(lo, hi):
+                v = (x[o, c, 0] - mean[c]) / std[c]
+                y[o, c, 0] = v
+                scale_value_to(v, s, b, has_bias, z, r, o, c, relu, apart, slope)
+        return
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            m, f, sc = mean[c], std[c], s[c]
+            bc = b[c] if has_bias else zero
+            xr, yr, zr = x[o, c], y[o, c], z[o, c]
+            if apart:
+                rr = r[o, c]
+                if has_bias:
+                    for i in range(xr.size):
+                        v = (xr[i] - m) / f
+                        yr[i] = v
+                        w = v * sc + bc
+                        zr[i] = w
+                        rr[i] = _leaky(w, zero, slope)
+                else:
+                    for i in range(xr.size):
+                        v = (xr[i] - m) / f
+                        yr[i] = v
+                        w = v * sc
+                        zr[i] = w
+                        rr[i] = _leaky(w, zero, slope)
+            elif has_bias:
+                for i in range(xr.size):
+                    v = (xr[i] - m) / f
+                    yr[i] = v
+                    zr[i] = v * sc + bc
+            else:
+                for i in range(xr.size):
+                    v = (xr[i] - m) / f
+                    yr[i] = v
+                    zr[i] = v * sc
+            if relu and not apart:
+                leaky_row(zr, slope)
+
+
+def bvlc_normalize_scale(x, mean, std, top, scale, bias, scale_top, relu_slope=None,
+                         relu_top=None):
+    """top = (x - mean) / std and a following Scale layer's scale_top = top * scale (+ bias,
+    may be empty), in one pass; then a fused ReLU's forward (relu_slope; None: none) on
+    scale_top in place, or into relu_top. No x_norm: the top serves (Net's kept tops)."""
+    relu, slope = relu_args(relu_slope, x.dtype)
+    r = scale_top if relu_top is None else relu_top
+    split_range(_normalize_scale, x.shape[1], 4 * x.size, x, mean, std, top, scale, bias,
+                scale_top, relu, slope, r, relu_top is not None, parallel_min=STREAMING_MIN)
 
 
 def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm, relu_slope):

@@ -64,12 +64,27 @@ def channel_dot(a, b, alpha, out):
     split_range(_channel_dot, a.shape[1], 2 * a.size, a, b, alpha, out)
 
 
+@njit(inline="always")
+def scale_value_to(v, s, b, has_bias, y, r, o, c, relu, apart, slope):
+    """One value's Scale, v * s[c] (+ b[c]), into y[o, c, 0]; then a fused ReLU's forward
+    of it in place, or, apart, into r[o, c, 0]."""
+    zero = y.dtype.type(0)
+    w = v * s[c] + b[c] if has_bias else v * s[c]
+    if apart:
+        y[o, c, 0] = w
+        r[o, c, 0] = _leaky(w, zero, slope)
+    else:
+        y[o, c, 0] = _leaky(w, zero, slope) if relu else w
+
+
 @njit(cache=True, nogil=True)
-def _scale_forward(x, s, b, y, keep, in_place, relu, slope, lo, hi):
+def _scale_forward(x, s, b, y, keep, in_place, relu, slope, r, apart, lo, hi):
     """y = x * s (+ b); with in_place (y is x) the loops touch x alone, so they vectorize
-    (an aliased y would take the scalar loop); then, with relu, ReLU's forward of y."""
+    (an aliased y would take the scalar loop); then, with relu, ReLU's forward of y: in
+    place, or, apart, into r (a ReLU with its own top)."""
     has_bias = b.size > 0
     has_keep = keep.size > 0
+    apart = relu and apart
     zero = x.dtype.type(0)
     if x.shape[2] == 1:
         # one value per (image, channel) (Scale after InnerProduct): along the channels
@@ -78,8 +93,10 @@ def _scale_forward(x, s, b, y, keep, in_place, relu, slope, lo, hi):
                 v = x[o, c, 0]
                 if has_keep:
                     keep[o, c, 0] = v
-                v = v * s[c] + b[c] if has_bias else v * s[c]
-                y[o, c, 0] = _leaky(v, zero, slope) if relu else v
+                scale_value_to(v, s, b, has_bias, y, r, o, c, relu, apart, slope)
+        return
+    if apart and not in_place and not has_keep:
+        _scale_relu_apart(x, s, b, y, has_bias, slope, r, lo, hi)
         return
     for o in range(x.shape[0]):
         for c in range(lo, hi):
@@ -102,16 +119,44 @@ def _scale_forward(x, s, b, y, keep, in_place, relu, slope, lo, hi):
             else:
                 for i in range(xr.size):
                     yr[i] = xr[i] * sc
-            if relu:
+            if apart:
+                rr, yr = r[o, c], y[o, c]
+                for i in range(yr.size):
+                    rr[i] = _leaky(yr[i], zero, slope)
+            elif relu:
                 leaky_row(y[o, c], slope)
 
 
-def scale_forward(x, s, b, y, keep, relu_slope=None):
+@njit(inline="always")
+def _scale_relu_apart(x, s, b, y, has_bias, slope, r, lo, hi):
+    """y = x * s (+ b) and r = ReLU's forward of y in one pass, y and r separate arrays:
+    the ReLU layer's read of y saved."""
+    zero = x.dtype.type(0)
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            sc = s[c]
+            bc = b[c] if has_bias else sc
+            xr, yr, rr = x[o, c], y[o, c], r[o, c]
+            if has_bias:
+                for i in range(xr.size):
+                    v = xr[i] * sc + bc
+                    yr[i] = v
+                    rr[i] = _leaky(v, zero, slope)
+            else:
+                for i in range(xr.size):
+                    v = xr[i] * sc
+                    yr[i] = v
+                    rr[i] = _leaky(v, zero, slope)
+
+
+def scale_forward(x, s, b, y, keep, relu_slope=None, relu_top=None):
     """y = x * s (+ b) over (outer, C, inner); b and keep may be empty; keep receives x
-    before y is written (y may be x); then a fused ReLU's forward on y (relu_slope: its
-    negative slope, None: no ReLU)."""
+    before y is written (y may be x); then a fused ReLU's forward (relu_slope: its negative
+    slope, None: no ReLU) on y in place, or into relu_top (the ReLU's own top)."""
+    r = y if relu_top is None else relu_top
     split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep, same_buffer(x, y),
-                *relu_args(relu_slope, x.dtype), parallel_min=STREAMING_MIN)
+                *relu_args(relu_slope, x.dtype), r, relu_top is not None,
+                parallel_min=STREAMING_MIN)
 
 
 @njit(cache=True, nogil=True)

@@ -59,6 +59,10 @@ class Layer(ABC):
     #: a pass, None otherwise
     fuses_relu = False
     fused_relu = None
+    #: whether it can also write the ReLU's output to the ReLU's own top (out of place),
+    #: fused_relu_top during such a pass
+    fuses_relu_apart = False
+    fused_relu_top = None
     #: whether the backward reads a copy of the layer's own top taken in forward (BatchNorm's
     #: x_norm); top_kept: Net has proved that nothing writes the top's memory between this
     #: layer's forward and its backward, so the layer may read its top instead of a copy

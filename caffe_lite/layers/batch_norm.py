@@ -85,6 +85,9 @@ class BatchNormLayer(Layer):
     exact_num_top = 1
     fuses_relu = True
     copies_top = True
+    #: set by Net during a fused pass: (the Scale layer that reads this layer's top, that
+    #: layer's top blob); this layer computes the Scale's output too (BVLC layout, top kept)
+    fused_scale = None
     _x_norm_is_top = False
     _x_norm = None
 
@@ -148,6 +151,11 @@ class BatchNormLayer(Layer):
                              f"up for {self.channels}")
         top[0].reshape(bottom[0].shape)
 
+    @property
+    def fuses_scale(self):
+        """Whether a Scale layer reading the top can be computed in this layer's pass."""
+        return self.layout == "bvlc"
+
     def _view(self, arr):
         return arr.reshape(arr.shape[0], self.channels, -1)
 
@@ -172,7 +180,10 @@ class BatchNormLayer(Layer):
                 K.bvlc_global_stats(b["mean"], b["variance"], b["moving_average_factor"],
                                     mean, var)
                 self._std = K.bvlc_std(var, self.eps)
-                K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
+                if self.fused_scale is not None:
+                    self._normalize_and_scale(x, mean, y)
+                else:
+                    K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
                 return
             K.bvlc_batch_stats(x, mean, var)
             K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
@@ -180,7 +191,10 @@ class BatchNormLayer(Layer):
             self._std = K.bvlc_std(var, self.eps)
             # x_norm is the top itself where nothing writes the top before the backward
             self._x_norm_is_top = self.top_kept and top[0] is not bottom[0]
-            if self._x_norm_is_top:
+            if self.fused_scale is not None:     # Net fuses a Scale only on a kept top
+                self._normalize_and_scale(x, mean, y)
+                self._x_norm, self._x_norm_is_top = None, True
+            elif self._x_norm_is_top:
                 K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
                 self._x_norm = None
             else:
@@ -221,6 +235,16 @@ class BatchNormLayer(Layer):
         else:
             empty = np.empty(0, self.dtype)
             K.nv_normalize(x, mean, self._inv_std, empty, empty, y, x_norm, self.fused_relu)
+
+    def _normalize_and_scale(self, x, mean, y):
+        """y = (x - mean) / std and the fused Scale's top (then the fused ReLU's) in one
+        pass."""
+        scale_layer, scale_top = self.fused_scale
+        scale, bias = scale_layer.channel_scale()
+        relu_top = self.fused_relu_top
+        K.bvlc_normalize_scale(x, mean, self._std, y, scale, bias, self._view(scale_top.data),
+                               self.fused_relu,
+                               None if relu_top is None else self._view(relu_top.data))
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = self._view(top[0].diff)

@@ -24,11 +24,13 @@ class ScaleLayer(Layer):
     max_bottom = 2
     exact_num_top = 1
     fuses_relu = True
+    fuses_relu_apart = True
 
     def layer_setup(self, bottom, top):
         p = self.param.scale_param
         self.blobs = []
-        if len(bottom) == 1:
+        self.learned_scale = len(bottom) == 1
+        if self.learned_scale:
             blob = self.make_blob(param_shape(self, bottom[0], p.axis, p.num_axes))
             if p.HasField("filler"):
                 fill(blob, p.filler)
@@ -42,6 +44,17 @@ class ScaleLayer(Layer):
             fill(bias, p.bias_filler)
             self.bias_index = len(self.blobs)
             self.blobs.append(bias)
+
+    def channel_scale(self):
+        """(scale, bias or an empty array) as per-channel vectors, where the layer multiplies
+        its one bottom's axis 1 by a learned vector (what BatchNorm can fuse); else None."""
+        p = self.param.scale_param
+        if not self.learned_scale or self.blobs[0].num_axes != 1 or p.axis != 1 or \
+                p.num_axes != 1:
+            return None
+        b = (self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None
+             else _empty(self.dtype, 1))
+        return self.blobs[0].data.reshape(-1), b
 
     def _scale(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
@@ -58,15 +71,17 @@ class ScaleLayer(Layer):
         y = top[0].data.reshape(self.dims)
         b = (self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None
              else _empty(self.dtype, 1))
+        relu_top = self.fused_relu_top
+        relu_top = None if relu_top is None else relu_top.data.reshape(self.dims)
         if bottom[0] is top[0]:
             # in place: keep the input for the scale gradient (a buffer reused across calls)
             if getattr(self, "_keep", None) is None or self._keep.shape != x.shape:
                 self._keep = np.empty(x.shape, self.dtype)
             self._x = self._keep
-            scale_forward(x, s, b, y, self._keep, self.fused_relu)
+            scale_forward(x, s, b, y, self._keep, self.fused_relu, relu_top)
         else:
             self._x = x
-            scale_forward(x, s, b, y, _empty(self.dtype, 3), self.fused_relu)
+            scale_forward(x, s, b, y, _empty(self.dtype, 3), self.fused_relu, relu_top)
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.dims)
