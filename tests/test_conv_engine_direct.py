@@ -48,3 +48,32 @@ def test_the_direct_forward_equals_the_lowered_one(monkeypatch, n, c, m, k, stri
         assert np.abs(y - ref).max() <= 2 * (taps + 2) * EPS * np.abs(ref).max()
         w *= -0.5
     assert calls == [1, 1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride, group", [(1, 1), (2, 2)])
+def test_channel_blocks_keep_the_bits(monkeypatch, dtype, stride, group):
+    """The direct loops sum channel block by channel block; any block size gives the bits
+    of one block holding every channel (each output's sums keep their order), and spans
+    of 3 to 24 vectors run on tiles of several widths."""
+    from caffe_lite.kernels import direct_conv
+    rng = np.random.default_rng(7)
+    for width in (3, 9, 17, 40):
+        x = rng.standard_normal((2, 8, 9, width)).astype(dtype)
+        w = rng.standard_normal((6, 8 // group, 3, 3)).astype(dtype)
+        w[rng.random(w.shape) < 0.6] = 0
+        bias = rng.standard_normal(6).astype(dtype)
+        geo = ConvGeometry(3, 3, 1, 1, stride, stride, 1, 1, group)
+        oh, ow = (9 + 2 - 3) // stride + 1, (width + 2 - 3) // stride + 1
+        outs = []
+        for block_bytes in (1 << 30, 1):             # one block; one channel per block
+            monkeypatch.setattr(direct_conv, "L1_INPUT_BYTES", block_bytes)
+            y = np.empty((2, 6, oh, ow), dtype)
+            direct_conv.DirectConv().forward(x, w, bias, geo, y)
+            outs.append(y)
+        np.testing.assert_array_equal(outs[0], outs[1])
+        want = np.empty_like(outs[0])
+        conv2d_forward(x, w, bias, geo, want)
+        eps = np.finfo(dtype).eps
+        scale = np.abs(x).max() * np.abs(w).sum(axis=(1, 2, 3)).max() + np.abs(bias).max()
+        np.testing.assert_allclose(outs[0], want, rtol=0, atol=(8 * 9 + 2) * eps * scale)

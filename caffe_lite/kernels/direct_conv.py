@@ -7,7 +7,7 @@ read the input only, which stays in cache (CaffeNet conv3's padded input is 230 
 the 1.5 MB its lowered copy would take), and cost one multiply-add per non-zero and output.
 
 The loop over outputs is made one long stride-1 loop for every tap, whatever the stride, so
-that it vectorizes and sixteen non-zeros share each load and store of the accumulator:
+that it runs on whole vectors:
 - the padded input is split into stride phases: phase (py, px) holds the padded pixels
   (r * sh + py, q * sw + px) at (r, q), in rows of `ws` = ceil(padded width / sw) elements;
 - tap (ki, kj) reads phase ((ki*dh) % sh, (kj*dw) % sw) shifted by ((ki*dh) // sh,
@@ -16,8 +16,17 @@ that it vectorizes and sixteen non-zeros share each load and store of the accumu
   vectors (_ROUND); the virtual columns ox >= OW and the rounding read the next row or the
   zero tail and are dropped.
 The weights are a CSR over w's (M, C/g*kh*kw) view (kernels/sparse.py's, built once per
-weight); each column's offset in the padded phases is a table lookup (`_phases`, per call:
-C/g*kh*kw entries, in L1), so the inner loops do no division.
+weight); each listed weight's offset in the padded phases is looked up once per weight and
+layout (`_phases`' table), so the inner loops do no division.
+
+The inner loop is a tile in LLVM IR (kernels/vector_tile.py, one row): up to 16 vectors of
+a plane's accumulators held in registers, each listed weight broadcast once and multiplied
+into all of them (one independent FMA chain per vector). The planes of an (image, group) are
+summed together, block of input channels by block (L1_INPUT_BYTES of padded input each), so
+the input a block reads stays in L1 while every plane takes its weights there; the
+accumulators, a plane's span each, go to memory between blocks. Against sixteen weights
+per Numba loop over the plane (8-float vectors, the whole padded input read from L2 for
+every plane), CaffeNet conv3 at 90% at batch 1 went from 0.84 to 0.50 ms.
 
 Threads: split over (image, output channel) pairs balanced on listed weights, as
 kernels/sparse.py splits its products; each worker pads the (image, group) it is on.
@@ -41,12 +50,17 @@ conv3's 0.9 ms at 90% sparsity.)
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, uint64 as U
+from numba import njit, types, uint64 as U
+from numba.extending import overload
 
 from .. import threads
 from .sparse import SPLIT_MIN_MACS, _balanced, csr_from_dense
+from .vector_tile import LANES, PLANE_MAX_VECTORS, PLANE_TILES
 
 _UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+# the plane tiles by vector count, as globals Numba can call (a tuple's item cannot be)
+(_T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8, _T9, _T10, _T11, _T12, _T13, _T14, _T15,
+ _T16) = PLANE_TILES[1:]
 
 
 class _Phases(NamedTuple):
@@ -55,6 +69,7 @@ class _Phases(NamedTuple):
     cols: int                 # ws: elements per row, also the output's virtual row
     plane: int                # elements per input channel: sh * sw phase planes
     table: np.ndarray         # (C/g*kh*kw,) int64: each weight column's offset
+    pix: np.ndarray           # int64: each vector's start in the output plane's span
 
 
 def _phases(geo, channels, height, width, out_h):
@@ -69,7 +84,9 @@ def _phases(geo, channels, height, width, out_h):
     taps = (phase * rows + (ki[:, None] // sh)) * cols + kj[None, :] // sw
     plane = sh * sw * rows * cols
     table = np.add.outer(np.arange(channels, dtype=np.int64) * plane, taps.reshape(-1))
-    return _Phases(rows, cols, plane, table.reshape(-1))
+    span = -(-out_h * cols // _ROUND) * _ROUND
+    return _Phases(rows, cols, plane, table.reshape(-1),
+                   np.arange(0, span, LANES, dtype=np.int64))
 
 
 @njit(cache=True, nogil=True)
@@ -125,100 +142,133 @@ def _rows_unchanged(wf, wb, indptr, indices, data_bits, listed_nonzeros, m0, m1)
 #: the accumulated span is rounded up to a multiple of this many elements (the rest is
 #: dropped, as the virtual columns are): LLVM's vector loop then has no scalar remainder,
 #: which cost CaffeNet conv3-conv5 (195 outputs per plane) 30-50% of their time
-_ROUND = 16
+_ROUND = LANES
+#: a channel block's padded input: half of a 48 KB L1 data cache (the other half holds the
+#: weights, offsets and the accumulators' traffic)
+L1_INPUT_BYTES = 24 << 10
+
+
+def _plane_sums(xpad, pix, data, offsets, e0, e1, acc):
+    """acc[q] += data[e] * xpad[offsets[e] + q] for e in [e0, e1) in order, one FMA each,
+    for q < acc's span (e1 > e0)."""
+
+
+@overload(_plane_sums, jit_options={"fastmath": {"contract"}})
+def _plane_sums_impl(xpad, pix, data, offsets, e0, e1, acc):
+    if xpad.dtype != types.float32:
+        def loops(xpad, pix, data, offsets, e0, e1, acc):
+            for e in range(e0, e1):
+                o, v = offsets[e], data[e]
+                for q in range(acc.shape[0]):
+                    acc[q] += v * xpad[o + q]
+        return loops
+
+    def tiles(xpad, pix, data, offsets, e0, e1, acc):
+        # the span in as few chunks of at most PLANE_MAX_VECTORS vectors as it takes, of
+        # equal size (kernels/vector_tile.py): each vector's chain is independent, and one
+        # broadcast of a weight serves the chunk's vectors
+        vectors = acc.shape[0] // LANES
+        chunks = -(-vectors // PLANE_MAX_VECTORS)
+        t = 0
+        for k in range(chunks):
+            v = (vectors - t) // (chunks - k)
+            if v == 1:
+                _T1(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 2:
+                _T2(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 3:
+                _T3(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 4:
+                _T4(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 5:
+                _T5(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 6:
+                _T6(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 7:
+                _T7(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 8:
+                _T8(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 9:
+                _T9(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 10:
+                _T10(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 11:
+                _T11(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 12:
+                _T12(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 13:
+                _T13(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 14:
+                _T14(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 15:
+                _T15(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            elif v == 16:
+                _T16(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
+            t += v
+    return tiles
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _direct_planes(wf, wb, data_bits, listed_nonzeros, check, x, indptr, indices, data, bias,
-                   table, ph, pw, sh, sw, rows, cols, plane, group, y, xpad, acc, lo, hi):
+                   offsets, starts, pix, ph, pw, sh, sw, rows, cols, plane, group, y, xpad, acc,
+                   lo, hi):
     """y[n, m] for t = n * M + m in [lo, hi) (module docstring), on this worker's padded
-    input xpad (`_scratch`: its padding zero) and accumulator acc. With `check`, each output
-    channel's weight row is checked (`_rows_unchanged`) the first time the range reaches it,
-    just before its plane is computed, so that its reads overlap the computing; False at
-    the first change, the rest left undone."""
+    input xpad (`_scratch`: its padding zero) and accumulators acc (M/group, span). The
+    planes of one (image, group) are summed together, channel block by channel block
+    (starts[m, b]: row m's first listed weight in block b), so that a block's padded input
+    stays in L1 while every plane takes its weights there; each plane's sums keep their
+    order. With `check`, each output channel's weight row is checked (`_rows_unchanged`)
+    the first time the range reaches it, just before its first sums, so that its reads
+    overlap the computing; False at the first change, the rest left undone."""
     channels = x.shape[1]
     m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     cg = channels // group
     mg = m_out // group
-    span = acc.shape[0]
+    span = acc.shape[1]
+    blocks = starts.shape[1] - 1
     yf = y.reshape(-1)
     zero = y.dtype.type(0)
-    padded = -1
-    for t in range(lo, hi):
+    t = lo
+    while t < hi:
         n = t // m_out
-        m = t - n * m_out
-        if check and t - lo < m_out and not _rows_unchanged(
-                wf, wb, indptr, indices, data_bits, listed_nonzeros, m, m + 1):
-            return False
-        if n * group + m // mg != padded:      # consecutive t share their image and group
-            padded = n * group + m // mg
-            _pad_phases(x, n, (m // mg) * cg, cg, ph, pw, sh, sw, rows, cols, plane, xpad)
-        for q in range(span):
-            acc[q] = zero
-        e = indptr[m]
-        e1 = indptr[m + 1]
-        # one load and store of acc serves sixteen weights, then four, then one; each
-        # pass sums its weights in order onto acc (one FMA each). Written out, not looped:
-        # a loop over a pass's weights puts them and their offsets back in memory, and the
-        # four-weight pass keeps the remainder from running up to fifteen one-weight passes
-        # (16 and 4 measured 10% faster than 8 alone on CaffeNet conv3-conv5)
-        while e + 16 <= e1:
-            o0, o1 = U(table[indices[e + 0]]), U(table[indices[e + 1]])
-            o2, o3 = U(table[indices[e + 2]]), U(table[indices[e + 3]])
-            o4, o5 = U(table[indices[e + 4]]), U(table[indices[e + 5]])
-            o6, o7 = U(table[indices[e + 6]]), U(table[indices[e + 7]])
-            o8, o9 = U(table[indices[e + 8]]), U(table[indices[e + 9]])
-            o10, o11 = U(table[indices[e + 10]]), U(table[indices[e + 11]])
-            o12, o13 = U(table[indices[e + 12]]), U(table[indices[e + 13]])
-            o14, o15 = U(table[indices[e + 14]]), U(table[indices[e + 15]])
-            v0, v1, v2, v3 = data[e + 0], data[e + 1], data[e + 2], data[e + 3]
-            v4, v5, v6, v7 = data[e + 4], data[e + 5], data[e + 6], data[e + 7]
-            v8, v9, v10, v11 = data[e + 8], data[e + 9], data[e + 10], data[e + 11]
-            v12, v13, v14, v15 = data[e + 12], data[e + 13], data[e + 14], data[e + 15]
+        m0 = t - n * m_out
+        g = m0 // mg
+        m1 = min(hi - n * m_out, (g + 1) * mg)      # this image's and group's planes
+        unchecked = min(m1, lo + m_out - n * m_out) if check else m0
+        _pad_phases(x, n, g * cg, cg, ph, pw, sh, sw, rows, cols, plane, xpad)
+        for i in range(m1 - m0):
             for q in range(span):
-                s = acc[q]
-                s += v0 * xpad[o0 + U(q)]
-                s += v1 * xpad[o1 + U(q)]
-                s += v2 * xpad[o2 + U(q)]
-                s += v3 * xpad[o3 + U(q)]
-                s += v4 * xpad[o4 + U(q)]
-                s += v5 * xpad[o5 + U(q)]
-                s += v6 * xpad[o6 + U(q)]
-                s += v7 * xpad[o7 + U(q)]
-                s += v8 * xpad[o8 + U(q)]
-                s += v9 * xpad[o9 + U(q)]
-                s += v10 * xpad[o10 + U(q)]
-                s += v11 * xpad[o11 + U(q)]
-                s += v12 * xpad[o12 + U(q)]
-                s += v13 * xpad[o13 + U(q)]
-                s += v14 * xpad[o14 + U(q)]
-                s += v15 * xpad[o15 + U(q)]
-                acc[q] = s
-            e += 16
-        while e + 4 <= e1:
-            o0, o1 = U(table[indices[e]]), U(table[indices[e + 1]])
-            o2, o3 = U(table[indices[e + 2]]), U(table[indices[e + 3]])
-            v0, v1, v2, v3 = data[e], data[e + 1], data[e + 2], data[e + 3]
-            for q in range(span):
-                s = acc[q]
-                s += v0 * xpad[o0 + U(q)]
-                s += v1 * xpad[o1 + U(q)]
-                s += v2 * xpad[o2 + U(q)]
-                s += v3 * xpad[o3 + U(q)]
-                acc[q] = s
-            e += 4
-        while e < e1:
-            o0 = U(table[indices[e]])
-            v0 = data[e]
-            for q in range(span):
-                acc[q] += v0 * xpad[o0 + U(q)]
-            e += 1
-        b = bias[m] if bias.shape[0] else zero
-        out0 = U(t * oh * ow)
-        for oy in range(oh):
-            for ox in range(ow):
-                yf[out0 + U(oy * ow + ox)] = acc[oy * cols + ox] + b
+                acc[i, q] = zero
+        for b in range(blocks):
+            for m in range(m0, m1):
+                # a row is checked just before its first sums: its reads overlap them
+                if b == 0 and m < unchecked and not _rows_unchanged(
+                        wf, wb, indptr, indices, data_bits, listed_nonzeros, m, m + 1):
+                    return False
+                e0, e1 = starts[m, b], starts[m, b + 1]
+                if e1 > e0:
+                    _plane_sums(xpad, pix, data, offsets, e0, e1, acc[m - m0])
+        for m in range(m0, m1):
+            b = bias[m] if bias.shape[0] else zero
+            out0 = U((n * m_out + m) * oh * ow)
+            for oy in range(oh):
+                for ox in range(ow):
+                    yf[out0 + U(oy * ow + ox)] = acc[m - m0, oy * cols + ox] + b
+        t = n * m_out + m1
     return True
+
+
+def _block_starts(csr, columns_per_block, blocks):
+    """(M, blocks + 1) int64: row m's first listed weight whose column is in block b (its
+    columns sorted), and its end."""
+    m = csr.shape[0]
+    counts = np.zeros((m, blocks), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(m), np.diff(csr.indptr)),
+                       csr.indices // columns_per_block), 1)
+    starts = np.empty((m, blocks + 1), np.int64)
+    starts[:, 0] = 0
+    np.cumsum(counts, axis=1, out=starts[:, 1:])
+    return starts + csr.indptr[:-1, None]
 
 
 class _Weights(NamedTuple):
@@ -262,6 +312,7 @@ class DirectConv:
         self._layout = None
         self._scratch = []
         self._ranges_for = self._ranges_key = self._ranges = None
+        self._offsets_for = self._offsets_layout = self._offsets = None
 
     def invalidate(self):
         self._weights = None
@@ -288,11 +339,18 @@ class DirectConv:
             self._ranges_for, self._ranges_key = weights, key
             self._ranges = _ranges(weights.cost, *key)
         csr = weights.csr
+        if self._offsets_for is not weights or self._offsets_layout is not layout:
+            self._offsets_for, self._offsets_layout = weights, layout
+            self._offsets = layout.table[csr.indices]
+            taps = geo.kernel_h * geo.kernel_w
+            per_block = max(1, L1_INPUT_BYTES // (layout.plane * y.dtype.itemsize))
+            self._starts = _block_starts(csr, per_block * taps,
+                                         -(-(w2.shape[1] // taps) // per_block))
         args = (w2, w2.view(weights.data_bits.dtype), weights.data_bits, weights.listed_nonzeros,
-                check, x, csr.indptr, csr.indices, csr.data, bias, layout.table, geo.pad_h,
-                geo.pad_w, geo.stride_h, geo.stride_w, layout.rows, layout.cols, layout.plane,
-                geo.group, y)
-        calls = [(*args, *self._buffers(i, layout, x, geo, oh, y.dtype), lo, hi)
+                check, x, csr.indptr, csr.indices, csr.data, bias, self._offsets, self._starts,
+                layout.pix, geo.pad_h, geo.pad_w, geo.stride_h, geo.stride_w, layout.rows,
+                layout.cols, layout.plane, geo.group, y)
+        calls = [(*args, *self._buffers(i, layout, x, geo, y, y.dtype), lo, hi)
                  for i, (lo, hi) in enumerate(self._ranges)]
         return all(threads.run_parallel(_direct_planes, calls))
 
@@ -304,11 +362,13 @@ class DirectConv:
             self._scratch = []              # another layout: other padding positions
         return self._layout
 
-    def _buffers(self, worker, layout, x, geo, oh, dtype):
-        """Worker `worker`'s (padded input, accumulator), made zero for this layout."""
+    def _buffers(self, worker, layout, x, geo, y, dtype):
+        """Worker `worker`'s (padded input, accumulators of a group's planes), the input
+        made zero for this layout."""
         while len(self._scratch) <= worker:
-            span = -(-oh * layout.cols // _ROUND) * _ROUND
+            span = len(layout.pix) * LANES
             self._scratch.append((np.zeros(x.shape[1] // geo.group * layout.plane + _ROUND,
-                                           dtype), np.empty(span, dtype)))
+                                           dtype),
+                                  np.empty((y.shape[1] // geo.group, span), dtype)))
         return self._scratch[worker]
 

@@ -239,6 +239,13 @@ tile_store_1 = _tile(ROWS, 1, accumulate=False)
 tile_add_1 = _tile(ROWS, 1, accumulate=True)
 tile_store_2 = _tile(ROWS, 2, accumulate=False)
 tile_add_2 = _tile(ROWS, 2, accumulate=True)
+#: one filter's sums added onto up to 16 vectors of a plane (ROWS 1): the direct sparse
+#: convolution's inner loop (kernels/direct_conv.py), a listed weight per step, each vector
+#: an independent FMA chain
+#: (PLANE_TILES[v]: v vectors, v = 1..PLANE_MAX_VECTORS)
+PLANE_MAX_VECTORS = 16
+PLANE_TILES = (None,) + tuple(_tile(1, v, accumulate=True)
+                              for v in range(1, PLANE_MAX_VECTORS + 1))
 #: dw[i, j] += sum over p in [p0, p1) and the lanes of dy[i, p] * x[pix[p] + taps[t + j]],
 #: for GRAD_ROWS output channels x GRAD_TAPS taps, or x three or one at the end of a filter
 #: (the caller guarantees p1 > p0). Four rows x six taps loads ten vectors per 24 FMAs; on the
