@@ -148,30 +148,30 @@ _ROUND = LANES
 L1_INPUT_BYTES = 24 << 10
 
 
-def _plane_sums(xpad, pix, data, offsets, e0, e1, acc):
+def _plane_sums(xpad, pix, data, offsets, e0, e1, acc, v0, v1):
     """acc[q] += data[e] * xpad[offsets[e] + q] for e in [e0, e1) in order, one FMA each,
-    for q < acc's span (e1 > e0)."""
+    for q in vectors [v0, v1) of the span (e1 > e0)."""
 
 
 @overload(_plane_sums, jit_options={"fastmath": {"contract"}})
-def _plane_sums_impl(xpad, pix, data, offsets, e0, e1, acc):
+def _plane_sums_impl(xpad, pix, data, offsets, e0, e1, acc, v0, v1):
     if xpad.dtype != types.float32:
-        def loops(xpad, pix, data, offsets, e0, e1, acc):
+        def loops(xpad, pix, data, offsets, e0, e1, acc, v0, v1):
             for e in range(e0, e1):
                 o, v = offsets[e], data[e]
-                for q in range(acc.shape[0]):
+                for q in range(v0 * LANES, v1 * LANES):
                     acc[q] += v * xpad[o + q]
         return loops
 
-    def tiles(xpad, pix, data, offsets, e0, e1, acc):
-        # the span in as few chunks of at most PLANE_MAX_VECTORS vectors as it takes, of
+    def tiles(xpad, pix, data, offsets, e0, e1, acc, v0, v1):
+        # [v0, v1) in as few tiles of at most PLANE_MAX_VECTORS vectors as it takes, of
         # equal size (kernels/vector_tile.py): each vector's chain is independent, and one
-        # broadcast of a weight serves the chunk's vectors
-        vectors = acc.shape[0] // LANES
+        # broadcast of a weight serves the tile's vectors
+        vectors = v1 - v0
         chunks = -(-vectors // PLANE_MAX_VECTORS)
-        t = 0
+        t = v0
         for k in range(chunks):
-            v = (vectors - t) // (chunks - k)
+            v = (v1 - t) // (chunks - k)
             if v == 1:
                 _T1(xpad, 0, pix, t, data, 0, offsets, e0, e1, acc, t * LANES, 0, 0, 1)
             elif v == 2:
@@ -225,6 +225,8 @@ def _direct_planes(wf, wb, data_bits, listed_nonzeros, check, x, indptr, indices
     cg = channels // group
     mg = m_out // group
     span = acc.shape[1]
+    vectors = span // LANES
+    chunks = _chunks(vectors)
     blocks = starts.shape[1] - 1
     yf = y.reshape(-1)
     zero = y.dtype.type(0)
@@ -239,15 +241,17 @@ def _direct_planes(wf, wb, data_bits, listed_nonzeros, check, x, indptr, indices
         for i in range(m1 - m0):
             for q in range(span):
                 acc[i, q] = zero
-        for b in range(blocks):
-            for m in range(m0, m1):
-                # a row is checked just before its first sums: its reads overlap them
-                if b == 0 and m < unchecked and not _rows_unchanged(
-                        wf, wb, indptr, indices, data_bits, listed_nonzeros, m, m + 1):
-                    return False
-                e0, e1 = starts[m, b], starts[m, b + 1]
-                if e1 > e0:
-                    _plane_sums(xpad, pix, data, offsets, e0, e1, acc[m - m0])
+        for k in range(chunks):
+            v0, v1 = vectors * k // chunks, vectors * (k + 1) // chunks
+            for b in range(blocks):
+                for m in range(m0, m1):
+                    # a row is checked just before its first sums: its reads overlap them
+                    if k == 0 and b == 0 and m < unchecked and not _rows_unchanged(
+                            wf, wb, indptr, indices, data_bits, listed_nonzeros, m, m + 1):
+                        return False
+                    e0, e1 = starts[m, b], starts[m, b + 1]
+                    if e1 > e0:
+                        _plane_sums(xpad, pix, data, offsets, e0, e1, acc[m - m0], v0, v1)
         for m in range(m0, m1):
             b = bias[m] if bias.shape[0] else zero
             out0 = U((n * m_out + m) * oh * ow)
@@ -256,6 +260,12 @@ def _direct_planes(wf, wb, data_bits, listed_nonzeros, check, x, indptr, indices
                     yf[out0 + U(oy * ow + ox)] = acc[m - m0, oy * cols + ox] + b
         t = n * m_out + m1
     return True
+
+
+@njit(cache=True)
+def _chunks(vectors):
+    """How many equal chunks of at most PLANE_MAX_VECTORS vectors a span is summed in."""
+    return -(-vectors // PLANE_MAX_VECTORS)
 
 
 def _block_starts(csr, columns_per_block, blocks):
@@ -298,6 +308,16 @@ def _ranges(cost_per_row, images, outputs, thread_count):
         return [(0, images * m)]
     bounds = _balanced(cost, parts)
     return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
+def _chunk_input(layout, geo):
+    """Elements of one channel's padded input that a chunk of the span reads: in each stride
+    phase, the chunk shifted by up to the filter's farthest tap."""
+    vectors = len(layout.pix)
+    chunk = -(-vectors // _chunks(vectors)) * LANES
+    reach = ((geo.kernel_h - 1) * geo.dilation_h // geo.stride_h * layout.cols
+             + (geo.kernel_w - 1) * geo.dilation_w // geo.stride_w)
+    return min(layout.plane, geo.stride_h * geo.stride_w * (chunk + reach))
 
 
 class DirectConv:
@@ -343,7 +363,7 @@ class DirectConv:
             self._offsets_for, self._offsets_layout = weights, layout
             self._offsets = layout.table[csr.indices]
             taps = geo.kernel_h * geo.kernel_w
-            per_block = max(1, L1_INPUT_BYTES // (layout.plane * y.dtype.itemsize))
+            per_block = max(1, L1_INPUT_BYTES // (_chunk_input(layout, geo) * y.dtype.itemsize))
             self._starts = _block_starts(csr, per_block * taps,
                                          -(-(w2.shape[1] // taps) // per_block))
         args = (w2, w2.view(weights.data_bits.dtype), weights.data_bits, weights.listed_nonzeros,
