@@ -16,7 +16,9 @@ Kept tops: a layer that copies its top for its backward (Layer.copies_top: Batch
 x_norm) may read the top itself where no other layer can write that top's memory, directly
 or through a blob sharing it (the tops of Split, Flatten, Reshape, Concat and Slice taken
 from it): BVLC's own TODO in BatchNormLayer::Forward_cpu. A BatchNorm fuses a Scale only on
-a kept top (the fused pass keeps no x_norm).
+a kept top (the fused pass keeps no x_norm). A pycaffe script that itself writes such a top
+between forward and backward gets the gradient of what it wrote, where Caffe's BatchNorm
+would use its copy (the Scale reading that top sees the write in both).
 """
 
 # layers whose tops may share their bottom's memory
