@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from net_bits import assert_same_bits
 import caffe_lite as caffe
 from caffe_lite.net import Net
 from caffe_lite.proto import caffe_pb2
@@ -87,16 +88,6 @@ def _nets(body, phase):
     return fused, plain
 
 
-def _assert_same(fused, plain):
-    for name in plain.blobs:
-        np.testing.assert_array_equal(fused.blobs[name].data, plain.blobs[name].data, name)
-        np.testing.assert_array_equal(fused.blobs[name].diff, plain.blobs[name].diff, name)
-    for name, blobs in plain.params.items():
-        for blob, twin in zip(fused.params[name], blobs):
-            np.testing.assert_array_equal(blob.data, twin.data, name)
-            np.testing.assert_array_equal(blob.diff, twin.diff, name)
-
-
 @pytest.mark.parametrize("body", list(FUSED))
 def test_which_chains_are_fused(body):
     fused, _ = _nets(body, caffe.TRAIN)
@@ -120,7 +111,7 @@ def test_a_fused_chain_has_the_same_bits(body, phase):
     for _ in range(2):                 # the second pass: running statistics updated once
         losses = [net.forward_backward() for net in (fused, plain)]
         assert losses[0] == losses[1]
-        _assert_same(fused, plain)
+        assert_same_bits(fused, plain)
 
 
 def test_a_partial_pass_fuses_only_what_it_runs():
@@ -132,5 +123,5 @@ def test_a_partial_pass_fuses_only_what_it_runs():
         net.forward_from_to(0, names.index("scale1"))
         net.blobs["bn1"].data[...] -= 0.25              # a user's edit between passes
         net.forward_from_to(names.index("scale1"), len(names) - 1)
-    _assert_same(fused, plain)
+    assert_same_bits(fused, plain)
     assert (fused.blobs["scale1"].data < 0).any()       # relu1 kept apart from scale1

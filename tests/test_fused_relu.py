@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from net_bits import assert_same_bits
 import caffe_lite as caffe
 from caffe_lite.net import Net
 from caffe_lite.proto import caffe_pb2
@@ -64,16 +65,6 @@ def _nets(phase):
     return fused, plain
 
 
-def _assert_same(fused, plain):
-    for name in plain.blobs:
-        assert np.array_equal(fused.blobs[name].data, plain.blobs[name].data), name
-        assert np.array_equal(fused.blobs[name].diff, plain.blobs[name].diff), name
-    for name, blobs in plain.params.items():
-        for blob, twin in zip(fused.params[name], blobs):
-            assert np.array_equal(blob.data, twin.data), name
-            assert np.array_equal(blob.diff, twin.diff), name
-
-
 def test_which_relus_are_fused():
     fused, _ = _nets(caffe.TRAIN)
     names = fused.layer_names
@@ -93,7 +84,7 @@ def test_a_fused_pass_has_the_same_bits(phase):
     for _ in range(2):                 # the second pass: running statistics updated once
         losses = [net.forward_backward() for net in (fused, plain)]
         assert losses[0] == losses[1]
-        _assert_same(fused, plain)
+        assert_same_bits(fused, plain)
 
 
 def test_a_partial_pass_fuses_only_what_it_runs():
@@ -105,7 +96,7 @@ def test_a_partial_pass_fuses_only_what_it_runs():
         net.forward_from_to(0, names.index("bn1"))
         net.blobs["conv1"].data[...] -= 0.25              # a user's edit between passes
         net.forward_from_to(names.index("relu1"), names.index("bn2"))
-    _assert_same(fused, plain)
+    assert_same_bits(fused, plain)
     assert (fused.blobs["bn2"].data < 0).any()              # relu2 not applied
 
 
