@@ -5,7 +5,9 @@
     python benchmarks/bench_train.py --json bench_train.json   # also the medians, for plot_bench.py
 
 A second table times the TEST-phase forward (deployment) at batch 1 and at the training
-batch: caffe-lite's TEST net against PyTorch's model.eval() under torch.inference_mode().
+batch: caffe-lite's TEST net, forward only (Net(forward_only=True), as a solver's test nets
+and `caffe-lite test` run: nothing kept for a backward), against PyTorch's model.eval() under
+torch.inference_mode().
 
 Each net's TRAIN phase runs with its data layers replaced by Input layers of the data layer's
 batch and image shape, filled once with random N(0, 1) inputs and random labels. One iteration
@@ -158,7 +160,8 @@ def run_caffe(name, iters, warmup):
     test = {}
     for b in (1, batch):            # deployment: TEST phase, batch 1 and the training batch
         tparam, _, _ = input_net_param(name, "TEST", b)
-        net = Net(param=tparam, phase=TEST)
+        # forward only, as PyTorch's inference_mode: nothing kept for a backward
+        net = Net(param=tparam, phase=TEST, forward_only=True)
         for layer in net.layers:    # PyTorch's fresh running statistics: mean 0, variance 1
             if layer.type == "BatchNorm":
                 layer.blobs[1].data[...] = 1

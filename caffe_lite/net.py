@@ -233,10 +233,14 @@ class Net(PycaffeNet):
     `model` is a prototxt path or a NetParameter; `weights` a caffemodel (binary or .h5).
     `source=(path, layer lines)` tells a Net built from a parsed `param` where its layers
     were written (read_net_param(path, with_lines=True)), for its error messages.
+    `forward_only=True` (also settable later): no backward will follow a forward, so the
+    layers keep nothing for one (BatchNorm's x_norm), as PyTorch's inference_mode; a
+    backward then raises. A solver's test nets and `caffe-lite test` run so.
     """
 
     def __init__(self, model=None, *args, weights=None, phase=None, param=None, level=None,
-                 stages=(), dtype=np.float32, source=None, max_memory=None):
+                 stages=(), dtype=np.float32, source=None, max_memory=None,
+                 forward_only=False):
         for arg in args:
             if isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
                 if phase is not None:
@@ -278,8 +282,19 @@ class Net(PycaffeNet):
         for stage in ([stages] if isinstance(stages, str) else (stages or ())):
             param.state.stage.append(stage)
         self._init(param, lines)
+        self.forward_only = forward_only
         if weights is not None:
             self.copy_from(weights)
+
+    @property
+    def forward_only(self):
+        return self._forward_only
+
+    @forward_only.setter
+    def forward_only(self, value):
+        self._forward_only = bool(value)
+        for rec in self._layer_records:
+            rec.layer.backward_follows = not self._forward_only
 
     # --- Net::Init -----------------------------------------------------------------------
     def _init(self, in_param, lines):
@@ -684,6 +699,10 @@ class Net(PycaffeNet):
         if end < 0 or start >= len(self._layer_records):
             raise IndexError(f"backward_from_to({start}, {end}) out of range for "
                              f"{len(self._layer_records)} layers")
+        if self._forward_only:
+            raise CaffeError(f"net '{self.name}' runs forward only (a solver's test net, "
+                             "`caffe-lite test`, or forward_only=True): its forward keeps "
+                             "nothing for a backward")
         first = "backward" in self._first_passes
         with blas_single_threaded():
             for i in range(start, end - 1, -1):

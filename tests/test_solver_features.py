@@ -480,6 +480,7 @@ def test_train_and_test_state(tmp_path):
     s = get_solver(path)
     assert s.net.blobs["data"].shape[0] == 16
     assert s.test_nets[0].blobs["data"].shape[0] == 8
+    assert s.test_nets[0].forward_only and not s.net.forward_only   # test nets only score
 
 
 def test_pycaffe_style_api(tmp_path):

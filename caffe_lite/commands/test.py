@@ -48,6 +48,7 @@ def _test(values, positional):
     if not values["weights"]:
         raise CaffeError("Need model weights to score (-weights).")
     net = net_from_flags(values, TEST)
+    net.forward_only = True         # scoring: no backward follows (Net's forward_only)
     iterations = values["iterations"]
     LOG.info("Running for %d iterations.", iterations)
     scores = None

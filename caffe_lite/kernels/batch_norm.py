@@ -185,37 +185,46 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, h
 
 
 @njit(cache=True, nogil=True)
-def _normalize_to(x, mean, std, y, relu, slope, lo, hi):
-    """y = (x - mean) / std, y not overlapping x; then ReLU's forward with relu."""
+def _normalize_to(x, mean, std, inv_std, scale, bias, y, relu, slope, lo, hi):
+    """_normalize without x_norm (y not overlapping x): y = (x - mean) / std or
+    (x - mean) * inv_std, then * scale + bias when scale is given; then ReLU's forward."""
     if x.shape[2] == 1:
-        _normalize_by_value(x, mean, std, std[:0], std[:0], std[:0], y, y[:0], relu, slope,
-                            lo, hi)
+        _normalize_by_value(x, mean, std, inv_std, scale, bias, y, y[:0], relu, slope, lo, hi)
         return
+    divide = inv_std.size == 0
+    affine = scale.size > 0
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
-            f = std[c]
+            f = std[c] if divide else inv_std[c]
+            s = scale[c] if affine else f
+            b = bias[c] if affine else f
             xr, yr = x[o, c], y[o, c]
             for i in range(xr.size):
-                yr[i] = (xr[i] - m) / f
+                v = _normalized(xr[i], m, f, divide)
+                yr[i] = v * s + b if affine else v
             if relu:
                 leaky_row(yr, slope)
 
 
 @njit(cache=True, nogil=True)
-def _normalize_in_place(x, mean, std, relu, slope, lo, hi):
-    """x = (x - mean) / std (_normalize_to with y = x: one array, so the loop vectorizes)."""
+def _normalize_in_place(x, mean, std, inv_std, scale, bias, relu, slope, lo, hi):
+    """_normalize_to with y = x: one array, so the loop vectorizes."""
     if x.shape[2] == 1:
-        _normalize_by_value(x, mean, std, std[:0], std[:0], std[:0], x, x[:0], relu, slope,
-                            lo, hi)
+        _normalize_by_value(x, mean, std, inv_std, scale, bias, x, x[:0], relu, slope, lo, hi)
         return
+    divide = inv_std.size == 0
+    affine = scale.size > 0
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
-            f = std[c]
+            f = std[c] if divide else inv_std[c]
+            s = scale[c] if affine else f
+            b = bias[c] if affine else f
             xr = x[o, c]
             for i in range(xr.size):
-                xr[i] = (xr[i] - m) / f
+                v = _normalized(xr[i], m, f, divide)
+                xr[i] = v * s + b if affine else v
             if relu:
                 leaky_row(xr, slope)
 
@@ -224,13 +233,8 @@ def bvlc_normalize_global(x, mean, std, top, relu_slope=None):
     """top = (x - mean) / std, no x_norm kept: with stored statistics (whose backward needs
     none), or where the top itself serves as x_norm; top may be x. relu_slope: a fused
     ReLU's negative slope (None: none)."""
-    relu = relu_args(relu_slope, x.dtype)
-    if same_buffer(x, top):
-        split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std, *relu,
-                    parallel_min=STREAMING_MIN)
-    else:
-        split_range(_normalize_to, x.shape[1], 2 * x.size, x, mean, std, top, *relu,
-                    parallel_min=STREAMING_MIN)
+    dt = x.dtype
+    _normalize_any(x, mean, std, _empty(dt), _empty(dt), _empty(dt), top, None, relu_slope)
 
 
 @njit(cache=True, nogil=True)
@@ -323,8 +327,17 @@ def bvlc_normalize_scale(x, mean, std, top, scale, bias, scale_top, relu_slope=N
 
 
 def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm, relu_slope):
+    """The normalisation into top (which may be x), keeping x_norm unless it is None."""
     relu = relu_args(relu_slope, x.dtype)
-    if same_buffer(x, top):
+    in_place = same_buffer(x, top)
+    if x_norm is None:
+        if in_place:
+            split_range(_normalize_in_place, x.shape[1], 2 * x.size, top, mean, std, inv_std,
+                        scale, bias, *relu, parallel_min=STREAMING_MIN)
+        else:
+            split_range(_normalize_to, x.shape[1], 2 * x.size, x, mean, std, inv_std, scale,
+                        bias, top, *relu, parallel_min=STREAMING_MIN)
+    elif in_place:
         split_range(_normalize_keep_in_place, x.shape[1], 3 * x.size, top, mean, std,
                     inv_std, scale, bias, x_norm, *relu, parallel_min=STREAMING_MIN)
     else:
@@ -340,7 +353,8 @@ def bvlc_normalize(x, mean, std, top, x_norm, relu_slope=None):
 
 def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm, relu_slope=None):
     """x_norm = (x - mean) * inv_std; top = x_norm * scale + bias (scale, bias may be
-    empty: top = x_norm); top may be x; then a fused ReLU on top."""
+    empty: top = x_norm); top may be x; then a fused ReLU on top. x_norm None: not kept
+    (a forward that no backward follows)."""
     _normalize_any(x, mean, _empty(x.dtype), inv_std, scale, bias, top, x_norm, relu_slope)
 
 

@@ -68,6 +68,10 @@ class Layer(ABC):
     #: layer's forward and its backward, so the layer may read its top instead of a copy
     copies_top = False
     top_kept = False
+    #: whether a backward may follow the forward; False in a forward-only Net (a solver's
+    #: test net, `caffe-lite test`), where the forward skips what only a backward reads
+    #: (BatchNorm's x_norm, an in-place Scale's copy of its input)
+    backward_follows = True
 
     def __init__(self, param, phase=TRAIN, dtype=np.float32):
         self.param = param

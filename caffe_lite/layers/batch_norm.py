@@ -194,14 +194,16 @@ class BatchNormLayer(Layer):
             if self.fused_scale is not None:     # Net fuses a Scale only on a kept top
                 self._normalize_and_scale(x, mean, y)
                 self._x_norm, self._x_norm_is_top = None, True
-            elif self._x_norm_is_top:
+            elif self._x_norm_is_top or not self.backward_follows:
                 K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
                 self._x_norm = None
             else:
                 K.bvlc_normalize(x, mean, self._std, y, self._x_norm_buffer(x.shape),
                                  self.fused_relu)
             return
-        x_norm = self._x_norm_buffer(x.shape)
+        # a forward that no backward follows keeps no x_norm (Layer.backward_follows)
+        x_norm = self._x_norm_buffer(x.shape) if self.backward_follows else None
+        self._x_norm = x_norm
         dt = self.dtype.type
         if self.use_global_stats:
             np.copyto(mean, b["mean"])
@@ -251,6 +253,10 @@ class BatchNormLayer(Layer):
         # Caffe's BatchNorm (BVLC and NVCaffe) ignores propagate_down and always writes the
         # bottom diff; the golden nets rely on it (an Input blob's diff is filled).
         dx = self._view(bottom[0].diff)
+        if self._x_norm is None and not (self._x_norm_is_top or
+                                         (self.use_global_stats and self.layout == "bvlc")):
+            raise self.error("backward after a forward that kept no x_norm (the net runs "
+                             "forward only)")
         if self.layout == "bvlc":
             x_norm = self._view(top[0].data) if self._x_norm_is_top else self._x_norm
             K.bvlc_backward(None if self.use_global_stats else x_norm, dy, self._std,

@@ -22,6 +22,8 @@ an engine yet runs as LOWERED_GEMM (the fork-field check has warned about it).
 `effective_weight()` / `effective_bias()` are what forward and backward use (DNS/INQ masked
 or quantized layers override them).
 """
+import math
+
 import numpy as np
 
 from .. import fillers
@@ -172,7 +174,7 @@ class ConvolutionLayer(Layer):
         if any(o < 0 for o in out):
             raise self.error(f"output size {out} is negative: the input {spatial} is smaller "
                              f"than the kernel extent")
-        num = int(np.prod(shape[:axis], dtype=np.int64))
+        num = math.prod(shape[:axis])
         # 4-d views (num, channels, H, W) of bottoms and tops for the kernels
         self._in4 = (num, self.channels) + spatial
         self._out4 = (num, self.num_output) + out

@@ -13,6 +13,8 @@ reshape_param:
   axis      int32, default 0 (first replaced axis; negative counts from the end, -1 = append)
   num_axes  int32, default -1 (replaced axes; -1 = all from axis on)
 """
+import math
+
 import numpy as np
 
 from . import register
@@ -72,7 +74,7 @@ class ReshapeLayer(Layer):
                 raise self.error(f"bottom count ({count}) must be divisible by the product "
                                  f"of the specified dimensions ({explicit})")
             top_shape[start + self.inferred_axis] = count // explicit
-        if int(np.prod(top_shape, dtype=np.int64)) != count:
+        if math.prod(top_shape) != count:
             raise self.error(f"output count must match input count: top {tuple(top_shape)} "
                              f"vs bottom {shape}")
         top[0].reshape(top_shape)

@@ -73,7 +73,10 @@ class ScaleLayer(Layer):
              else _empty(self.dtype, 1))
         relu_top = self.fused_relu_top
         relu_top = None if relu_top is None else relu_top.data.reshape(self.dims)
-        if bottom[0] is top[0]:
+        if bottom[0] is top[0] and not self.backward_follows:
+            self._x = self._keep = None
+            scale_forward(x, s, b, y, _empty(self.dtype, 3), self.fused_relu, relu_top)
+        elif bottom[0] is top[0]:
             # in place: keep the input for the scale gradient (a buffer reused across calls)
             if getattr(self, "_keep", None) is None or self._keep.shape != x.shape:
                 self._keep = np.empty(x.shape, self.dtype)
@@ -94,6 +97,9 @@ class ScaleLayer(Layer):
         if not (want_db or want_ds or propagate_down[0]):
             return
         x = self._x if bottom[0] is top[0] else bottom[0].data.reshape(self.dims)
+        if x is None and want_ds:
+            raise self.error("backward after a forward that kept no copy of the input "
+                             "(the net runs forward only)")
         ds = np.empty(c, self.dtype) if want_ds else _empty(self.dtype, 1)
         db = np.empty(c, self.dtype) if want_db else _empty(self.dtype, 1)
         dx = bottom[0].diff.reshape(self.dims) if propagate_down[0] else _empty(self.dtype, 3)

@@ -147,7 +147,7 @@ class Solver(ABC):
         param, lines = read_net_param(resolved, with_lines=True)
         return param, (resolved, lines)
 
-    def _make_net(self, net_param, phase, extra_state, source=None):
+    def _make_net(self, net_param, phase, extra_state, source=None, forward_only=False):
         from ..net import Net
         state = caffe_pb2.NetState()
         state.phase = phase
@@ -155,7 +155,8 @@ class Solver(ABC):
         if extra_state is not None:
             state.MergeFrom(extra_state)
         net_param.state.CopyFrom(state)
-        return Net(None, phase=state.phase, param=net_param, source=source)
+        return Net(None, phase=state.phase, param=net_param, source=source,
+                   forward_only=forward_only)
 
     def _init_train_net(self):
         p = self.param
@@ -193,7 +194,8 @@ class Solver(ABC):
             LOG.info("Creating test net (#%d) specified by %s", i, source)
             state = p.test_state[i] if len(p.test_state) else None
             net_param, where = load()
-            net = self._make_net(net_param, common.TEST, state, where)
+            # a test net only scores: its forward keeps nothing for a backward
+            net = self._make_net(net_param, common.TEST, state, where, forward_only=True)
             net.debug_info = bool(p.debug_info)
             nets.append(net)
         return nets
