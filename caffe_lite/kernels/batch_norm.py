@@ -23,7 +23,8 @@ import numpy as np
 from numba import njit
 
 from .channel import row_sum, scale_value_to
-from .neuron import STREAMING_MIN, _leaky, leaky_row, relu_args, same_buffer, split_range
+from .neuron import (STREAMING_MIN, _leaky, relu_args, relu_value, same_buffer,
+                     split_range)
 
 _EMPTY = {}
 
@@ -159,6 +160,12 @@ def _normalize_by_value(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slo
             y[o, c, 0] = _leaky(v, zero, slope) if relu else v
 
 
+@njit(inline="always")
+def _top_value(v, s, b, affine, relu, zero, slope):
+    """A normalised value's top: v * s + b when affine, then ReLU's forward with relu."""
+    return relu_value(v * s + b if affine else v, relu, zero, slope)
+
+
 @njit(cache=True, nogil=True)
 def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, hi):
     """x_norm = (x - mean) / std (BVLC; inv_std empty) or (x - mean) * inv_std (NVCaffe);
@@ -169,6 +176,7 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, h
         return
     divide = inv_std.size == 0
     affine = scale.size > 0
+    zero = x.dtype.type(0)
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
@@ -179,9 +187,7 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, h
             for i in range(xr.size):
                 v = _normalized(xr[i], m, f, divide)
                 nr[i] = v
-                yr[i] = v * s + b if affine else v
-            if relu:
-                leaky_row(yr, slope)
+                yr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
 @njit(cache=True, nogil=True)
@@ -193,6 +199,7 @@ def _normalize_to(x, mean, std, inv_std, scale, bias, y, relu, slope, lo, hi):
         return
     divide = inv_std.size == 0
     affine = scale.size > 0
+    zero = x.dtype.type(0)
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
@@ -202,9 +209,7 @@ def _normalize_to(x, mean, std, inv_std, scale, bias, y, relu, slope, lo, hi):
             xr, yr = x[o, c], y[o, c]
             for i in range(xr.size):
                 v = _normalized(xr[i], m, f, divide)
-                yr[i] = v * s + b if affine else v
-            if relu:
-                leaky_row(yr, slope)
+                yr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
 @njit(cache=True, nogil=True)
@@ -215,6 +220,7 @@ def _normalize_in_place(x, mean, std, inv_std, scale, bias, relu, slope, lo, hi)
         return
     divide = inv_std.size == 0
     affine = scale.size > 0
+    zero = x.dtype.type(0)
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
@@ -224,9 +230,7 @@ def _normalize_in_place(x, mean, std, inv_std, scale, bias, relu, slope, lo, hi)
             xr = x[o, c]
             for i in range(xr.size):
                 v = _normalized(xr[i], m, f, divide)
-                xr[i] = v * s + b if affine else v
-            if relu:
-                leaky_row(xr, slope)
+                xr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
 def bvlc_normalize_global(x, mean, std, top, relu_slope=None):
@@ -248,6 +252,7 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, s
         return
     divide = inv_std.size == 0
     affine = scale.size > 0
+    zero = x.dtype.type(0)
     for o in range(x.shape[0]):
         for c in range(lo, hi):
             m = mean[c]
@@ -258,9 +263,7 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, s
             for i in range(xr.size):
                 v = _normalized(xr[i], m, f, divide)
                 nr[i] = v
-                xr[i] = v * s + b if affine else v
-            if relu:
-                leaky_row(xr, slope)
+                xr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
 @njit(cache=True, nogil=True)
@@ -305,14 +308,12 @@ def _normalize_scale(x, mean, std, y, s, b, z, relu, slope, r, apart, lo, hi):
                 for i in range(xr.size):
                     v = (xr[i] - m) / f
                     yr[i] = v
-                    zr[i] = v * sc + bc
+                    zr[i] = _top_value(v, sc, bc, True, relu, zero, slope)
             else:
                 for i in range(xr.size):
                     v = (xr[i] - m) / f
                     yr[i] = v
-                    zr[i] = v * sc
-            if relu and not apart:
-                leaky_row(zr, slope)
+                    zr[i] = relu_value(v * sc, relu, zero, slope)
 
 
 def bvlc_normalize_scale(x, mean, std, top, scale, bias, scale_top, relu_slope=None,

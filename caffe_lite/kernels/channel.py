@@ -15,7 +15,8 @@ Every kernel runs over a range of channels; split_range spreads the ranges over 
 """
 from numba import njit
 
-from .neuron import STREAMING_MIN, _leaky, leaky_row, relu_args, same_buffer, split_range
+from .neuron import (STREAMING_MIN, _leaky, relu_args, relu_value, same_buffer,
+                     split_range)
 
 _REASSOC = {"reassoc"}
 
@@ -107,24 +108,24 @@ def _scale_forward(x, s, b, y, keep, in_place, relu, slope, r, apart, lo, hi):
                 kr = keep[o, c]
                 for i in range(xr.size):
                     kr[i] = xr[i]
+            # the ReLU in place goes in the same loop; apart, r is written after y
+            fuse = relu and not apart
             if in_place and has_bias:
                 for i in range(xr.size):
-                    xr[i] = xr[i] * sc + bc
+                    xr[i] = relu_value(xr[i] * sc + bc, fuse, zero, slope)
             elif in_place:
                 for i in range(xr.size):
-                    xr[i] = xr[i] * sc
+                    xr[i] = relu_value(xr[i] * sc, fuse, zero, slope)
             elif has_bias:
                 for i in range(xr.size):
-                    yr[i] = xr[i] * sc + bc
+                    yr[i] = relu_value(xr[i] * sc + bc, fuse, zero, slope)
             else:
                 for i in range(xr.size):
-                    yr[i] = xr[i] * sc
+                    yr[i] = relu_value(xr[i] * sc, fuse, zero, slope)
             if apart:
                 rr, yr = r[o, c], y[o, c]
                 for i in range(yr.size):
                     rr[i] = _leaky(yr[i], zero, slope)
-            elif relu:
-                leaky_row(y[o, c], slope)
 
 
 @njit(inline="always")
