@@ -52,7 +52,7 @@ def test_accuracy(shape, axis, top_k, ignore):
 @pytest.mark.parametrize("shape,axis,top_k", [((20, 5), 1, 1), ((20, 5), 1, 2),
                                               ((3, 4, 5), 2, 1), ((1, 10), 1, 5)])
 def test_accuracy_of_one_top_without_ignore_label(shape, axis, top_k):
-    """The one-top, no-ignore_label path (fewer NumPy calls) against the oracle, with
+    """The one-top, no-ignore_label path (kernels/accuracy.py) against the oracle, with
     fractional labels truncated toward zero as Caffe's static_cast<int> does."""
     rng = np.random.default_rng(2)
     x = rng.integers(0, 4, shape).astype(np.float32)

@@ -110,3 +110,44 @@ def test_thread_count_does_not_change_a_bit():
     for run in runs[1:]:
         for got, want in zip(run, runs[0]):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_phases_give_the_bits_of_the_row_loops(dtype):
+    """The strided forward on the padded plane's phases sums the same products in the same
+    order as the row-by-row loops (padding adds w * 0 to a sum that is never -0)."""
+    rng = np.random.default_rng(4)
+    cases = itertools.product([(7, 6), (30, 31), (1, 3)], [1, 2], [(3, 3), (3, 2), (5, 5)],
+                              [(2, 2), (2, 1), (1, 3), (3, 3), (1, 1)], [(0, 0), (1, 2)],
+                              [(1, 1), (2, 1)], [True, False])
+    tried = 0
+    for (h, wd), mult, (kh, kw), stride, pad, dil, bias in cases:
+        out_h = out_size(h, kh, stride[0], pad[0], dil[0])
+        out_w = out_size(wd, kw, stride[1], pad[1], dil[1])
+        if out_h < 1 or out_w < 1:
+            continue
+        x = rng.standard_normal((2, 3, h, wd)).astype(dtype)
+        w2 = rng.standard_normal((3 * mult, kh * kw)).astype(dtype)
+        b = rng.standard_normal(3 * mult).astype(dtype) if bias else np.empty(0, dtype)
+        runs = []
+        for kernel in (depthwise_conv._forward_planes, depthwise_conv._forward_phases):
+            y = np.full((2, 3 * mult, out_h, out_w), np.nan, dtype)
+            kernel(x.reshape(-1), w2, b, y.reshape(-1), 3, 3 * mult, h, wd, out_h, out_w,
+                   kh, kw, *pad, *stride, *dil, 0, 2 * 3 * mult)
+            runs.append(y)
+        np.testing.assert_array_equal(runs[1], runs[0])
+        tried += 1
+    assert tried > 100
+
+
+def test_a_strided_plane_takes_the_phases_and_matches_the_oracle(monkeypatch):
+    calls = []
+    phases = depthwise_conv._forward_phases
+    monkeypatch.setattr(depthwise_conv, "_forward_phases",
+                        lambda *args: calls.append(1) or phases(*args))
+    x = np.random.default_rng(5).standard_normal((2, 3, 13, 10))
+    layer, bottom, top = build(conv_text("Convolution", 6, (3, 3), (2, 2), (1, 1), group=3), x)
+    expected = conv_oracle(x, layer.blobs[0].data, layer.blobs[1].data, (2, 2), (1, 1),
+                           (1, 1), 3)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
+    assert calls

@@ -15,7 +15,9 @@ found once per tap, so the innermost loop has no test. At stride 1 the loops run
 a padded copy of the plane and an output on its padded width (OH rows of W + 2*pw, the
 columns past OW thrown away): then each tap is one pass of OH*(W + 2*pw) contiguous
 multiply-adds. Row by row, MobileNet's 14x14 and 7x7 planes gave rows shorter than one
-16-float vector, which LLVM ran as scalar code (9 GFLOP/s on 14x14 planes at batch 8). The
+16-float vector, which LLVM ran as scalar code (9 GFLOP/s on 14x14 planes at batch 8). At
+strides up to 3 the forward runs the same way on the padded plane split into its stride x
+stride phases (_forward_phases), the row loops above past that. The
 data gradient scatters the same products back into the input plane (planes of different
 input channels are disjoint, so images x channels split over threads freely); the weight and
 bias gradients sum, per output channel, over the batch in float64 (each output channel's
@@ -42,7 +44,8 @@ def depthwise_forward(x, w, bias, geo, y):
     w2 = _taps(w)
     b = np.empty(0, y.dtype) if bias is None else np.ascontiguousarray(bias, y.dtype)
     out = y if y.flags.c_contiguous else np.empty(y.shape, y.dtype)
-    kernel = _forward_padded if _on_padded_planes(geo) else _forward_planes
+    kernel = (_forward_padded if _on_padded_planes(geo) else
+              _forward_phases if _on_phases(geo) else _forward_planes)
     split_range(kernel, n * m, y.size * w2.shape[1], _flat(x), w2, b, out.reshape(-1),
                 *_args(x, out, geo))
     if out is not y:
@@ -75,6 +78,17 @@ def depthwise_backward(x, w, dy, geo, dx=None, dw=None, db=None):
 def _on_padded_planes(geo):
     """Stride 1: the loops run on whole padded planes (module docstring)."""
     return geo.stride_h == 1 and geo.stride_w == 1
+
+
+#: a strided forward runs on the padded plane's phases (_forward_phases) up to this many
+#: phases: one core, batch 8, MobileNet's stride-2 layers, 112x112 planes 2.58 -> 1.72 ms,
+#: 56x56 1.36 -> 0.77, 28x28 0.83 -> 0.43, 14x14 0.53 -> 0.35; stride 3 on 56x56 0.37 ->
+#: 0.29; stride 4 (16 phases to fill) 0.89 -> 1.09, so it keeps the row loops
+PHASES_MAX = 9
+
+
+def _on_phases(geo):
+    return geo.stride_h * geo.stride_w <= PHASES_MAX
 
 
 def _taps(w):
@@ -239,28 +253,109 @@ def _tap_offset(ki, kj, kw, dh, dw, wp):
     return ki * dh * wp + kj * dw
 
 
+@njit(inline="always")
+def _plane_out(w, o, taps, source, grid, bias, y, dst, out_h, out_w, row):
+    """One output plane: grid = the sum over taps t of w[o, t] * source[taps[t]:][:grid.size],
+    tap by tap, then y[dst:] = its out_h x out_w corner (rows of `row` in the grid), + bias[o]
+    last (bias may be empty)."""
+    grid[:] = 0
+    for t in range(taps.size):
+        tap = w[o, t]
+        off = taps[t]
+        for i in range(grid.size):
+            grid[U(i)] += tap * source[U(off + i)]
+    for oh in range(out_h):
+        for ow in range(out_w):
+            v = grid[U(oh * row + ow)]
+            y[U(dst + oh * out_w + ow)] = v + bias[o] if bias.size else v
+
+
 @njit(cache=True, nogil=True)
 def _forward_padded(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
     wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, y.dtype)
+    taps = np.empty(kh * kw, np.int64)
+    for ki in range(kh):
+        for kj in range(kw):
+            taps[ki * kw + kj] = _tap_offset(ki, kj, kw, dh, dw, wp)
     for plane in range(lo, hi):
         n = plane // cout
         o = plane % cout
         _pad_plane(x, (n * cin + o // mult) * height * width, height, width, ph, pw, wp,
                    padded)
-        grid[:] = 0
-        for ki in range(kh):
-            for kj in range(kw):
-                tap = w[o, ki * kw + kj]
-                off = _tap_offset(ki, kj, kw, dh, dw, wp)
-                for i in range(grid.size):
-                    grid[U(i)] += tap * padded[U(off + i)]
-        dst = plane * out_h * out_w
-        for oh in range(out_h):
-            for ow in range(out_w):
-                v = grid[U(oh * wp + ow)]
-                y[U(dst + oh * out_w + ow)] = v + bias[o] if bias.size else v
+        _plane_out(w, o, taps, padded, grid, bias, y, plane * out_h * out_w, out_h, out_w, wp)
+
+
+# --- strided, on the padded plane's phases -------------------------------------------------
+@njit(inline="always")
+def _phase_sides(height, width, ph, pw, sh, sw):
+    """(qh, qw): rows and columns of each of the sh x sw phases of the padded plane."""
+    return -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
+
+
+@njit(cache=True, nogil=True)
+def _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw, dh, dw):
+    """Where _split_phases puts each image row and tap reads, computed once per call so that
+    no division runs per plane: (rows (height, sw): where image row yy's columns of phase
+    column b start, firsts (sw,): the first image column of phase column b, counts (sw,):
+    how many, taps (kh * kw,): each tap's offset into the phases)."""
+    firsts = np.empty(sw, np.int64)
+    counts = np.empty(sw, np.int64)
+    starts = np.empty(sw, np.int64)
+    for b in range(sw):
+        first = (b - pw) % sw                  # the first image column in phase column b
+        firsts[b] = first
+        counts[b] = max(0, (width - first + sw - 1) // sw)
+        starts[b] = (first + pw) // sw
+    rows = np.empty((height, sw), np.int64)
+    for yy in range(height):
+        a, i = (yy + ph) % sh, (yy + ph) // sh
+        for b in range(sw):
+            rows[yy, b] = ((a * sw + b) * qh + i) * qw + starts[b]
+    taps = np.empty(kh * kw, np.int64)
+    for ki in range(kh):
+        for kj in range(kw):
+            r, c = ki * dh, kj * dw
+            taps[ki * kw + kj] = ((r % sh) * sw + c % sw) * qh * qw + (r // sh) * qw + c // sw
+    return rows, firsts, counts, taps
+
+
+@njit(cache=True, nogil=True)
+def _split_phases(x, src, width, sw, rows, firsts, counts, phases):
+    """phases[((a * sw + b) * qh + i) * qw + j] = the padded plane at row i * sh + a, column
+    j * sw + b (zeros in the padding and past the plane), by _phase_plan's rows."""
+    phases[:] = 0
+    for yy in range(rows.shape[0]):
+        src_row = src + yy * width
+        for b in range(sw):
+            dst, first = rows[yy, b], firsts[b]
+            for k in range(counts[b]):
+                phases[U(dst + k)] = x[U(src_row + first + k * sw)]
+
+
+@njit(cache=True, nogil=True)
+def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+                    sh, sw, dh, dw, lo, hi):
+    """The forward on the padded plane split into its sh x sw phases (_split_phases; one
+    phase at stride 1): tap (ki, kj) reads phase ((ki dh) % sh, (kj dw) % sw) from row
+    (ki dh) // sh, column (kj dw) // sw on, so each tap is one pass of out_h * qw contiguous
+    multiply-adds over an output grid of rows as wide as a phase, the columns past out_w
+    thrown away. Row by row, a 14x14 plane at stride 2 gave runs of 7 columns: scalar code,
+    4x PyTorch's time."""
+    mult = cout // cin
+    qh, qw = _phase_sides(height, width, ph, pw, sh, sw)
+    rows, firsts, counts, taps = _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw,
+                                             dh, dw)
+    # the last phase's last row runs past it by up to the widest column shift
+    phases = np.empty(sh * sw * qh * qw + (kw - 1) * dw // sw + 1, y.dtype)
+    grid = np.empty(out_h * qw, y.dtype)
+    for plane in range(lo, hi):
+        n = plane // cout
+        o = plane % cout
+        _split_phases(x, (n * cin + o // mult) * height * width, width, sw, rows, firsts,
+                      counts, phases)
+        _plane_out(w, o, taps, phases, grid, bias, y, plane * out_h * out_w, out_h, out_w, qw)
 
 
 @njit(cache=True, nogil=True)

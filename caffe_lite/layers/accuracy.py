@@ -12,6 +12,7 @@ import numpy as np
 
 from . import register
 from .base import Layer
+from ..kernels.accuracy import count_correct
 from .softmax import softmax_dims
 
 
@@ -48,15 +49,12 @@ class AccuracyLayer(Layer):
         outer, classes, inner = self.dims
         scores = bottom[0].data.reshape(self.dims)
         if not self.has_ignore and len(top) == 1:
-            # the common case in fewer NumPy calls (a deploy net's last layer at batch 1)
+            # the common case in one kernel (a deploy net's last layer at batch 1)
             label = bottom[1].data.reshape(outer, inner)
-            if label.size and label.min() > -1 and label.max() < classes:   # NaN: not
-                lab = label.astype(np.int64)                                 # truncates
-                true_score = np.take_along_axis(scores, lab[:, None, :], axis=1)
-                correct = int(np.count_nonzero((scores >= true_score).sum(axis=1)
-                                               <= self.top_k))
+            correct = count_correct(scores, label, self.top_k) if label.size else -1
+            if correct >= 0:
                 dt = self.dtype.type
-                top[0].data[...] = dt(correct) / dt(lab.size)
+                top[0].data[...] = dt(correct) / dt(label.size)
                 return
         label = np.trunc(bottom[1].data.reshape(outer, inner))
         keep = ~(label == self.ignore_label) if self.has_ignore else np.ones(label.shape, bool)
