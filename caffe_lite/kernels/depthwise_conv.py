@@ -47,7 +47,7 @@ def depthwise_forward(x, w, bias, geo, y):
     kernel = (_forward_padded if _on_padded_planes(geo) else
               _forward_phases if _on_phases(geo) else _forward_planes)
     split_range(kernel, n * m, y.size * w2.shape[1], _flat(x), w2, b, out.reshape(-1),
-                *_args(x, out, geo))
+                *_args(x, out, geo), parallel_min=FORWARD_PARALLEL_MIN)
     if out is not y:
         y[...] = out
 
@@ -85,6 +85,13 @@ def _on_padded_planes(geo):
 #: 56x56 1.36 -> 0.77, 28x28 0.83 -> 0.43, 14x14 0.53 -> 0.35; stride 3 on 56x56 0.37 ->
 #: 0.29; stride 4 (16 phases to fill) 0.89 -> 1.09, so it keeps the row loops
 PHASES_MAX = 9
+
+
+#: multiply-adds from which the forward splits over threads: below neuron.PARALLEL_MIN, as
+#: each plane also pays its padding and output copies (MobileNet's 14x14 stride-2 layer at
+#: batch 8, 0.9 M: 0.42 ms on one core); mobilenet-0.5's TEST forward at batch 1 5.81 ->
+#: 5.59 ms against 1 << 20, at batch 8 the same
+FORWARD_PARALLEL_MIN = 1 << 18
 
 
 def _on_phases(geo):
