@@ -45,10 +45,12 @@ from .gemm import batch_workers, split_batch, workspace
 from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
                           tile_store_1, tile_store_2)
 
-#: fewest multiply-adds for a pass to split over the workers: tiles do 32 M in about 0.4 ms
-#: on one core, and a split costs 0.1-0.2 ms here (waking the other vCPU, packing the image
-#: on both). miniVggNet's conv2 at batch 1, 9.4 M: 0.23 ms on one core, 0.42 ms on two
-TILES_SPLIT_MIN_MACS = 1 << 25
+#: fewest multiply-adds for a pass to split over the workers: a split packs the image on
+#: both cores and, where the worker sleeps, wakes it (0.1 ms). It was 1 << 25 (miniVggNet's
+#: conv2 at batch 1, 9.4 M: 0.23 ms on one core, 0.42 on two, the worker asleep); with the
+#: pool polling through a pass, 1 << 23 made JacintoNet11's TEST forward at batch 1 2.7%
+#: faster (4.57 -> 4.44 ms; its 9-19 M layers), LeNet, cifar10_quick and miniVggNet level
+TILES_SPLIT_MIN_MACS = 1 << 23
 #: fewest multiply-adds per flat image for tiles: below, the packing and the call overheads
 #: lose to the lowered GEMM. Since the plan is kept per shape and the weight read in place,
 #: that is only below LeNet's conv1 (288 K); TEST forward at batch 1 with 4 M / 256 K:
