@@ -8,6 +8,7 @@ from caffe_lite.blob import Blob
 from caffe_lite.common import TEST, TRAIN
 from caffe_lite.kernels import batch_norm as BN
 from caffe_lite.kernels import neuron as K
+from caffe_lite.kernels.channel import bias_forward
 from caffe_lite.layers import create_layer
 from caffe_lite.proto import caffe_pb2
 from google.protobuf import text_format
@@ -82,6 +83,8 @@ LAYERS = {
     "Scale": ('name: "s" type: "Scale" bottom: "x" top: "{top}" scale_param {{ bias_term: true '
               '}}', TRAIN, lambda layer: [blob.data.__setitem__(..., np.linspace(-2, 2, 3))
                                          for blob in layer.blobs]),
+    "Bias": ('name: "b" type: "Bias" bottom: "x" top: "{top}"', TRAIN,
+             lambda layer: layer.blobs[0].data.__setitem__(..., np.linspace(-2, 2, 3))),
     "BatchNorm": ('name: "bn" type: "BatchNorm" bottom: "x" top: "{top}"', TEST,
                   stored_statistics),
     "BatchNorm global in TRAIN": ('name: "bn" type: "BatchNorm" bottom: "x" top: "{top}" '
@@ -115,6 +118,20 @@ def test_in_place_layer_gives_the_bits_of_the_out_of_place_one(name, threaded, s
     in_place = run(text.format(top="x"), x, dy, phase, prepare)
     for a, b in zip(apart, in_place):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_bias_forward_is_numpys_broadcast_add(threaded, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(K, "PARALLEL_MIN", 16)
+        monkeypatch.setattr(threads, "get_num_threads", lambda: 3)
+    x, b = values((2, 5, 7), 5), values(5, 6)
+    want = x + b[None, :, None]
+    got = np.empty_like(x)
+    bias_forward(x, b, got)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    bias_forward(x, b, x)
+    np.testing.assert_array_equal(x.view(np.uint32), want.view(np.uint32))
 
 
 def test_batch_norm_with_stored_statistics_is_caffes_formula():

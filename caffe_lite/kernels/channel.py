@@ -8,9 +8,10 @@ structure, in the data type:
 A row sum is reassociated (several vector accumulators, as OpenBLAS's gemv sums), the sum
 over `outer` runs in order; a strictly sequential row sum is latency-bound (one add per 4
 cycles) and no closer to Caffe, whose gemv reassociates too.
-Used by BatchNorm, Scale and Bias, with Scale's fused forward and backward:
+Used by BatchNorm, Scale and Bias, with Scale's fused forward and backward and Bias's forward:
   scale_forward:  y = x * s[c] (+ b[c]), optionally keeping a copy of x (Scale in place)
   scale_backward: db[c] = sum dy;  ds[c] = sum dy * x;  dx = dy * s[c]   (one pass)
+  bias_forward:   y = x + b[c]
 Every kernel runs over a range of channels; split_range spreads the ranges over threads.
 """
 from numba import njit
@@ -158,6 +159,27 @@ def scale_forward(x, s, b, y, keep, relu_slope=None, relu_top=None):
     split_range(_scale_forward, x.shape[1], 2 * x.size, x, s, b, y, keep, same_buffer(x, y),
                 *relu_args(relu_slope, x.dtype), r, relu_top is not None,
                 parallel_min=STREAMING_MIN)
+
+
+@njit(cache=True, nogil=True)
+def _bias_forward(x, b, y, in_place, lo, hi):
+    for o in range(x.shape[0]):
+        for c in range(lo, hi):
+            bc = b[c]
+            xr, yr = x[o, c], y[o, c]
+            if in_place:                # one array: the loop vectorizes
+                for i in range(xr.size):
+                    xr[i] += bc
+            else:
+                for i in range(xr.size):
+                    yr[i] = xr[i] + bc
+
+
+def bias_forward(x, b, y):
+    """y = x + b[c] over (outer, C, inner); y may be x. Over both cores from PARALLEL_MIN:
+    NumPy's broadcast add runs on one (mobilenet-0.5's data/bias at batch 8, 1.2 M values:
+    0.34 ms against 0.24, and 0.74 in the net, where the input comes from memory)."""
+    split_range(_bias_forward, x.shape[1], 2 * x.size, x, b, y, same_buffer(x, y))
 
 
 @njit(cache=True, nogil=True)

@@ -15,7 +15,7 @@ import numpy as np
 from . import register
 from .base import Layer
 from ..fillers import fill
-from ..kernels.channel import channel_sum
+from ..kernels.channel import bias_forward, channel_sum
 
 
 def param_shape(layer, bottom, axis, num_axes):
@@ -68,8 +68,7 @@ class BiasLayer(Layer):
 
     def forward_cpu(self, bottom, top):
         b = (bottom[1] if len(bottom) > 1 else self.blobs[0]).data.reshape(-1)
-        x = bottom[0].data.reshape(self.dims)
-        np.add(x, b[None, :, None], out=top[0].data.reshape(self.dims))
+        bias_forward(bottom[0].data.reshape(self.dims), b, top[0].data.reshape(self.dims))
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.dims)
