@@ -246,13 +246,27 @@ def _pad_plane(x, src, height, width, ph, pw, wp, padded):
             padded[U(row + i)] = x[U(src + y * width + i)]
 
 
+#: the forward's output grid holds a whole number of these values, so that no tap's pass
+#: ends in scalar steps (a 7x7 plane's grid of 63: three 16-float vectors, then 15 steps).
+#: Two cores, batch 8: MobileNet's 512 x 7x7 layer 0.23 -> 0.19 ms, its 256 x 14x14 stride
+#: 2 one 0.22 -> 0.18; the larger planes the same
+GRID_VALUES = 16
+
+
 @njit(inline="always")
-def _plane_buffers(height, width, out_h, ph, pw, kw, dw, dtype):
+def _whole(size, unit):
+    return -(-size // unit) * unit
+
+
+@njit(inline="always")
+def _plane_buffers(height, width, out_h, ph, pw, kw, dw, dtype, unit=1):
     """(wp, padded, grid): the padded width, a padded plane (with room for the last row's
-    runs past it) and an output grid of out_h rows of wp."""
+    runs past it) and an output grid of out_h rows of wp, rounded up to a multiple of
+    `unit` values."""
     wp = width + 2 * pw
-    return (wp, np.empty((height + 2 * ph) * wp + (kw - 1) * dw, dtype),
-            np.empty(out_h * wp, dtype))
+    grid = _whole(out_h * wp, unit)
+    return (wp, np.empty((height + 2 * ph) * wp + (kw - 1) * dw + grid - out_h * wp, dtype),
+            np.empty(grid, dtype))
 
 
 @njit(inline="always")
@@ -281,7 +295,8 @@ def _plane_out(w, o, taps, source, grid, bias, y, dst, out_h, out_w, row):
 def _forward_padded(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
-    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, y.dtype)
+    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, y.dtype,
+                                      GRID_VALUES)
     taps = np.empty(kh * kw, np.int64)
     for ki in range(kh):
         for kj in range(kw):
@@ -355,8 +370,10 @@ def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
     rows, firsts, counts, taps = _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw,
                                              dh, dw)
     # the last phase's last row runs past it by up to the widest column shift
-    phases = np.empty(sh * sw * qh * qw + (kw - 1) * dw // sw + 1, y.dtype)
-    grid = np.empty(out_h * qw, y.dtype)
+    span = _whole(out_h * qw, GRID_VALUES)
+    phases = np.empty(sh * sw * qh * qw + (kw - 1) * dw // sw + 1 + span - out_h * qw,
+                      y.dtype)
+    grid = np.empty(span, y.dtype)
     for plane in range(lo, hi):
         n = plane // cout
         o = plane % cout
