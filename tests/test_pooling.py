@@ -7,7 +7,10 @@ import pytest
 from gradcheck import check_gradient, check_gradient_exhaustive, make_layer
 from caffe_lite.common import TEST, set_random_seed
 from caffe_lite.errors import CaffeError
-from caffe_lite.kernels.pooling import pooled_size
+from caffe_lite import threads
+from caffe_lite.kernels import neuron
+from caffe_lite.kernels import pooling as P
+from caffe_lite.kernels.pooling import FLT_MAX, pooled_size
 
 
 def oracle_size(size, k, p, s, ceil=True):
@@ -283,3 +286,44 @@ def test_3x3_stride_2_kernel_gives_the_general_kernels_bits(shape):
     planes = ties_and_nans(shape, 3, 12)
     out_hw = (P.pooled_size(shape[2], 3, 0, 2), P.pooled_size(shape[3], 3, 0, 2))
     assert_same_max_picks(P._max_3x3s2_rows, planes, 3, 2, out_hw, planes.shape[0] * out_hw[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threaded", [False, True])
+def test_max_1x1_is_the_window_scan(dtype, threaded, monkeypatch):
+    """A 1x1 window at stride 1 (JacintoNet11's pool1 and pool3) runs one flat pass; it
+    gives the general window scan's bits: -FLT_MAX and mask -1 for NaN, -inf and -FLT_MAX;
+    the backward from its mask is 0 + dy there (-0 becomes +0)."""
+    if threaded:
+        monkeypatch.setattr(neuron, "PARALLEL_MIN", 16)
+        monkeypatch.setattr(threads, "get_num_threads", lambda: 3)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    x.reshape(-1)[:5] = [np.nan, -np.inf, -FLT_MAX, -0.0, np.inf]
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy.reshape(-1)[5] = -0.0
+    planes = x.reshape(-1, 4, 5)
+    top, mask = np.empty_like(planes), np.empty(planes.shape, np.int64)
+    P._max_forward(planes, 1, 1, 1, 1, 0, 0, top, mask, 0, planes.shape[0])
+    dx = np.empty_like(planes)
+    P._mask_backward(dy.reshape(planes.shape), mask, dx, 0, planes.shape[0])
+    calls = []
+    for name in ("_max_1x1",):
+        kernel = getattr(P, name)
+        monkeypatch.setattr(P, name, lambda *a, k=kernel, n=name: calls.append(n) or k(*a))
+    y1, m1 = np.empty_like(x), np.empty(x.shape, np.int64)
+    P.pool_forward(x, P.MAX, 1, 1, 1, 1, 0, 0, y1, m1)
+    np.testing.assert_array_equal(y1.reshape(planes.shape), top)
+    np.testing.assert_array_equal(m1.reshape(planes.shape), mask)
+    dx1 = np.full_like(x, np.nan)
+    P.pool_backward(dy, P.MAX, 1, 1, 1, 1, 0, 0, m1, dx1)
+    np.testing.assert_array_equal(dx1.reshape(planes.shape).view(np.uint8), dx.view(np.uint8))
+    assert calls and set(calls) == {"_max_1x1"}     # one call per thread
+    # a mask written into the second top by hand still routes each diff where it says
+    m1.reshape(-1)[7] = 0
+    dx2 = np.full_like(x, np.nan)
+    P.pool_backward(dy, P.MAX, 1, 1, 1, 1, 0, 0, m1, dx2)
+    want = np.empty_like(planes)
+    P._mask_backward(dy.reshape(planes.shape), m1.reshape(planes.shape), want, 0,
+                     planes.shape[0])
+    np.testing.assert_array_equal(dx2.reshape(planes.shape), want)
