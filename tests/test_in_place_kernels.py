@@ -134,6 +134,34 @@ def test_bias_forward_is_numpys_broadcast_add(threaded, monkeypatch):
     np.testing.assert_array_equal(x.view(np.uint32), want.view(np.uint32))
 
 
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (1, 3, 4, 6), (5, 4, 1)])
+def test_normalisation_split_by_images_or_channels_keeps_the_bits(keep, in_place, shape,
+                                                                   monkeypatch):
+    """batch_norm._split_images: whole images per thread when there are enough images,
+    channel ranges otherwise; every split gives one thread's bits."""
+    x = np.nan_to_num(values(shape, 7), posinf=3, neginf=-3).reshape(shape[0], shape[1], -1)
+    c = shape[1]
+    mean, inv = np.linspace(-1, 1, c, dtype=np.float32), np.linspace(0.5, 2, c,
+                                                                     dtype=np.float32)
+    scale, bias = np.linspace(-2, 2, c, dtype=np.float32), np.linspace(1, -1, c,
+                                                                       dtype=np.float32)
+    runs = []
+    for count, floor in ((1, 1 << 30), (2, 16), (3, 16)):
+        monkeypatch.setattr(K, "STREAMING_MIN", floor)
+        monkeypatch.setattr(threads, "get_num_threads", lambda count=count: count)
+        src = x.copy()
+        top = src if in_place else np.full_like(src, np.nan)
+        x_norm = np.full_like(src, np.nan) if keep else None
+        BN.nv_normalize(src, mean, inv, scale, bias, top, x_norm, 0.0)
+        runs.append((top, x_norm))
+    for top, x_norm in runs[1:]:
+        np.testing.assert_array_equal(top, runs[0][0])
+        if keep:
+            np.testing.assert_array_equal(x_norm, runs[0][1])
+
+
 def test_batch_norm_with_stored_statistics_is_caffes_formula():
     text, phase, prepare = LAYERS["BatchNorm"]
     x, dy = values((2, 3, 4, 4), 5), values((2, 3, 4, 4), 6)
