@@ -559,3 +559,25 @@ def test_weight_gradient_into_a_non_contiguous_array():
     conv2d_backward(x, w, dy, geo, dw=strided)
     np.testing.assert_allclose(strided, dense, rtol=1e-12)
     assert (holder[1::2] == 1).all()
+
+
+@pytest.mark.parametrize("n, group, bias", [(5, 1, True), (1, 1, False), (4, 2, True)])
+def test_one_pixel_convolution_is_one_product_of_the_images(monkeypatch, n, group, bias):
+    """A 1x1 convolution of 1x1 images (a classifier written as a convolution) multiplies
+    the images as the rows of one product (parallel_matmul), the threads splitting the
+    weight; a grouped one keeps the lowered path."""
+    from caffe_lite.kernels.conv import ConvGeometry, conv2d_forward
+    rng = np.random.default_rng(n + group)
+    x = rng.standard_normal((n, 6, 1, 1))
+    w = rng.standard_normal((12, 6 // group, 1, 1))
+    b = rng.standard_normal(12) if bias else None
+    geo = ConvGeometry(1, 1, 0, 0, 1, 1, 1, 1, group)
+    ref = conv_oracle(x, w, b, (1, 1), (0, 0), (1, 1), group)
+    calls = []
+    product = conv_kernels.parallel_matmul
+    monkeypatch.setattr(conv_kernels, "parallel_matmul",
+                        lambda *a, **k: calls.append(1) or product(*a, **k))
+    y = np.full(ref.shape, np.nan)
+    conv2d_forward(x, w, b, geo, y)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert bool(calls) == (group == 1)
