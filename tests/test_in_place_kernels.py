@@ -162,6 +162,29 @@ def test_normalisation_split_by_images_or_channels_keeps_the_bits(keep, in_place
             np.testing.assert_array_equal(x_norm, runs[0][1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 2, 7, 100000])
+def test_running_statistics_and_std_are_caffes_float_operations(dtype, m):
+    """bvlc_running_and_std: BVLC's caffe_cpu_axpby updates and sqrt(var + eps), each value
+    rounded as the NumPy sequence (and Caffe's float code) rounds it."""
+    rng = np.random.default_rng(m)
+    dt = np.dtype(dtype).type
+    mean, var = rng.standard_normal(37).astype(dtype), np.abs(rng.standard_normal(37)).astype(
+        dtype)
+    var[0] = 0
+    blobs = [rng.standard_normal(37).astype(dtype), np.abs(rng.standard_normal(37)).astype(
+        dtype), np.array([3.7], dtype)]
+    want = [b.copy() for b in blobs]
+    maf = dt(0.999)
+    want[2][0] = want[2][0] * maf + dt(1)
+    want[0] = want[0] * maf + mean
+    correction = dt(m) / dt(m - 1) if m > 1 else dt(1)
+    want[1] = want[1] * maf + correction * var
+    std = BN.bvlc_running_and_std(blobs, mean, var, 0.999, m, 1e-5)
+    for got, expected in zip(blobs + [std], want + [np.sqrt(var + dt(1e-5))]):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_batch_norm_with_stored_statistics_is_caffes_formula():
     text, phase, prepare = LAYERS["BatchNorm"]
     x, dy = values((2, 3, 4, 4), 5), values((2, 3, 4, 4), 6)

@@ -113,16 +113,25 @@ def bvlc_global_stats(blob_mean, blob_var, blob_factor, mean, var):
     np.multiply(blob_var, scale, out=var)
 
 
-def bvlc_update_running(blobs, mean, var, maf, m):
-    """blob2 = blob2 * maf + 1; blob0 = maf*blob0 + mean; blob1 = maf*blob1 + m/(m-1) var."""
+@njit(cache=True, nogil=True)
+def _running_and_std(blob0, blob1, blob2, mean, var, maf, correction, eps, std):
+    blob2[0] = blob2[0] * maf + blob2.dtype.type(1)
+    for c in range(mean.size):
+        blob0[c] = blob0[c] * maf + mean[c]
+        blob1[c] = blob1[c] * maf + correction * var[c]
+        std[c] = np.sqrt(var[c] + eps)
+
+
+def bvlc_running_and_std(blobs, mean, var, maf, m, eps):
+    """The running statistics' update, blob2 = blob2 * maf + 1, blob0 = blob0 * maf + mean,
+    blob1 = blob1 * maf + m/(m-1) var (1 for m == 1), and std = sqrt(var + eps), returned:
+    one kernel where five NumPy passes over vectors of a few hundred values cost more than
+    their arithmetic (35 us of miniVggNet's batch-1 forward). The same float32 operations."""
     dt = mean.dtype.type
-    maf = dt(maf)
-    blobs[2][0] = blobs[2][0] * maf + dt(1)
-    blobs[0] *= maf
-    blobs[0] += mean
     correction = dt(m) / dt(m - 1) if m > 1 else dt(1)
-    blobs[1] *= maf
-    blobs[1] += correction * var
+    std = np.empty_like(var)
+    _running_and_std(blobs[0], blobs[1], blobs[2], mean, var, dt(maf), correction, dt(eps), std)
+    return std
 
 
 def bvlc_std(var, eps):

@@ -186,9 +186,9 @@ class BatchNormLayer(Layer):
                     K.bvlc_normalize_global(x, mean, self._std, y, self.fused_relu)
                 return
             K.bvlc_batch_stats(x, mean, var)
-            K.bvlc_update_running([b["mean"], b["variance"], b["moving_average_factor"]],
-                                  mean, var, self.maf, x.size // c)
-            self._std = K.bvlc_std(var, self.eps)
+            self._std = K.bvlc_running_and_std(
+                [b["mean"], b["variance"], b["moving_average_factor"]], mean, var, self.maf,
+                x.size // c, self.eps)
             # x_norm is the top itself where nothing writes the top before the backward
             self._x_norm_is_top = self.top_kept and top[0] is not bottom[0]
             if self.fused_scale is not None:     # Net fuses a Scale only on a kept top
