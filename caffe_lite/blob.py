@@ -50,6 +50,8 @@ class Blob:
         """Resize to `shape`; keeps the arrays when the shape is unchanged."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
+            if type(shape) is tuple and shape == self._data.shape:
+                return          # every layer's reshape, every pass: the common case first
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise ValueError(f"blob shape must be non-negative, got {shape}")
