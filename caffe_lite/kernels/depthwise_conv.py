@@ -90,8 +90,8 @@ PHASES_MAX = 9
 #: multiply-adds from which the forward splits over threads: below neuron.PARALLEL_MIN, as
 #: each plane also pays its padding and output copies (MobileNet's 14x14 stride-2 layer at
 #: batch 8, 0.9 M: 0.42 ms on one core); mobilenet-0.5's TEST forward at batch 1 5.81 ->
-#: 5.59 ms against 1 << 20, at batch 8 the same
-FORWARD_PARALLEL_MIN = 1 << 18
+#: 5.59 ms at 1 << 18 against 1 << 20, at batch 8 the same; 1 << 17 another 1%
+FORWARD_PARALLEL_MIN = 1 << 17
 
 
 def _on_phases(geo):
