@@ -36,11 +36,11 @@ layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1"
         scale_param { bias_term: true filler { type: "gaussian" std: 1 } } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
 """
-BY_VALUE = """
-layer { name: "ip0" type: "InnerProduct" bottom: "{last}" top: "ip0"
-        inner_product_param {{ num_output: 7 weight_filler {{ type: "gaussian" std: 0.3 }} }} }}
-layer {{ name: "bn2" type: "BatchNorm" bottom: "ip0" top: "ip0"
-        batch_norm_param {{ scale_bias: true }} }}
+IP_THEN_NV = """
+layer { name: "ip0" type: "InnerProduct" bottom: "bn1" top: "ip0"
+        inner_product_param { num_output: 7 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "bn2" type: "BatchNorm" bottom: "ip0" top: "ip0"
+        batch_norm_param { scale_bias: true } }
 """
 TAIL = """
 layer {{ name: "ip" type: "InnerProduct" bottom: "{last}" top: "ip"
@@ -51,9 +51,7 @@ CASES = {       # (layers after conv1, the blob they leave)
     "NVCaffe BatchNorm and ReLU in place": (NV_IN_PLACE, "conv1"),
     "NVCaffe BatchNorm apart": (NV_APART, "bn1"),
     "BVLC BatchNorm, Scale and ReLU in place": (BVLC_IN_PLACE, "conv1"),
-    "NVCaffe BatchNorm after an InnerProduct": (NV_APART + BY_VALUE.replace("{last}", "bn1")
-                                                .replace("{{", "{").replace("}}", "}"),
-                                                "ip0"),
+    "NVCaffe BatchNorm after an InnerProduct": (NV_APART + IP_THEN_NV, "ip0"),
 }
 
 

@@ -16,8 +16,10 @@ bias b follow, dy * s is what the normalisation's backward sees):
   dx = (g - mean(g) - mean(g * y) * y) * (var + eps)^-0.5,  g = dy * s
 
 Each statistic or output is one fused pass per channel (no temporaries the size of x); the
-passes run over channel ranges, spread over threads by split_range. Per-channel vectors
-(sqrt, power) are computed with NumPy between the passes.
+statistics run over channel ranges spread over threads by split_range, the normalisations
+over whole images where there are enough (_split_images). Per-channel vectors between the
+passes come from NumPy (NVCaffe's power) or one small kernel (BVLC's running update and
+sqrt).
 """
 import numpy as np
 from numba import njit

@@ -78,18 +78,17 @@ class ScaleLayer(Layer):
              else _empty(self.dtype, 1))
         relu_top = self.fused_relu_top
         relu_top = None if relu_top is None else relu_top.data.reshape(self.dims)
-        if bottom[0] is top[0] and not self.backward_follows:
-            self._x = self._keep = None
-            scale_forward(x, s, b, y, _empty(self.dtype, 3), self.fused_relu, relu_top)
-        elif bottom[0] is top[0]:
+        keep = _empty(self.dtype, 3)
+        if bottom[0] is not top[0]:
+            self._x = x
+        elif self.backward_follows:
             # in place: keep the input for the scale gradient (a buffer reused across calls)
             if getattr(self, "_keep", None) is None or self._keep.shape != x.shape:
                 self._keep = np.empty(x.shape, self.dtype)
-            self._x = self._keep
-            scale_forward(x, s, b, y, self._keep, self.fused_relu, relu_top)
+            self._x = keep = self._keep
         else:
-            self._x = x
-            scale_forward(x, s, b, y, _empty(self.dtype, 3), self.fused_relu, relu_top)
+            self._x = self._keep = None     # forward only: no backward reads the input
+        scale_forward(x, s, b, y, keep, self.fused_relu, relu_top)
 
     def backward_cpu(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.dims)
