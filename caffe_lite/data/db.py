@@ -16,6 +16,25 @@ from . import bus_error, mapped_pages
 
 _ENVS = {}
 _ENVS_LOCK = ForkSafeRLock()
+#: held around every call a reader makes into py-lmdb, and by a fork while it happens: no
+#: thread is then inside py-lmdb, whose own per-environment lock a forked child would
+#: otherwise inherit held by a thread it does not have. The child's close() of the inherited
+#: environment (_close_inherited) then never returned: about one run in fifteen of
+#: tests/test_threads.py's forked child, whose parent's prefetch thread was reading.
+_CALLS = ForkSafeRLock()
+
+
+def _hold_calls_for_fork():
+    _CALLS.__enter__()
+
+
+def _release_calls_after_fork():
+    _CALLS.__exit__(None, None, None)   # the child's lock is a new one (ForkSafeRLock)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hold_calls_for_fork,
+                        after_in_parent=_release_calls_after_fork)
 
 
 def _lmdb():
@@ -47,7 +66,7 @@ def _shared_env(path):
     # the inode tells a database rebuilt at the same path from the one already open; an
     # environment must not cross a fork (LMDB's rule), so a forked child opens its own
     key = (os.getpid(), os.path.realpath(path), os.stat(data_file).st_ino)
-    with _ENVS_LOCK:
+    with _ENVS_LOCK, _CALLS:
         env = _ENVS.get(key)
         if env is None:
             _close_inherited(key[1:])
@@ -112,7 +131,8 @@ class LMDBReader:
         self.path = path = os.fspath(path)
         self._unreleased = 0
         self.env = _shared_env(path)
-        self.count = self.env.stat()["entries"]
+        with _CALLS:
+            self.count = self.env.stat()["entries"]
         if self.count == 0:
             raise CaffeError("the database is empty", path)
         self._txn = None
@@ -175,19 +195,25 @@ class LMDBReader:
 
     def close(self):
         if self._txn is not None:
-            self._txn.abort()
+            with _CALLS:
+                self._txn.abort()
             self._txn = self._cursor = None
 
     def items(self):
-        with self._reading(), self.env.begin() as txn:
+        # a generator: it may be left unfinished, so it must not hold _CALLS between values
+        with self._reading(guard=False), self.env.begin() as txn:
             yield from txn.cursor()
 
     @contextmanager
-    def _reading(self):
+    def _reading(self, guard=True):
         """LMDB's own errors (overwritten pages: CorruptedError, a bad page: PageNotFound) as
-        one error naming the database."""
+        one error naming the database; with guard, no fork happens meanwhile (_CALLS)."""
         try:
-            yield
+            if guard:
+                with _CALLS:
+                    yield
+            else:
+                yield
         except _lmdb().Error as err:
             raise CaffeError(f"damaged LMDB database: {err}", self.path) from None
 
