@@ -42,6 +42,7 @@ from numba import config, njit
 
 from .conv import _check
 from .gemm import batch_workers, split_batch, workspace
+from .lane_transpose import transpose_block, transpose_block_add
 from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
                           tile_store_1, tile_store_2)
 
@@ -150,36 +151,47 @@ class _Layout:
 
 @njit(cache=True, nogil=True)
 def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
-    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded; zeros elsewhere."""
+    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded; zeros elsewhere. Rows of
+    16 pixels of 16 images go through one register transpose each (kernels/lane_transpose.py);
+    without a left or right pad, a channel's rows are one run of height * width pixels."""
     n_img, channels, height, width = x.shape
     count = min(LANES, n_img - n0)
     xf = x.reshape(-1)
     image = channels * height * width
+    line = wp * LANES
     for c in range(cg):
-        for r in range(hp):
-            row = (c * hp + r) * wp * LANES
-            h = r - pad_h
-            if h < 0 or h >= height:
-                for i in range(wp * LANES):
-                    xb[row + i] = 0
-                continue
+        plane = c * hp * line
+        for i in range(pad_h * line):
+            xb[plane + i] = 0
+        for i in range((pad_h + height) * line, hp * line):
+            xb[plane + i] = 0
+        src = n0 * image + (c0 + c) * height * width
+        dst = plane + pad_h * line
+        if pad_w == 0:
+            _transpose_run(xf, src, image, count, height * width, xb, dst)
+            continue
+        for h in range(height):
+            row = dst + h * line
             for i in range(pad_w * LANES):
                 xb[row + i] = 0
-            for i in range((pad_w + width) * LANES, wp * LANES):
+            for i in range((pad_w + width) * LANES, line):
                 xb[row + i] = 0
-            dst = row + pad_w * LANES
-            src = n0 * image + ((c0 + c) * height + h) * width
-            for lane in range(count):
-                for q in range(width):
-                    xb[dst + q * LANES + lane] = xf[src + lane * image + q]
-            for lane in range(count, LANES):
-                for q in range(width):
-                    xb[dst + q * LANES + lane] = 0
+            _transpose_run(xf, src + h * width, image, count, width, xb, row + pad_w * LANES)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _transpose_run(xf, src, image, count, length, xb, dst):
+    """xb[dst + q * LANES + lane] = xf[src + lane * image + q] for q < length, lane < count;
+    the lanes past count are 0."""
+    for q0 in range(0, length, LANES):
+        transpose_block(xf, src + q0, image, count, min(LANES, length - q0), xb,
+                        dst + q0 * LANES, LANES, LANES)
 
 
 @njit(cache=True, nogil=True)
 def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
-    """y[n0 + lane, channel[m]] = yb[m, p, lane] (+ bias) for m in [m0, m1)."""
+    """y[n0 + lane, channel[m]] = yb[m, p, lane] (+ bias) for m in [m0, m1): blocks of 16
+    pixels x 16 images through the register transpose."""
     n_img, channels, out_h, out_w = y.shape
     count = min(LANES, n_img - n0)
     yf = y.reshape(-1)
@@ -188,13 +200,11 @@ def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
     for m in range(m0, m1):
         out = channel[m]
         b = bias[out] if bias.shape[0] else yb.dtype.type(0)
+        dst = n0 * image + out * p_total
         for p0 in range(0, p_total, LANES):
             span = min(LANES, p_total - p0)
-            src = m * row + p0 * LANES
-            for lane in range(count):
-                dst = (n0 + lane) * image + out * p_total + p0
-                for i in range(span):
-                    yf[dst + i] = yb[src + i * LANES + lane] + b
+            transpose_block_add(yb, m * row + p0 * LANES, LANES, span, count, yf, dst + p0,
+                                image, span, b)
 
 
 @njit(cache=True, nogil=True)
