@@ -102,21 +102,26 @@ def test_tap_blocks_add_onto_the_tile(monkeypatch, n):
     _assert_close(y, x, w, b, geo)
 
 
-@pytest.mark.parametrize("n", [1, 16])
-def test_same_bits_on_one_and_two_threads(n):
-    """Splitting over workers moves whole tiles: each output's sum keeps its order."""
+@pytest.mark.parametrize("n", [1, 16, 20])
+@pytest.mark.parametrize("pad,dilation", [(1, 1), (0, 2), (2, 1)])
+@pytest.mark.parametrize("count", [2, 3])
+def test_same_bits_on_one_and_more_threads(monkeypatch, n, pad, dilation, count):
+    """Splitting over workers (by blocks of output channels where a block of 16 images or a
+    flat image is alone) moves whole tiles: each output's sum keeps its order."""
+    monkeypatch.setattr(blocked_conv, "TILES_SPLIT_MIN_MACS", 0)
     rng = np.random.default_rng(3)
-    x, w, b, geo, y1 = _case(rng, n, 16, 9, 40, 3, 1, 1)
+    x, w, b, geo, y1 = _case(rng, n, 16, 9, 40, 3, pad, 1, dilation=dilation)
     y2 = y1.copy()
     old = threads.get_num_threads()
     try:
         threads.set_num_threads(1)
         blocked_conv_forward(x, w, b, geo, y1)
-        threads.set_num_threads(2)
+        threads.set_num_threads(count)
         blocked_conv_forward(x, w, b, geo, y2)
     finally:
         threads.set_num_threads(old)
-    assert np.array_equal(y1, y2)
+    assert np.array_equal(y1.view(np.uint32), y2.view(np.uint32))
+    _assert_close(y2, x, w, b, geo)
 
 
 def test_shapes_that_do_not_fit_are_one_line_errors():
