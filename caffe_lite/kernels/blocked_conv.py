@@ -141,12 +141,19 @@ class _Layout:
             # the last vector reads up to its rounding past the last tap's row
             self.x_size = cg * plane + len(self.pix) * LANES
         self.row = len(self.pix) * LANES          # floats per output channel in the tile buffer
-        self._pads = (geo.pad_h, geo.pad_w)
+        self.pads = (geo.pad_h, geo.pad_w)
 
     def pack(self, x, n0, c0, cg, xb):
         """xb = channels [c0, c0 + cg) of image n0 (and the next 15: lanes) of x, padded."""
-        pack = _pack_lanes if self.lanes else _pack_flat
-        pack(x, n0, c0, cg, *self._pads, self.hp, self.wp, xb[:self.x_size])
+        _pack(self.lanes, x, n0, c0, cg, *self.pads, self.hp, self.wp, xb[:self.x_size])
+
+
+@njit(cache=True, nogil=True)
+def _pack(lanes, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
+    if lanes:
+        _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+    else:
+        _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
 
 
 @njit(cache=True, nogil=True)
@@ -292,6 +299,26 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_
                           tap_bounds[b + 1], b == 0)
 
 
+@njit(cache=True, nogil=True)
+def _unit(x, n0, c0, cg, pad_h, pad_w, hp, wp, lanes, pack, xb, pix, wg, ldw, nrows, taps,
+          yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+    """One work unit of the forward: image (block) n0's group packed into xb (unless `pack`
+    is False: the worker's unit before packed the same), the tiles of output channel blocks
+    [block0, block1), and their sums written to y. One call, so that a worker takes the GIL
+    once per unit: with a call per step, the two workers of a small layer queued for the
+    GIL between steps (miniVggNet's conv2 at batch 1: packing took 50 us on each worker
+    instead of 19)."""
+    if pack:
+        _pack(lanes, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+    _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk)
+    row = pix.shape[0] * LANES
+    m0, m1 = block0 * ROWS, min(nrows, block1 * ROWS)
+    if lanes:
+        _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y)
+    else:
+        _unpack_flat(yb, row, wp, n0, m0, m1, channel, bias, y)
+
+
 class _Group(NamedTuple):
     """One group's filters as the tiles use them: the output channels computed (indices
     into the layer's M), the taps read (indices into C/g*kh*kw), the blocks of taps
@@ -429,24 +456,31 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
             taps[layout, g] = layout.taps if len(kept) == len(layout.taps) else \
                 layout.taps[kept]
     most = max(gr.blocks for gr in groups)
-
-    def work(worker, lo, hi):
+    # every unit's arguments made before the parts are handed over (share i runs on worker
+    # i: split_batch gets at most one share per worker), so that each worker holds the GIL
+    # only to call its units: a worker waiting for a GIL that its caller holds in Python
+    # sleeps, and on these VMs waking it took 25-30 us (miniVggNet's conv2 at batch 1: the
+    # second worker started 35 us after the first, with the tiles' whole layer 140 us)
+    calls = []
+    for worker, share in enumerate(shares):
         ws = workspace(worker)
         xb = ws.get("blocked_x", (x_size,), np.float32)
         yb = ws.get("blocked_y", (most * ROWS * row,), np.float32)
         packed = None
-        for layout, n0, g, b0, b1 in chain(*shares[lo:hi]):
-            if packed != (n0, g):
-                packed = (n0, g)
-                layout.pack(x, n0, g * cg, cg, xb)
+        part = []
+        for layout, n0, g, b0, b1 in share:
             gr = groups[g]
-            _tiles(xb, layout.pix, gr.weight, len(gr.taps), len(gr.channels),
-                   taps[layout, g], yb, b0, b1, gr.tap_bounds, PIXEL_CHUNK)
-            m0, m1 = b0 * ROWS, min(len(gr.channels), b1 * ROWS)
-            if layout.lanes:
-                _unpack_lanes(yb, layout.row, n0, m0, m1, gr.channels, bias, out)
-            else:
-                _unpack_flat(yb, layout.row, layout.wp, n0, m0, m1, gr.channels, bias, out)
+            part.append((x, n0, g * cg, cg, *layout.pads, layout.hp, layout.wp, layout.lanes,
+                         packed != (n0, g), xb[:layout.x_size], layout.pix, gr.weight,
+                         len(gr.taps), len(gr.channels), taps[layout, g], yb, b0, b1,
+                         gr.tap_bounds, PIXEL_CHUNK, gr.channels, bias, out))
+            packed = (n0, g)
+        calls.append(part)
+
+    def work(worker, lo, hi):
+        for part in calls[lo:hi]:
+            for args in part:
+                _unit(*args)
 
     if macs:
         split_batch(len(shares), work)
