@@ -20,7 +20,7 @@ EPS = np.finfo(np.float32).eps
 
 
 def _oracle(x, w, bias, geo):
-    """float64 convolution (stride 1) by windows of the padded image."""
+    """float64 convolution by windows of the padded image."""
     g = geo.group
     n, c, _, _ = x.shape
     m = w.shape[0]
@@ -28,7 +28,8 @@ def _oracle(x, w, bias, geo):
     span_h = geo.dilation_h * (geo.kernel_h - 1) + 1
     span_w = geo.dilation_w * (geo.kernel_w - 1) + 1
     win = sliding_window_view(xp, (span_h, span_w), axis=(2, 3))
-    win = win[..., ::geo.dilation_h, ::geo.dilation_w]       # (n, c, oh, ow, kh, kw)
+    win = win[:, :, ::geo.stride_h, ::geo.stride_w, ::geo.dilation_h, ::geo.dilation_w]
+    # (n, c, oh, ow, kh, kw)
     cg, mg = c // g, m // g
     out = [np.einsum("ncyxij,mcij->nmyx", win[:, k * cg:(k + 1) * cg],
                      w[k * mg:(k + 1) * mg].astype(np.float64)) for k in range(g)]
@@ -103,14 +104,17 @@ def test_tap_blocks_add_onto_the_tile(monkeypatch, n):
 
 
 @pytest.mark.parametrize("n", [1, 16, 20])
-@pytest.mark.parametrize("pad,dilation", [(1, 1), (0, 2), (2, 1)])
+@pytest.mark.parametrize("pad,dilation,stride", [(1, 1, 1), (0, 2, 1), (2, 1, 1), (2, 1, 2)])
 @pytest.mark.parametrize("count", [2, 3])
-def test_same_bits_on_one_and_more_threads(monkeypatch, n, pad, dilation, count):
+def test_same_bits_on_one_and_more_threads(monkeypatch, n, pad, dilation, stride, count):
     """Splitting over workers (by blocks of output channels where a block of 16 images or a
-    flat image is alone) moves whole tiles: each output's sum keeps its order."""
+    flat image is alone) moves whole tiles: each output's sum keeps its order. Stride 2:
+    the phases (tests/test_strided_tiles.py)."""
     monkeypatch.setattr(blocked_conv, "TILES_SPLIT_MIN_MACS", 0)
     rng = np.random.default_rng(3)
     x, w, b, geo, y1 = _case(rng, n, 16, 9, 40, 3, pad, 1, dilation=dilation)
+    geo = geo._replace(stride_h=stride, stride_w=stride)
+    y1 = np.full(y1.shape[:2] + geo.output_shape(9, 9), np.nan, np.float32)
     y2 = y1.copy()
     old = threads.get_num_threads()
     try:

@@ -1,12 +1,13 @@
-"""Stride-1 convolution without lowering, on register-blocked tiles (kernels/vector_tile.py).
+"""Convolution without lowering, on register-blocked tiles (kernels/vector_tile.py).
 
-y[n, m, oy, ox] = sum over (c, ki, kj) of w[m, c, ki, kj] * xpad[n, c, oy + ki*dh, ox + kj*dw]
-(+ bias[m]), per group, where xpad is the image zero-padded by (pad_h, pad_w).
+y[n, m, oy, ox] = sum over (c, ki, kj) of w[m, c, ki, kj]
+                  * xpad[n, c, oy*sh + ki*dh, ox*sw + kj*dw]            (+ bias[m])
+per group, where xpad is the image zero-padded by (pad_h, pad_w).
 
 With stride 1, tap (c, ki, kj) of output (oy, ox) reads the padded image at a fixed offset
 from where output (oy, ox) sits in it, so a tile needs one table of tap offsets and the
 positions of its outputs, and no lowered copy (im2col writes kh*kw times the image and
-OpenBLAS then packs it again). Two layouts of the padded image:
+OpenBLAS then packs it again). Three layouts of the padded image:
 
 * lanes (whole blocks of 16 images): 16 images side by side, xpad[c, r, q, lane]; a vector
   is one pixel of 16 images, so every vector holds outputs, and the loads are aligned.
@@ -14,6 +15,11 @@ OpenBLAS then packs it again). Two layouts of the padded image:
   the padded width Wp; a vector is 16 consecutive positions of that flat plane, outputs
   (oy, ox) sitting at oy * Wp + ox. The Wp - OW positions past each output row, and the
   rounding of the last vector, are computed and dropped.
+* phases (a stride above 1, every image on its own): the padded image split into its
+  stride's sh*sw phases, phase (a, b) holding xpad[r*sh + a, q*sw + b] at (r, q), each
+  phase flat on rows of its width Wq. Tap (c, ki, kj) reads phase (ki*dh % sh, kj*dw % sw)
+  at (oy + ki*dh // sh, ox + kj*dw // sw): stride 1 again, at a fixed offset per tap, so
+  the same tiles run it with the filter's own taps, in place and in Caffe's order.
 
 Output channels go by blocks of vector_tile.ROWS, read from the weight where it lies (the
 last block's rows past M/g compute sums that are dropped). Taps go by blocks of TAP_BLOCK
@@ -26,8 +32,8 @@ Sums run over a filter's taps in (c, ki, kj) order, one FMA each, then the bias 
 the dense GEMM's order for a product of one image, so results match the lowered
 convolution to float32 rounding.
 
-`applies` asks for stride 1, float32 and AVX-512 (the tile's 24 accumulators are 16-float
-vectors; on AVX2 they would spill), and for the flat layout enough work (_flat_pays).
+`applies` asks for float32 and AVX-512 (the tile's 24 accumulators are 16-float vectors;
+on AVX2 they would spill), and for the flat and phase layouts enough work (_flat_pays).
 Measured on the Intel Xeon of docs/benchmarks.md, two cores, forward: 1.3-2.3x the lowered
 GEMM on the convolutions of LeNet, cifar10_quick and miniVggNet (first layers included:
 one to three channels, 9-75 taps), 1.0-1.4x on CaffeNet conv2-conv5 at batch 16.
@@ -38,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 from llvmlite import binding
-from numba import config, njit
+from numba import config, njit, uint64 as U
 
 from .conv import _check
 from .gemm import batch_workers, split_batch, workspace
@@ -83,13 +89,19 @@ def _flat_pays(x, geo, taps, outputs):
     GEMM on both cores (CaffeNet conv2-conv5, JacintoNet11's 8x8 and 16x16 layers, VGG's
     512 channels at 14x14 and 28x28); a packed copy of the weight had cost more than that
     (1.3 ms for 512 x 2304)."""
-    return taps * outputs * x.shape[2] * x.shape[3] >= FLAT_MIN_MACS
+    pixels = x.shape[2] * x.shape[3] // (geo.stride_h * geo.stride_w)
+    return taps * outputs * pixels >= FLAT_MIN_MACS
+
+
+def may_run(x):
+    """What every use of the tiles needs: AVX-512, float32, a non-empty batch."""
+    return AVX512 and x.dtype == np.float32 and x.size > 0
 
 
 def may_apply(x, geo):
-    """What every use of the tiles needs: AVX-512, float32, stride 1, a non-empty batch."""
-    return (AVX512 and x.dtype == np.float32 and geo.stride_h == 1 and geo.stride_w == 1
-            and x.size > 0)
+    """may_run at stride 1: what the gradients on tiles need (a weight gradient sums over
+    the outputs of one stride-1 layout)."""
+    return may_run(x) and geo.stride_h == 1 and geo.stride_w == 1
 
 
 def applies(x, geo, outputs, taps=None):
@@ -101,8 +113,9 @@ def applies(x, geo, outputs, taps=None):
     at 112 x 112 32 -> 64 2.7 / 4.3 ms, 64 x 512 x 7 x 7 -> 512 8.0 / 9.0 ms."""
     if taps is None:
         taps = x.shape[1] // geo.group * geo.kernel_h * geo.kernel_w
-    return (may_apply(x, geo) and not geo.is_1x1
-            and (x.shape[0] >= LANES or _flat_pays(x, geo, taps, outputs)))
+    lanes = x.shape[0] >= LANES and geo.stride_h == 1 and geo.stride_w == 1
+    return (may_run(x) and not geo.is_1x1
+            and (lanes or _flat_pays(x, geo, taps, outputs)))
 
 
 #: most output channels per group for which the weight gradient runs on tiles
@@ -115,7 +128,8 @@ GRAD_MAX_OUTPUTS = 96
 
 def weight_grad_applies(x, geo, outputs):
     """Whether dw of y = conv(x, w) with `outputs` channels runs on tiles here."""
-    return outputs // geo.group <= GRAD_MAX_OUTPUTS and applies(x, geo, outputs)
+    return (outputs // geo.group <= GRAD_MAX_OUTPUTS and may_apply(x, geo)
+            and applies(x, geo, outputs))
 
 
 class _Layout:
@@ -123,13 +137,17 @@ class _Layout:
 
     def __init__(self, lanes, cg, height, width, out_h, out_w, geo):
         self.lanes = lanes
-        self.hp = height + 2 * geo.pad_h
-        self.wp = width + 2 * geo.pad_w
+        sh, sw = self.strides = (geo.stride_h, geo.stride_w)
+        # rows and columns of a phase (of the padded image: stride 1) that outputs read
+        self.hp = out_h + (geo.kernel_h - 1) * geo.dilation_h // sh
+        self.wp = out_w + (geo.kernel_w - 1) * geo.dilation_w // sw
         plane = self.hp * self.wp
         step = LANES if lanes else 1
-        ki = np.arange(geo.kernel_h) * geo.dilation_h * self.wp
+        ki = np.arange(geo.kernel_h) * geo.dilation_h
         kj = np.arange(geo.kernel_w) * geo.dilation_w
-        taps = np.add.outer(np.arange(cg) * plane, np.add.outer(ki, kj).reshape(-1))
+        rows = (ki % sh * sw)[:, None] * plane + (ki // sh * self.wp)[:, None]
+        cols = (kj % sw)[None, :] * plane + (kj // sw)[None, :]
+        taps = np.add.outer(np.arange(cg) * sh * sw * plane, (rows + cols).reshape(-1))
         self.taps = (taps.reshape(-1) * step).astype(np.int64)
         if lanes:
             oy, ox = np.divmod(np.arange(out_h * out_w), out_w)
@@ -139,21 +157,24 @@ class _Layout:
             vectors = -(-out_h * self.wp // LANES)
             self.pix = np.arange(vectors, dtype=np.int64) * LANES
             # the last vector reads up to its rounding past the last tap's row
-            self.x_size = cg * plane + len(self.pix) * LANES
+            self.x_size = cg * sh * sw * plane + len(self.pix) * LANES
         self.row = len(self.pix) * LANES          # floats per output channel in the tile buffer
         self.pads = (geo.pad_h, geo.pad_w)
 
     def pack(self, x, n0, c0, cg, xb):
         """xb = channels [c0, c0 + cg) of image n0 (and the next 15: lanes) of x, padded."""
-        _pack(self.lanes, x, n0, c0, cg, *self.pads, self.hp, self.wp, xb[:self.x_size])
+        _pack(self.lanes, *self.strides, x, n0, c0, cg, *self.pads, self.hp, self.wp,
+              xb[:self.x_size])
 
 
 @njit(cache=True, nogil=True)
-def _pack(lanes, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
+def _pack(lanes, sh, sw, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
     if lanes:
         _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
-    else:
+    elif sh == 1 and sw == 1:
         _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+    else:
+        _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
 
 
 @njit(cache=True, nogil=True)
@@ -241,15 +262,60 @@ def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
 
 
 @njit(cache=True, nogil=True)
+def _pack_phases(x, n, c0, cg, pad_h, pad_w, sh, sw, hq, wq, xb):
+    """xb[((c*sh + a)*sw + b) * hq*wq + r*wq + q] = image n, channel c0 + c, padded, at
+    (r*sh + a, q*sw + b); zeros where that is in the padding or past the image, and after
+    the planes."""
+    _, channels, height, width = x.shape
+    xf = x.reshape(-1)
+    plane = hq * wq
+    for i in range(cg * sh * sw * plane, xb.shape[0]):
+        xb[i] = 0
+    for c in range(cg):
+        image = (n * channels + c0 + c) * height * width
+        for a in range(sh):
+            for b in range(sw):
+                base = ((c * sh + a) * sw + b) * plane
+                # the phase's columns q whose image column q*sw + b - pad_w is in the image
+                q0 = min(wq, max(0, (pad_w - b + sw - 1) // sw))
+                q1 = max(q0, min(wq, (width - 1 + pad_w - b) // sw + 1))
+                for r in range(hq):
+                    row = base + r * wq
+                    h = r * sh + a - pad_h
+                    if h < 0 or h >= height:
+                        for q in range(wq):
+                            xb[row + q] = 0
+                        continue
+                    for q in range(q0):
+                        xb[row + q] = 0
+                    for q in range(q1, wq):
+                        xb[row + q] = 0
+                    src = U(image + h * width + q0 * sw + b - pad_w)
+                    dst = U(row + q0)
+                    if sw == 2:         # a constant stride: LLVM's interleaved loads
+                        for q in range(q1 - q0):
+                            xb[dst + U(q)] = xf[src + U(2 * q)]
+                    else:
+                        for q in range(q1 - q0):
+                            xb[dst + U(q)] = xf[src + U(q * sw)]
+
+
+@njit(cache=True, nogil=True)
 def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
-    """y[n, channel[m], oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1)."""
-    _, _, out_h, out_w = y.shape
+    """y[n, channel[m], oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1): row by row,
+    unsigned offsets, so that each row's copy vectorizes (4-dimensional indexing kept it
+    scalar: 3.6 floats per ns)."""
+    _, channels, out_h, out_w = y.shape
+    yf = y.reshape(-1)
+    plane = out_h * out_w
     for m in range(m0, m1):
         out = channel[m]
         b = bias[out] if bias.shape[0] else yb.dtype.type(0)
         for oy in range(out_h):
+            src = U(m * row + oy * wp)
+            dst = U((n * channels + out) * plane + oy * out_w)
             for ox in range(out_w):
-                y[n, out, oy, ox] = yb[m * row + oy * wp + ox] + b
+                yf[dst + U(ox)] = yb[src + U(ox)] + b
 
 
 @njit(cache=True, nogil=True)
@@ -300,8 +366,8 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_
 
 
 @njit(cache=True, nogil=True)
-def _unit(x, n0, c0, cg, pad_h, pad_w, hp, wp, lanes, pack, xb, pix, wg, ldw, nrows, taps,
-          yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+def _unit(x, n0, c0, cg, pad_h, pad_w, hp, wp, lanes, sh, sw, pack, xb, pix, wg, ldw, nrows,
+          taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
     """One work unit of the forward: image (block) n0's group packed into xb (unless `pack`
     is False: the worker's unit before packed the same), the tiles of output channel blocks
     [block0, block1), and their sums written to y. One call, so that a worker takes the GIL
@@ -309,7 +375,7 @@ def _unit(x, n0, c0, cg, pad_h, pad_w, hp, wp, lanes, pack, xb, pix, wg, ldw, nr
     GIL between steps (miniVggNet's conv2 at batch 1: packing took 50 us on each worker
     instead of 19)."""
     if pack:
-        _pack(lanes, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+        _pack(lanes, sh, sw, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
     _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk)
     row = pix.shape[0] * LANES
     m0, m1 = block0 * ROWS, min(nrows, block1 * ROWS)
@@ -396,7 +462,8 @@ def _plan_for(x_shape, y_shape, geo, blocks, workers):
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
-    whole = n_img - n_img % LANES
+    strided = geo.stride_h != 1 or geo.stride_w != 1
+    whole = 0 if strided else n_img - n_img % LANES
     starts = []
     if whole:
         lanes = _Layout(True, cg, height, width, out_h, out_w, geo)
@@ -471,9 +538,9 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
         for layout, n0, g, b0, b1 in share:
             gr = groups[g]
             part.append((x, n0, g * cg, cg, *layout.pads, layout.hp, layout.wp, layout.lanes,
-                         packed != (n0, g), xb[:layout.x_size], layout.pix, gr.weight,
-                         len(gr.taps), len(gr.channels), taps[layout, g], yb, b0, b1,
-                         gr.tap_bounds, PIXEL_CHUNK, gr.channels, bias, out))
+                         *layout.strides, packed != (n0, g), xb[:layout.x_size], layout.pix,
+                         gr.weight, len(gr.taps), len(gr.channels), taps[layout, g], yb, b0,
+                         b1, gr.tap_bounds, PIXEL_CHUNK, gr.channels, bias, out))
             packed = (n0, g)
         calls.append(part)
 

@@ -20,7 +20,7 @@ phase with this mode (None: nothing to say). `invalidate()`: drop any cached cop
 SSL's modes (LOWERED_CSRMM, LOWERED_CCNMM, DIRECT_SCONV, DIRECT_DCONV) are in
 kernels/sparse_conv_engines.py, registered when this module is imported.
 """
-from . import blocked_conv, nhwc_weight_grad, phase_conv
+from . import blocked_conv, nhwc_weight_grad
 from .blocked_weight_grad import blocked_weight_grad
 from .conv import (DENSE, _check, conv2d_backward, conv2d_forward, flipped_geometry,
                    flipped_weight4)
@@ -67,15 +67,12 @@ class LoweredGemmEngine:
     applies in this order:
     - a depthwise convolution (one input channel per group): direct depthwise loops
       (kernels/depthwise_conv.py);
-    - a stride-1 convolution where tiles pay (blocked_conv.applies): tiles
-      without lowering (kernels/blocked_conv.py), for the forward and for the data
-      gradient where that is itself a stride-1 convolution of dy; and its weight and bias
-      gradients: from channels-last copies for layers with 32+ inputs and 64-192 outputs
-      per group (kernels/nhwc_weight_grad.py), else up to GRAD_MAX_OUTPUTS outputs per
-      group (kernels/blocked_weight_grad.py);
-    - a strided convolution of a batch of fewer than 16 whose filter spans the stride
-      (phase_conv.applies): the forward as a stride-1 convolution over the stride's
-      phases, on the same tiles (kernels/phase_conv.py);
+    - a convolution where tiles pay (blocked_conv.applies): tiles without lowering
+      (kernels/blocked_conv.py; a strided one on its stride's phases), for the forward and
+      for the data gradient where that is itself a stride-1 convolution of dy; and, at
+      stride 1, its weight and bias gradients: from channels-last copies for layers with
+      32+ inputs and 64-192 outputs per group (kernels/nhwc_weight_grad.py), else up to
+      GRAD_MAX_OUTPUTS outputs per group (kernels/blocked_weight_grad.py);
     - a strided convolution of a few input channels (direct_pays): the forward on the
       direct loops of DIRECT_DCONV (kernels/direct_conv.py), which keep the weight's
       listing per layer and check it at each call."""
@@ -94,8 +91,6 @@ class LoweredGemmEngine:
             depthwise_forward(x, w, bias, geo, y)
         elif self.product is DENSE and blocked_conv.applies(x, geo, y.shape[1]):
             blocked_conv.blocked_conv_forward(x, w, bias, geo, y)
-        elif self.product is DENSE and phase_conv.applies(x, geo, y.shape[1]):
-            phase_conv.phase_conv_forward(x, w, bias, geo, y)
         elif self.product is DENSE and y.size and direct_pays(x, geo, y.shape[1]):
             _check(x, w, geo, y)
             if self._direct is None:

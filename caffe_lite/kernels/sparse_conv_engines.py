@@ -191,9 +191,10 @@ class LoweredCsrmmEngine(_LoweredSparseEngine):
 
 @register_conv_engine("LOWERED_CCNMM")
 class LoweredCcnmmEngine(_LoweredSparseEngine):
-    """Where the blocked convolution applies (stride 1 on AVX-512, kernels/blocked_conv.py),
-    the compacted weight runs on its tiles instead of a GEMM after lowering: only the kept
-    rows are computed, from the kept taps, and nothing is lowered. Elsewhere, CcnmmProduct."""
+    """Where the blocked convolution applies (AVX-512, kernels/blocked_conv.py; a strided
+    layer on its stride's phases), the compacted weight runs on its tiles instead of a
+    GEMM after lowering: only the kept rows are computed, from the kept taps, and nothing
+    is lowered. Elsewhere, CcnmmProduct."""
     product_class = CcnmmProduct
 
     def __init__(self):
@@ -212,7 +213,7 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         return blocked_conv.pack_groups(w, self._group, kept), _ccnmm_groups(w3)
 
     def forward(self, x, w, bias, geo, y):
-        if not blocked_conv.may_apply(x, geo) or y.size == 0:
+        if not blocked_conv.may_run(x) or y.size == 0:
             return super().forward(x, w, bias, geo, y)
         if self._group != geo.group:
             self._group = geo.group
