@@ -416,7 +416,7 @@ def pack_groups(w, group, kept=None):
     C-contiguous float32 weight is used in place, not copied."""
     w3 = np.ascontiguousarray(w, np.float32).reshape(group, w.shape[0] // group, -1)
     if kept is None:
-        return [gr._replace(weight=wg.reshape(-1))
+        return [_Group(gr.channels, gr.taps, gr.tap_bounds, gr.blocks, wg.reshape(-1))
                 for gr, wg in zip(_dense_groups(w.shape, group), w3)]
     mg, kk = w3.shape[1], w.shape[2] * w.shape[3]
     return [_group(rows + g * mg, cols, kk, np.ascontiguousarray(wg, np.float32).reshape(-1))
@@ -549,7 +549,9 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
             for args in part:
                 _unit(*args)
 
-    if macs:
+    if macs and len(shares) == 1:
+        work(0, 0, 1)           # one worker: no hand-over, and the units call no BLAS
+    elif macs:
         split_batch(len(shares), work)
     _fill_dropped(groups, bias, out)
     if out is not y:
