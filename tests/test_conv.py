@@ -133,6 +133,7 @@ CASES = [
     ((2, 3, 9, 9), 2, (3, 3), (2, 2), (3, 3), 3, 1),      # dilation 3 with a big pad
     ((1, 2, 1, 9), 3, (1, 3), (1, 2), (0, 1), 2, 1),      # height 1
     ((40, 3, 4, 4), 5, (2, 2), (2, 2), (0, 0), 1, 1),     # batch > one transpose tile
+    ((3, 5, 1, 1), 7, (1, 1), (1, 1), (0, 0), 1, 1),      # one pixel: an InnerProduct's products
 ]
 
 

@@ -112,32 +112,64 @@ def test_thread_count_does_not_change_a_bit():
             np.testing.assert_array_equal(got, want)
 
 
+def _plane_cases():
+    """Plane sides, multiplier, kernel, stride, pad and dilation of the phase tests: those
+    with at least one output."""
+    for (h, wd), mult, (kh, kw), stride, pad, dil in itertools.product(
+            [(7, 6), (30, 31), (1, 3)], [1, 2], [(3, 3), (3, 2), (5, 5)],
+            [(2, 2), (2, 1), (1, 3), (3, 3), (1, 1)], [(0, 0), (1, 2)], [(1, 1), (2, 1)]):
+        out_h = out_size(h, kh, stride[0], pad[0], dil[0])
+        out_w = out_size(wd, kw, stride[1], pad[1], dil[1])
+        if out_h >= 1 and out_w >= 1:
+            geometry = (3, 3 * mult, h, wd, out_h, out_w, kh, kw, *pad, *stride, *dil)
+            yield (h, wd), mult, (kh, kw), (out_h, out_w), geometry
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_phases_give_the_bits_of_the_row_loops(dtype):
     """The strided forward on the padded plane's phases sums the same products in the same
     order as the row-by-row loops (padding adds w * 0 to a sum that is never -0)."""
     rng = np.random.default_rng(4)
-    cases = itertools.product([(7, 6), (30, 31), (1, 3)], [1, 2], [(3, 3), (3, 2), (5, 5)],
-                              [(2, 2), (2, 1), (1, 3), (3, 3), (1, 1)], [(0, 0), (1, 2)],
-                              [(1, 1), (2, 1)], [True, False])
     tried = 0
-    for (h, wd), mult, (kh, kw), stride, pad, dil, bias in cases:
-        out_h = out_size(h, kh, stride[0], pad[0], dil[0])
-        out_w = out_size(wd, kw, stride[1], pad[1], dil[1])
-        if out_h < 1 or out_w < 1:
-            continue
+    for (h, wd), mult, (kh, kw), out_hw, geometry in _plane_cases():
+        for bias in (True, False):
+            x = rng.standard_normal((2, 3, h, wd)).astype(dtype)
+            w2 = rng.standard_normal((3 * mult, kh * kw)).astype(dtype)
+            b = rng.standard_normal(3 * mult).astype(dtype) if bias else np.empty(0, dtype)
+            runs = []
+            for kernel in (depthwise_conv._forward_planes, depthwise_conv._forward_phases):
+                y = np.full((2, 3 * mult) + out_hw, np.nan, dtype)
+                kernel(x.reshape(-1), w2, b, y.reshape(-1), *geometry, 0, 2 * 3 * mult)
+                runs.append(y)
+            np.testing.assert_array_equal(runs[1], runs[0])
+            tried += 1
+    assert tried > 100
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_phase_gradients_equal_the_row_loops(dtype):
+    """The data gradient on the phases adds the same products in the same order as the
+    row loops (the same bits); the weight and bias sums are float64 sums of the same
+    float32 products, in lanes of another order (within float64 rounding)."""
+    rng = np.random.default_rng(6)
+    tried = 0
+    for (h, wd), mult, (kh, kw), out_hw, geometry in _plane_cases():
         x = rng.standard_normal((2, 3, h, wd)).astype(dtype)
         w2 = rng.standard_normal((3 * mult, kh * kw)).astype(dtype)
-        b = rng.standard_normal(3 * mult).astype(dtype) if bias else np.empty(0, dtype)
-        runs = []
-        for kernel in (depthwise_conv._forward_planes, depthwise_conv._forward_phases):
-            y = np.full((2, 3 * mult, out_h, out_w), np.nan, dtype)
-            kernel(x.reshape(-1), w2, b, y.reshape(-1), 3, 3 * mult, h, wd, out_h, out_w,
-                   kh, kw, *pad, *stride, *dil, 0, 2 * 3 * mult)
-            runs.append(y)
-        np.testing.assert_array_equal(runs[1], runs[0])
+        dy = rng.standard_normal((2, 3 * mult) + out_hw).astype(dtype)
+        data, sums = [], []
+        for kernel in (depthwise_conv._data_planes, depthwise_conv._data_phases):
+            dx = np.full(x.shape, np.nan, dtype)
+            kernel(dy.reshape(-1), w2, dx.reshape(-1), *geometry, 0, 6)
+            data.append(dx)
+        for kernel in (depthwise_conv._weight_sums, depthwise_conv._weight_sums_phases):
+            total = np.zeros((3 * mult, kh * kw + 1))
+            kernel(x.reshape(-1), dy.reshape(-1), total, True, True, *geometry, 0, 3 * mult)
+            sums.append(total)
+        np.testing.assert_array_equal(data[1], data[0])
+        np.testing.assert_allclose(sums[1], sums[0], rtol=1e-13, atol=1e-13)
         tried += 1
-    assert tried > 100
+    assert tried > 60
 
 
 def test_a_strided_plane_takes_the_phases_and_matches_the_oracle(monkeypatch):

@@ -7,9 +7,10 @@ only `applies` keeps other machines off the tiles."""
 import numpy as np
 import pytest
 
-from caffe_lite.kernels import blocked_conv
+from caffe_lite.kernels import blocked_conv, conv_engines
 from caffe_lite.kernels.blocked_conv import _pack_phases, blocked_conv_forward
-from caffe_lite.kernels.conv import ConvGeometry
+from caffe_lite.kernels.blocked_weight_grad import blocked_weight_grad
+from caffe_lite.kernels.conv import ConvGeometry, conv2d_backward
 from caffe_lite.kernels.conv_engines import LoweredGemmEngine, conv_engine
 from tests.test_conv import conv_oracle
 
@@ -58,6 +59,55 @@ def test_equals_oracle(monkeypatch, n, c, size, m, k, stride, pad, group, dilati
     _assert_close(y, x, w, b, geo)
 
 
+@pytest.mark.parametrize("n, c, size, m, k, stride, pad, group, dilation", CASES)
+def test_weight_gradient_equals_oracle(n, c, size, m, k, stride, pad, group, dilation):
+    """dw and db of a strided convolution on the phases accumulate (+=) the float64
+    oracle's sums, within the rounding of N*OH*OW terms."""
+    rng = np.random.default_rng(sum(size) + 7 * m)
+    x, w, _, geo, y = _case(rng, n, c, size, m, k, stride, pad, group, dilation)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    dw, db = np.full(w.shape, 0.5, np.float32), np.full(m, 0.5, np.float32)
+    blocked_weight_grad(x, dy, geo, dw, db)
+    f64 = [a.astype(np.float64) for a in (x, dy)]
+    terms = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    for got, (want, scale) in zip((dw, db), zip(_grad_oracle(*f64, geo, w.shape),
+                                                _grad_oracle(*map(np.abs, f64), geo, w.shape))):
+        assert np.all(np.abs(got - 0.5 - want) <= (terms + 2) * EPS * (scale + 0.5))
+
+
+def _grad_oracle(x, dy, geo, wshape):
+    """float64 dw and db by the lowered GEMM."""
+    dw, db = np.zeros(wshape), np.zeros(dy.shape[1])
+    conv2d_backward(x, np.zeros(wshape), dy, geo, dw=dw, db=db)
+    return dw, db
+
+
+def test_engine_runs_strided_weight_gradient_on_the_tiles(monkeypatch):
+    """LOWERED_GEMM's backward of a strided layer with large output planes takes the tiles
+    for dw and db, and still gives dx the lowered way."""
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    monkeypatch.setattr(blocked_conv, "STRIDED_GRAD_MIN_PIXELS", 100)
+    monkeypatch.setattr(blocked_conv, "FLAT_MIN_MACS", 0)
+    rng = np.random.default_rng(6)
+    x, w, b, geo, y = _case(rng, 2, 3, (31, 31), 16, (3, 3), (2, 2), (1, 1), 1)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    calls = []
+    real = conv_engines.blocked_weight_grad
+    monkeypatch.setattr(conv_engines, "blocked_weight_grad",
+                        lambda *args: calls.append(1) or real(*args))
+    dx, dw, db = np.full_like(x, np.nan), np.zeros_like(w), np.zeros_like(b)
+    LoweredGemmEngine().backward(x, w, dy, geo, dx=dx, dw=dw, db=db)
+    assert calls
+    dx_ref, dw_ref, db_ref = np.empty_like(x), np.zeros_like(w), np.zeros_like(b)
+    conv2d_backward(x, w, dy, geo, dx=dx_ref, dw=dw_ref, db=db_ref)
+    assert np.array_equal(dx, dx_ref)
+    terms = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    scale_w, scale_b = _grad_oracle(np.abs(x.astype(np.float64)),
+                                    np.abs(dy.astype(np.float64)), geo, w.shape)
+    assert np.all(np.abs(dw - dw_ref) <= 2 * (terms + 2) * EPS * scale_w)
+    assert np.all(np.abs(db - db_ref) <= 2 * (terms + 2) * EPS * scale_b)
+
+
 @pytest.mark.parametrize("size,pad,stride", [
     ((9, 11), (1, 2), (2, 2)), ((8, 8), (0, 0), (4, 4)), ((7, 5), (3, 1), (3, 2)),
     ((5, 6), (2, 0), (1, 3)), ((1, 1), (1, 1), (2, 2))])
@@ -92,10 +142,13 @@ def test_applies_where_the_tiles_pay(monkeypatch):
     assert not blocked_conv.applies(np.zeros((1, 3, 0, 227), np.float32), conv1, 96)
     assert not blocked_conv.applies(np.zeros((1, 1, 8, 8), np.float32),
                                     ConvGeometry(3, 3, 1, 1, 2, 2), 2)   # too little work
-    # the gradients on tiles stay at stride 1
+    # a strided weight gradient on tiles only with large output planes (14x14: no)
     x16 = np.zeros((16, 32, 28, 28), np.float32)
     assert not blocked_conv.weight_grad_applies(x16, ConvGeometry(3, 3, 1, 1, 2, 2), 32)
     assert blocked_conv.weight_grad_applies(x16, ConvGeometry(3, 3, 1, 1, 1, 1), 32)
+    x8 = np.zeros((8, 3, 224, 224), np.float32)                 # MobileNet's conv1
+    assert blocked_conv.weight_grad_applies(x8, ConvGeometry(3, 3, 1, 1, 2, 2), 16)
+    assert not blocked_conv.weight_grad_applies(x8, ConvGeometry(3, 3, 1, 1, 2, 2), 128)
     monkeypatch.setattr(blocked_conv, "AVX512", False)
     assert not blocked_conv.applies(x, conv1, 96)
 

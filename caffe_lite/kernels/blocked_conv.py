@@ -99,8 +99,8 @@ def may_run(x):
 
 
 def may_apply(x, geo):
-    """may_run at stride 1: what the gradients on tiles need (a weight gradient sums over
-    the outputs of one stride-1 layout)."""
+    """may_run at stride 1: what the channels-last weight gradient
+    (kernels/nhwc_weight_grad.py) and the flipped data gradient need."""
     return may_run(x) and geo.stride_h == 1 and geo.stride_w == 1
 
 
@@ -126,9 +126,24 @@ def applies(x, geo, outputs, taps=None):
 GRAD_MAX_OUTPUTS = 96
 
 
+#: fewest output pixels per plane for a strided convolution's weight gradient on tiles. A
+#: strided layer runs each image flat on its stride phases, with a fixed cost per image and
+#: group (packing its dy, starting its tiles) that the lowered GEMM, one product over the
+#: batch, does not pay. Two cores, tiles / lowered: 3 -> 16 at 224x224, stride 2, batch 8
+#: (mobilenet-0.5's conv1, 112x112 outputs) 1.28 / 2.99 ms; CaffeNet's conv1 at batch 16
+#: (55x55) 15.5 / 20.8; 16 -> 32 at 56x56 outputs 1.74 / 2.71; 32 -> 64 at 28x28 1.45 /
+#: 1.68; but at 16x16 outputs, batch 64, 4.4 / 4.3 (32 -> 64) and 2.3 / 1.7 (16 -> 32)
+STRIDED_GRAD_MIN_PIXELS = 512
+
+
 def weight_grad_applies(x, geo, outputs):
-    """Whether dw of y = conv(x, w) with `outputs` channels runs on tiles here."""
-    return (outputs // geo.group <= GRAD_MAX_OUTPUTS and may_apply(x, geo)
+    """Whether dw of y = conv(x, w) with `outputs` channels runs on tiles here: at stride 1,
+    or strided (on the stride phases, as the forward) with large enough output planes."""
+    if geo.stride_h != 1 or geo.stride_w != 1:
+        out_h, out_w = geo.output_shape(x.shape[2], x.shape[3])
+        if out_h * out_w < STRIDED_GRAD_MIN_PIXELS:
+            return False
+    return (outputs // geo.group <= GRAD_MAX_OUTPUTS and may_run(x)
             and applies(x, geo, outputs))
 
 

@@ -416,6 +416,11 @@ def conv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None):
     n_img, c, h, wd = x.shape
     m, oh, ow = dy.shape[1:]
     g = geo.group
+    if (geo.is_1x1 and g == 1 and oh * ow == 1 and x.flags.c_contiguous
+            and dy.flags.c_contiguous and (dx is None or dx.flags.c_contiguous)):
+        _one_pixel_backward(x.reshape(n_img, c), w.reshape(m, c), dy.reshape(n_img, m),
+                            None if dx is None else dx.reshape(n_img, c), dw, db)
+        return dx
     k = w[0].size
     col_elems = _col_elems(c, m, geo, (h, wd), (oh, ow), dx is not None)
     flip = None if dx is None else _data_weight(w, geo, (h, wd), (oh, ow))
@@ -440,6 +445,23 @@ def conv2d_backward(x, w, dy, geo, dx=None, dw=None, db=None):
 
     _reduce(split_batch(n_img, work), dw, db)
     return dx
+
+
+def _one_pixel_backward(x2, w2, dy2, dx2, dw, db):
+    """The gradients of a 1x1 convolution of one pixel per image (the forward's classifier
+    case): an InnerProduct's, each one product over the batch. MobileNet's fc7 (512 ->
+    1000) at batch 8, two threads: 2.5 -> 0.3 ms against the lowered path's chunks and
+    transposes. BLAS's order of the batch's terms (dw) and the M terms (dx) may differ from
+    the lowered path's (the same rounding bound)."""
+    if dw is not None:
+        if dw.flags.c_contiguous:
+            parallel_matmul(dy2.T, x2, dw.reshape(w2.shape), accumulate=True)
+        else:
+            dw += (dy2.T @ x2).reshape(dw.shape)
+    if db is not None:
+        db += dy2.sum(axis=0)
+    if dx2 is not None:
+        parallel_matmul(dy2, w2, dx2)
 
 
 def _reduce(parts, dw, db):

@@ -18,10 +18,12 @@ multiply-adds. Row by row, MobileNet's 14x14 and 7x7 planes gave rows shorter th
 16-float vector, which LLVM ran as scalar code (9 GFLOP/s on 14x14 planes at batch 8). At
 strides up to 3 the forward runs the same way on the padded plane split into its stride x
 stride phases (_forward_phases), the row loops above past that. The
-data gradient scatters the same products back into the input plane (planes of different
-input channels are disjoint, so images x channels split over threads freely); the weight and
-bias gradients sum, per output channel, over the batch in float64 (each output channel's
-sums are one thread's, so no two threads write one weight).
+data gradient scatters the same products back into the input plane's phases, tap by tap in
+one contiguous pass each (planes of different input channels are disjoint, so images x
+channels split over threads freely); the weight and bias gradients sum, per output channel,
+over the batch in float64, each tap one contiguous sum against its phase (each output
+channel's sums are one thread's, so no two threads write one weight). The gradients run on
+phases at every stride up to PHASES_MAX phases (one phase at stride 1).
 
 Summation order: the forward sums taps in (ki, kj) order and adds the bias last, as Caffe's
 GEMM over K = (c, ki, kj) then its bias pass; the gradients' sums over the batch are in
@@ -59,7 +61,7 @@ def depthwise_backward(x, w, dy, geo, dx=None, dw=None, db=None):
     work = dy.size * w2.shape[1]
     if dw is not None or db is not None:
         sums = np.zeros((w2.shape[0], w2.shape[1] + 1), np.float64)
-        kernel = _weight_sums_padded if _on_padded_planes(geo) else _weight_sums
+        kernel = _weight_sums_phases if _on_phases(geo) else _weight_sums
         split_range(kernel, w2.shape[0], work, _flat(x), _flat(dy), sums,
                     dw is not None, db is not None, *args)
         if dw is not None:
@@ -68,7 +70,7 @@ def depthwise_backward(x, w, dy, geo, dx=None, dw=None, db=None):
             db += sums[:, -1].astype(db.dtype)
     if dx is not None:
         grad = dx if dx.flags.c_contiguous else np.empty(dx.shape, dx.dtype)
-        kernel = _data_padded if _on_padded_planes(geo) else _data_planes
+        kernel = _data_phases if _on_phases(geo) else _data_planes
         split_range(kernel, dx.shape[0] * dx.shape[1], work, _flat(dy), w2,
                     grad.reshape(-1), *args)
         if grad is not dx:
@@ -352,8 +354,12 @@ def _split_phases(x, src, width, sw, rows, firsts, counts, phases):
         src_row = src + yy * width
         for b in range(sw):
             dst, first = rows[yy, b], firsts[b]
-            for k in range(counts[b]):
-                phases[U(dst + k)] = x[U(src_row + first + k * sw)]
+            if sw == 1:             # a contiguous copy, which vectorizes
+                for k in range(counts[b]):
+                    phases[U(dst + k)] = x[U(src_row + first + k)]
+            else:
+                for k in range(counts[b]):
+                    phases[U(dst + k)] = x[U(src_row + first + k * sw)]
 
 
 @njit(cache=True, nogil=True)
@@ -366,20 +372,99 @@ def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
     thrown away. Row by row, a 14x14 plane at stride 2 gave runs of 7 columns: scalar code,
     4x PyTorch's time."""
     mult = cout // cin
-    qh, qw = _phase_sides(height, width, ph, pw, sh, sw)
-    rows, firsts, counts, taps = _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw,
-                                             dh, dw)
-    # the last phase's last row runs past it by up to the widest column shift
-    span = _whole(out_h * qw, GRID_VALUES)
-    phases = np.empty(sh * sw * qh * qw + (kw - 1) * dw // sw + 1 + span - out_h * qw,
-                      y.dtype)
-    grid = np.empty(span, y.dtype)
+    qw, rows, firsts, counts, taps, phases, grid = _phase_buffers(
+        height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, y.dtype)
     for plane in range(lo, hi):
         n = plane // cout
         o = plane % cout
         _split_phases(x, (n * cin + o // mult) * height * width, width, sw, rows, firsts,
                       counts, phases)
         _plane_out(w, o, taps, phases, grid, bias, y, plane * out_h * out_w, out_h, out_w, qw)
+
+
+@njit(inline="always")
+def _phase_buffers(height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, dtype):
+    """(qw, rows, firsts, counts, taps, phases, grid): the phase plan (_phase_plan), a
+    buffer of the phases and an output grid of out_h rows of qw, rounded up to whole
+    vectors."""
+    qh, qw = _phase_sides(height, width, ph, pw, sh, sw)
+    rows, firsts, counts, taps = _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw,
+                                             dh, dw)
+    # the last phase's last row runs past it by up to the widest column shift
+    span = _whole(out_h * qw, GRID_VALUES)
+    phases = np.empty(sh * sw * qh * qw + (kw - 1) * dw // sw + 1 + span - out_h * qw, dtype)
+    return qw, rows, firsts, counts, taps, phases, np.empty(span, dtype)
+
+
+@njit(cache=True, nogil=True)
+def _merge_phases(phases, width, sw, rows, firsts, counts, dx, dst):
+    """dx[dst + yy * width + xx] = the padded plane's pixel (yy, xx) in `phases`: the
+    inverse of _split_phases."""
+    for yy in range(rows.shape[0]):
+        dst_row = dst + yy * width
+        for b in range(sw):
+            src, first = rows[yy, b], firsts[b]
+            if sw == 1:
+                for k in range(counts[b]):
+                    dx[U(dst_row + first + k)] = phases[U(src + k)]
+            else:
+                for k in range(counts[b]):
+                    dx[U(dst_row + first + k * sw)] = phases[U(src + k)]
+
+
+@njit(cache=True, nogil=True)
+def _data_phases(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw, sh, sw,
+                 dh, dw, lo, hi):
+    """The data gradient on the padded plane's phases: each tap adds w * dy's grid (rows of
+    qw, zero past out_w) to its phase from its offset on, one contiguous pass, then the
+    phases go back into the plane. The sums and their order are _data_planes' (over output
+    channels, then taps); the zero columns add exact zeros. Row by row, MobileNet's
+    stride-2 layers scattered 7-56 columns at a stride: scalar code."""
+    mult = cout // cin
+    qw, rows, firsts, counts, taps, phases, grid = _phase_buffers(
+        height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, dx.dtype)
+    for plane in range(lo, hi):
+        n = plane // cin
+        c = plane % cin
+        phases[:] = 0
+        for o in range(c * mult, (c + 1) * mult):
+            _grid_plane(dy, (n * cout + o) * out_h * out_w, out_h, out_w, qw, grid)
+            for t in range(taps.size):
+                tap = w[o, t]
+                off = taps[t]
+                for i in range(grid.size):
+                    phases[U(off + i)] += tap * grid[U(i)]
+        _merge_phases(phases, width, sw, rows, firsts, counts, dx, plane * height * width)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _weight_sums_phases(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, out_w,
+                        kh, kw, ph, pw, sh, sw, dh, dw, lo, hi):
+    """_weight_sums on the padded plane's phases: each tap one contiguous float64 sum over
+    dy's grid (zero past out_w) against its phase."""
+    batch = x.size // (cin * height * width)
+    mult = cout // cin
+    qw, rows, firsts, counts, taps, phases, grid = _phase_buffers(
+        height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, x.dtype)
+    for o in range(lo, hi):
+        c = o // mult
+        for n in range(batch):
+            _grid_plane(dy, (n * cout + o) * out_h * out_w, out_h, out_w, qw, grid)
+            if want_b:
+                total = 0.0
+                for i in range(grid.size):
+                    total += np.float64(grid[U(i)])
+                sums[o, kh * kw] += total
+            if not want_w:
+                continue
+            _split_phases(x, (n * cin + c) * height * width, width, sw, rows, firsts, counts,
+                          phases)
+            for t in range(taps.size):
+                off = taps[t]
+                total = 0.0
+                for i in range(grid.size):
+                    total += np.float64(grid[U(i)]) * np.float64(phases[U(off + i)])
+                sums[o, t] += total
 
 
 @njit(cache=True, nogil=True)
@@ -389,55 +474,3 @@ def _grid_plane(dy, src, out_h, out_w, wp, grid):
     for oh in range(out_h):
         for ow in range(out_w):
             grid[U(oh * wp + ow)] = dy[U(src + oh * out_w + ow)]
-
-
-@njit(cache=True, nogil=True)
-def _data_padded(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw, sh, sw,
-                 dh, dw, lo, hi):
-    mult = cout // cin
-    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, dx.dtype)
-    for plane in range(lo, hi):
-        n = plane // cin
-        c = plane % cin
-        padded[:] = 0
-        for o in range(c * mult, (c + 1) * mult):
-            _grid_plane(dy, (n * cout + o) * out_h * out_w, out_h, out_w, wp, grid)
-            for ki in range(kh):
-                for kj in range(kw):
-                    tap = w[o, ki * kw + kj]
-                    off = _tap_offset(ki, kj, kw, dh, dw, wp)
-                    for i in range(grid.size):
-                        padded[U(off + i)] += tap * grid[U(i)]
-        dst = plane * height * width
-        for yy in range(height):
-            row = (yy + ph) * wp + pw
-            for xx in range(width):
-                dx[U(dst + yy * width + xx)] = padded[U(row + xx)]
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _weight_sums_padded(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, out_w,
-                        kh, kw, ph, pw, sh, sw, dh, dw, lo, hi):
-    """_weight_sums on padded planes (the columns of the grid past out_w are zeros)."""
-    batch = x.size // (cin * height * width)
-    mult = cout // cin
-    wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, x.dtype)
-    for o in range(lo, hi):
-        c = o // mult
-        for n in range(batch):
-            _grid_plane(dy, (n * cout + o) * out_h * out_w, out_h, out_w, wp, grid)
-            if want_b:
-                total = 0.0
-                for i in range(grid.size):
-                    total += np.float64(grid[U(i)])
-                sums[o, kh * kw] += total
-            if not want_w:
-                continue
-            _pad_plane(x, (n * cin + c) * height * width, height, width, ph, pw, wp, padded)
-            for ki in range(kh):
-                for kj in range(kw):
-                    off = _tap_offset(ki, kj, kw, dh, dw, wp)
-                    total = 0.0
-                    for i in range(grid.size):
-                        total += np.float64(grid[U(i)]) * np.float64(padded[U(off + i)])
-                    sums[o, ki * kw + kj] += total
