@@ -127,8 +127,9 @@ def _plane_cases():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_phases_give_the_bits_of_the_row_loops(dtype):
-    """The strided forward on the padded plane's phases sums the same products in the same
-    order as the row-by-row loops (padding adds w * 0 to a sum that is never -0)."""
+    """The forward on the padded plane's phases, tap by tap or nine taps at once, sums the
+    same products in the same order as the row-by-row loops (padding adds w * 0 to a sum
+    that is never -0)."""
     rng = np.random.default_rng(4)
     tried = 0
     for (h, wd), mult, (kh, kw), out_hw, geometry in _plane_cases():
@@ -137,13 +138,26 @@ def test_phases_give_the_bits_of_the_row_loops(dtype):
             w2 = rng.standard_normal((3 * mult, kh * kw)).astype(dtype)
             b = rng.standard_normal(3 * mult).astype(dtype) if bias else np.empty(0, dtype)
             runs = []
-            for kernel in (depthwise_conv._forward_planes, depthwise_conv._forward_phases):
+            kernels = [depthwise_conv._forward_planes, depthwise_conv._forward_phases]
+            if (kh, kw) == (3, 3):
+                kernels.append(depthwise_conv._forward_nine)
+            for kernel in kernels:
                 y = np.full((2, 3 * mult) + out_hw, np.nan, dtype)
                 kernel(x.reshape(-1), w2, b, y.reshape(-1), *geometry, 0, 2 * 3 * mult)
                 runs.append(y)
-            np.testing.assert_array_equal(runs[1], runs[0])
+            for run in runs[1:]:
+                np.testing.assert_array_equal(run, runs[0])
             tried += 1
     assert tried > 100
+
+
+def test_nine_taps_in_one_pass_only_where_they_pay():
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 16)
+    assert depthwise_conv._nine_pay(geo, 112, 112)
+    assert depthwise_conv._nine_pay(geo._replace(stride_h=2, stride_w=2), 112, 56)
+    assert not depthwise_conv._nine_pay(geo, 7, 7)                  # 7 x 9: tap by tap
+    assert not depthwise_conv._nine_pay(geo._replace(kernel_w=2), 112, 112)
+    assert not depthwise_conv._nine_pay(geo._replace(stride_h=4, stride_w=4), 112, 28)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

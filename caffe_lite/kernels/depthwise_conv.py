@@ -46,7 +46,8 @@ def depthwise_forward(x, w, bias, geo, y):
     w2 = _taps(w)
     b = np.empty(0, y.dtype) if bias is None else np.ascontiguousarray(bias, y.dtype)
     out = y if y.flags.c_contiguous else np.empty(y.shape, y.dtype)
-    kernel = (_forward_padded if _on_padded_planes(geo) else
+    kernel = (_forward_nine if _nine_pay(geo, x.shape[3], y.shape[2]) else
+              _forward_padded if _on_padded_planes(geo) else
               _forward_phases if _on_phases(geo) else _forward_planes)
     split_range(kernel, n * m, y.size * w2.shape[1], _flat(x), w2, b, out.reshape(-1),
                 *_args(x, out, geo), parallel_min=FORWARD_PARALLEL_MIN)
@@ -94,6 +95,14 @@ PHASES_MAX = 9
 #: batch 8, 0.9 M: 0.42 ms on one core); mobilenet-0.5's TEST forward at batch 1 5.81 ->
 #: 5.59 ms at 1 << 18 against 1 << 20, at batch 8 the same; 1 << 17 another 1%
 FORWARD_PARALLEL_MIN = 1 << 17
+
+
+def _nine_pay(geo, width, out_h):
+    """Whether the forward runs _forward_nine: a 3x3 filter on phases, with an output grid
+    (out_h rows of a phase's width) of at least NINE_MIN_VALUES values."""
+    phase_width = -(-(width + 2 * geo.pad_w) // geo.stride_w)
+    return (geo.kernel_h == 3 and geo.kernel_w == 3 and _on_phases(geo)
+            and out_h * phase_width >= NINE_MIN_VALUES)
 
 
 def _on_phases(geo):
@@ -240,8 +249,8 @@ def _weight_sums(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, o
 # --- stride 1, on padded planes -----------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _pad_plane(x, src, height, width, ph, pw, wp, padded):
-    """padded[(y + ph) * wp + x + pw] = x[src + y * width + x]; zeros around."""
-    padded[:] = 0
+    """padded[(y + ph) * wp + x + pw] = x[src + y * width + x]. Only the plane's pixels are
+    written: the padding keeps the zeros that _plane_buffers made it."""
     for y in range(height):
         row = (y + ph) * wp + pw
         for i in range(width):
@@ -267,7 +276,7 @@ def _plane_buffers(height, width, out_h, ph, pw, kw, dw, dtype, unit=1):
     `unit` values."""
     wp = width + 2 * pw
     grid = _whole(out_h * wp, unit)
-    return (wp, np.empty((height + 2 * ph) * wp + (kw - 1) * dw + grid - out_h * wp, dtype),
+    return (wp, np.zeros((height + 2 * ph) * wp + (kw - 1) * dw + grid - out_h * wp, dtype),
             np.empty(grid, dtype))
 
 
@@ -276,17 +285,53 @@ def _tap_offset(ki, kj, kw, dh, dw, wp):
     return ki * dh * wp + kj * dw
 
 
+#: a 3x3 filter's output grid of at least this many values is summed in one pass
+#: (_grid_of_nine); smaller ones tap by tap, which ran 7x7 planes faster. Two cores, batch
+#: 8, stride 1: 16 x 112x112 1.00 -> 0.55 ms, 64 x 56x56 0.70 -> 0.54
+NINE_MIN_VALUES = 256
+
+
+@njit(cache=True, nogil=True)
+def _grid_of_nine(w, taps, source, grid):
+    """grid = the sum over nine taps t of w[t] * source[taps[t]:][:grid.size], each value's
+    nine products added in registers in tap order from 0 (the tap-by-tap passes' sums, bit
+    for bit): one pass that reads nine vectors and writes one, where the passes read and
+    wrote the grid nine times (a 112x112 plane's grid is 51 KB, past L1)."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = (U(taps[0]), U(taps[1]), U(taps[2]), U(taps[3]),
+                                          U(taps[4]), U(taps[5]), U(taps[6]), U(taps[7]),
+                                          U(taps[8]))
+    zero = grid.dtype.type(0)
+    for j in range(grid.size):
+        i = U(j)
+        v = zero + w0 * source[o0 + i]
+        v = v + w1 * source[o1 + i]
+        v = v + w2 * source[o2 + i]
+        v = v + w3 * source[o3 + i]
+        v = v + w4 * source[o4 + i]
+        v = v + w5 * source[o5 + i]
+        v = v + w6 * source[o6 + i]
+        v = v + w7 * source[o7 + i]
+        grid[i] = v + w8 * source[o8 + i]
+
+
 @njit(inline="always")
 def _plane_out(w, o, taps, source, grid, bias, y, dst, out_h, out_w, row):
     """One output plane: grid = the sum over taps t of w[o, t] * source[taps[t]:][:grid.size],
-    tap by tap, then y[dst:] = its out_h x out_w corner (rows of `row` in the grid), + bias[o]
-    last (bias may be empty)."""
+    tap by tap, then _copy_out."""
     grid[:] = 0
     for t in range(taps.size):
         tap = w[o, t]
         off = taps[t]
         for i in range(grid.size):
             grid[U(i)] += tap * source[U(off + i)]
+    _copy_out(grid, bias, o, y, dst, out_h, out_w, row)
+
+
+@njit(inline="always")
+def _copy_out(grid, bias, o, y, dst, out_h, out_w, row):
+    """y[dst:] = the grid's out_h x out_w corner (rows of `row` in the grid), + bias[o] last
+    (bias may be empty)."""
     for oh in range(out_h):
         for ow in range(out_w):
             v = grid[U(oh * row + ow)]
@@ -348,18 +393,31 @@ def _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw, dh, dw):
 @njit(cache=True, nogil=True)
 def _split_phases(x, src, width, sw, rows, firsts, counts, phases):
     """phases[((a * sw + b) * qh + i) * qw + j] = the padded plane at row i * sh + a, column
-    j * sw + b (zeros in the padding and past the plane), by _phase_plan's rows."""
-    phases[:] = 0
+    j * sw + b, by _phase_plan's rows. Only the plane's pixels are written: the padding and
+    the room past the phases keep the zeros that _phase_buffers made them (zeroing them per
+    plane took 0.6 us of a 56x56 plane's 2.1)."""
+    if sw == 1:                 # whole rows, contiguous copies, which vectorize
+        for yy in range(rows.shape[0]):
+            dst, src_row = U(rows[yy, 0]), U(src + yy * width)
+            for k in range(width):
+                phases[dst + U(k)] = x[src_row + U(k)]
+        return
     for yy in range(rows.shape[0]):
         src_row = src + yy * width
         for b in range(sw):
             dst, first = rows[yy, b], firsts[b]
-            if sw == 1:             # a contiguous copy, which vectorizes
-                for k in range(counts[b]):
-                    phases[U(dst + k)] = x[U(src_row + first + k)]
-            else:
-                for k in range(counts[b]):
-                    phases[U(dst + k)] = x[U(src_row + first + k * sw)]
+            for k in range(counts[b]):
+                phases[U(dst + k)] = x[U(src_row + first + k * sw)]
+
+
+@njit(inline="always")
+def _input_phases(x, plane, cin, cout, height, width, sw, rows, firsts, counts, phases):
+    """Split the input plane that output plane `plane` (image n, channel o) reads into
+    `phases`; returns o."""
+    n, o = divmod(plane, cout)
+    _split_phases(x, (n * cin + o // (cout // cin)) * height * width, width, sw, rows,
+                  firsts, counts, phases)
+    return o
 
 
 @njit(cache=True, nogil=True)
@@ -371,15 +429,25 @@ def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
     multiply-adds over an output grid of rows as wide as a phase, the columns past out_w
     thrown away. Row by row, a 14x14 plane at stride 2 gave runs of 7 columns: scalar code,
     4x PyTorch's time."""
-    mult = cout // cin
     qw, rows, firsts, counts, taps, phases, grid = _phase_buffers(
         height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, y.dtype)
     for plane in range(lo, hi):
-        n = plane // cout
-        o = plane % cout
-        _split_phases(x, (n * cin + o // mult) * height * width, width, sw, rows, firsts,
-                      counts, phases)
+        o = _input_phases(x, plane, cin, cout, height, width, sw, rows, firsts, counts, phases)
         _plane_out(w, o, taps, phases, grid, bias, y, plane * out_h * out_w, out_h, out_w, qw)
+
+
+@njit(cache=True, nogil=True)
+def _forward_nine(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+                  sh, sw, dh, dw, lo, hi):
+    """_forward_phases for a 3x3 filter, its nine taps summed in one pass (_grid_of_nine). A
+    kernel of its own: the choice inside _forward_phases' plane loop cost the small planes
+    a third of their time (7x7: 75 -> 105 ns a plane)."""
+    qw, rows, firsts, counts, taps, phases, grid = _phase_buffers(
+        height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, y.dtype)
+    for plane in range(lo, hi):
+        o = _input_phases(x, plane, cin, cout, height, width, sw, rows, firsts, counts, phases)
+        _grid_of_nine(w[o], taps, phases, grid)
+        _copy_out(grid, bias, o, y, plane * out_h * out_w, out_h, out_w, qw)
 
 
 @njit(inline="always")
@@ -392,7 +460,7 @@ def _phase_buffers(height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, dtype):
                                              dh, dw)
     # the last phase's last row runs past it by up to the widest column shift
     span = _whole(out_h * qw, GRID_VALUES)
-    phases = np.empty(sh * sw * qh * qw + (kw - 1) * dw // sw + 1 + span - out_h * qw, dtype)
+    phases = np.zeros(sh * sw * qh * qw + (kw - 1) * dw // sw + 1 + span - out_h * qw, dtype)
     return qw, rows, firsts, counts, taps, phases, np.empty(span, dtype)
 
 
