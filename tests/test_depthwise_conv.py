@@ -176,12 +176,16 @@ def test_phase_gradients_equal_the_row_loops(dtype):
             dx = np.full(x.shape, np.nan, dtype)
             kernel(dy.reshape(-1), w2, dx.reshape(-1), *geometry, 0, 6)
             data.append(dx)
-        for kernel in (depthwise_conv._weight_sums, depthwise_conv._weight_sums_phases):
+        kernels = [depthwise_conv._weight_sums, depthwise_conv._weight_sums_phases]
+        if (kh, kw) == (3, 3):
+            kernels.append(depthwise_conv._weight_sums_nine)
+        for kernel in kernels:
             total = np.zeros((3 * mult, kh * kw + 1))
             kernel(x.reshape(-1), dy.reshape(-1), total, True, True, *geometry, 0, 3 * mult)
             sums.append(total)
         np.testing.assert_array_equal(data[1], data[0])
-        np.testing.assert_allclose(sums[1], sums[0], rtol=1e-13, atol=1e-13)
+        for total in sums[1:]:
+            np.testing.assert_allclose(total, sums[0], rtol=1e-13, atol=1e-13)
         tried += 1
     assert tried > 60
 
@@ -197,3 +201,31 @@ def test_a_strided_plane_takes_the_phases_and_matches_the_oracle(monkeypatch):
                            (1, 1), 3)
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
     assert calls
+
+
+def test_stride_one_data_gradient_is_the_rotated_kernels_forward(monkeypatch):
+    """At stride 1 with one output per channel, dx is the forward of dy with the rotated
+    kernel (its taps summed in the other order: float32 rounding of 9 terms); with a
+    channel multiplier or a stride, the scatter into the phases."""
+    calls = []
+    forward = depthwise_conv.depthwise_forward
+    monkeypatch.setattr(depthwise_conv, "depthwise_forward",
+                        lambda *args: calls.append(args[3]) or forward(*args))
+    rng = np.random.default_rng(8)
+    for mult, stride, flipped in ((1, 1, True), (2, 1, False), (1, 2, False)):
+        calls.clear()
+        x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+        w = rng.standard_normal((4 * mult, 1, 3, 3)).astype(np.float32)
+        geo = ConvGeometry(3, 3, 1, 1, stride, stride, 1, 1, 4)
+        dy = rng.standard_normal((2, 4 * mult) + geo.output_shape(9, 8)).astype(np.float32)
+        dx = np.full_like(x, np.nan)
+        depthwise_conv.depthwise_backward(x, w, dy, geo, dx=dx)
+        assert bool(calls) == flipped
+        if flipped:
+            assert calls[0] == geo._replace(pad_h=1, pad_w=1)
+        # the lowered path in float64 as the oracle, and over magnitudes as the bound's scale
+        ref, scale = np.empty(x.shape), np.empty(x.shape)
+        for out, arrays in ((ref, (x, w, dy)), (scale, (np.abs(x), np.abs(w), np.abs(dy)))):
+            conv_kernels.conv2d_backward(*(a.astype(np.float64) for a in arrays), geo, dx=out)
+        eps = np.finfo(np.float32).eps
+        assert np.all(np.abs(dx - ref) <= (9 * mult + 2) * eps * scale)
