@@ -175,21 +175,18 @@ class _Layout:
             self.x_size = cg * sh * sw * plane + len(self.pix) * LANES
         self.row = len(self.pix) * LANES          # floats per output channel in the tile buffer
         self.pads = (geo.pad_h, geo.pad_w)
+        # the forward's unit kernel for this layout (each compiles only its own packing)
+        self.unit = _unit_lanes if lanes else _unit_flat if (sh, sw) == (1, 1) else _unit_phases
 
     def pack(self, x, n0, c0, cg, xb):
         """xb = channels [c0, c0 + cg) of image n0 (and the next 15: lanes) of x, padded."""
-        _pack(self.lanes, *self.strides, x, n0, c0, cg, *self.pads, self.hp, self.wp,
-              xb[:self.x_size])
-
-
-@njit(cache=True, nogil=True)
-def _pack(lanes, sh, sw, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
-    if lanes:
-        _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
-    elif sh == 1 and sw == 1:
-        _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
-    else:
-        _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
+        xb = xb[:self.x_size]
+        if self.lanes:
+            _pack_lanes(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb)
+        elif self.strides == (1, 1):
+            _pack_flat(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb)
+        else:
+            _pack_phases(x, n0, c0, cg, *self.pads, *self.strides, self.hp, self.wp, xb)
 
 
 @njit(cache=True, nogil=True)
@@ -380,24 +377,48 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_
                           tap_bounds[b + 1], b == 0)
 
 
+# One work unit of the forward, one kernel per layout: image (block) n0's group packed into
+# xb (unless `pack` is False: the worker's unit before packed the same), the tiles of output
+# channel blocks [block0, block1), and their sums written to y. One call, so that a worker
+# takes the GIL once per unit: with a call per step, the two workers of a small layer queued
+# for the GIL between steps (miniVggNet's conv2 at batch 1: packing took 50 us on each
+# worker instead of 19). A kernel per layout, so that a net compiles only the packings it
+# uses: one kernel for all three added 2.7 s to LeNet's start with a cold Numba cache.
+
 @njit(cache=True, nogil=True)
-def _unit(x, n0, c0, cg, pad_h, pad_w, hp, wp, lanes, sh, sw, pack, xb, pix, wg, ldw, nrows,
-          taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
-    """One work unit of the forward: image (block) n0's group packed into xb (unless `pack`
-    is False: the worker's unit before packed the same), the tiles of output channel blocks
-    [block0, block1), and their sums written to y. One call, so that a worker takes the GIL
-    once per unit: with a call per step, the two workers of a small layer queued for the
-    GIL between steps (miniVggNet's conv2 at batch 1: packing took 50 us on each worker
-    instead of 19)."""
+def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
+                taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
     if pack:
-        _pack(lanes, sh, sw, x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+        _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
     _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk)
-    row = pix.shape[0] * LANES
-    m0, m1 = block0 * ROWS, min(nrows, block1 * ROWS)
-    if lanes:
-        _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y)
-    else:
-        _unpack_flat(yb, row, wp, n0, m0, m1, channel, bias, y)
+    _unpack_lanes(yb, pix.shape[0] * LANES, n0, block0 * ROWS, min(nrows, block1 * ROWS),
+                  channel, bias, y)
+
+
+@njit(cache=True, nogil=True)
+def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
+               taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+    if pack:
+        _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+    _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds,
+                pixel_chunk, channel, bias, y)
+
+
+@njit(cache=True, nogil=True)
+def _unit_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
+                 taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+    if pack:
+        _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
+    _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds,
+                pixel_chunk, channel, bias, y)
+
+
+@njit(inline="always")
+def _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds,
+                pixel_chunk, channel, bias, y):
+    _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk)
+    _unpack_flat(yb, pix.shape[0] * LANES, wp, n0, block0 * ROWS, min(nrows, block1 * ROWS),
+                 channel, bias, y)
 
 
 class _Group(NamedTuple):
@@ -552,17 +573,18 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
         part = []
         for layout, n0, g, b0, b1 in share:
             gr = groups[g]
-            part.append((x, n0, g * cg, cg, *layout.pads, layout.hp, layout.wp, layout.lanes,
-                         *layout.strides, packed != (n0, g), xb[:layout.x_size], layout.pix,
-                         gr.weight, len(gr.taps), len(gr.channels), taps[layout, g], yb, b0,
-                         b1, gr.tap_bounds, PIXEL_CHUNK, gr.channels, bias, out))
+            part.append((layout.unit, (
+                x, n0, g * cg, cg, *layout.pads, *layout.strides, layout.hp, layout.wp,
+                packed != (n0, g), xb[:layout.x_size], layout.pix, gr.weight, len(gr.taps),
+                len(gr.channels), taps[layout, g], yb, b0, b1, gr.tap_bounds, PIXEL_CHUNK,
+                gr.channels, bias, out)))
             packed = (n0, g)
         calls.append(part)
 
     def work(worker, lo, hi):
         for part in calls[lo:hi]:
-            for args in part:
-                _unit(*args)
+            for unit, args in part:
+                unit(*args)
 
     if macs and len(shares) == 1:
         work(0, 0, 1)           # one worker: no hand-over, and the units call no BLAS
