@@ -228,7 +228,7 @@ def _transpose_run(xf, src, image, count, length, xb, dst):
                         dst + q0 * LANES, LANES, LANES)
 
 
-@njit(cache=True, nogil=True)
+@njit(inline="always")
 def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
     """y[n0 + lane, channel[m]] = yb[m, p, lane] (+ bias) for m in [m0, m1): blocks of 16
     pixels x 16 images through the register transpose."""
@@ -312,7 +312,7 @@ def _pack_phases(x, n, c0, cg, pad_h, pad_w, sh, sw, hq, wq, xb):
                             xb[dst + U(q)] = xf[src + U(q * sw)]
 
 
-@njit(cache=True, nogil=True)
+@njit(inline="always")
 def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
     """y[n, channel[m], oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1): row by row,
     unsigned offsets, so that each row's copy vectorizes (4-dimensional indexing kept it
@@ -361,7 +361,7 @@ def _tile_run(xb, pix, wg, ldw, nrows, taps, yb, block, v0, v1, k0, k1, first):
                        rows)
 
 
-@njit(cache=True, nogil=True)
+@njit(inline="always")
 def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk):
     """yb[m, .] for the output channels of blocks [block0, block1): every tile, by blocks of
     taps [tap_bounds[i], tap_bounds[i + 1]) and chunks of outputs (module docstring). (Each
@@ -383,7 +383,9 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_
 # takes the GIL once per unit: with a call per step, the two workers of a small layer queued
 # for the GIL between steps (miniVggNet's conv2 at batch 1: packing took 50 us on each
 # worker instead of 19). A kernel per layout, so that a net compiles only the packings it
-# uses: one kernel for all three added 2.7 s to LeNet's start with a cold Numba cache.
+# uses: one kernel for all three added 2.7 s to LeNet's start with a cold Numba cache. The
+# tiles and the write-backs are inlined into them (Numba links a called kernel's code into
+# its caller and optimizes it again there: a separate _tiles cost 0.3 s more of that start).
 
 @njit(cache=True, nogil=True)
 def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
