@@ -122,16 +122,17 @@ def test_ccnmm_runs_on_tiles_where_they_apply(monkeypatch):
 
 def test_ccnmm_checks_the_weight_once_where_tiles_do_not_pay(monkeypatch):
     """A stride-1 layer whose tiles do not pay (a small image) falls back to the lowered
-    product with the groups built alongside the tiles' ones: one bit-for-bit check of the
-    weight per pass, not one for the tiles and another for the product."""
+    product with the groups built alongside the tiles' ones: one check of the weight
+    against its compacted form per pass, not one for the tiles and another for the
+    product."""
     monkeypatch.setattr(blocked_conv, "AVX512", True)
     geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 2)
     x, w, bias = random_case(geo, (2, 4, 5, 5), 6, "columns", 0.4, 11)
     engine = conv_engine("LOWERED_CCNMM")
     assert not blocked_conv.applies(x, geo, 6)
     checks = []
-    real = sparse_conv_engines._same_bits
-    monkeypatch.setattr(sparse_conv_engines, "_same_bits",
+    real = sparse_conv_engines._same_as_compact
+    monkeypatch.setattr(sparse_conv_engines, "_same_as_compact",
                         lambda *args: checks.append(1) or real(*args))
     for _ in range(3):
         assert_matches_dense(conv("LOWERED_CCNMM", x, w, bias, geo, engine), x, w, bias, geo)
@@ -306,3 +307,37 @@ def test_a_net_runs_each_mode(tmp_path, mode):
         outputs.append(net.forward()["y"].copy())
     # small integers: every sum is exact in float32, whatever its order
     np.testing.assert_array_equal(*outputs)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_compact_cache_rebuilds_exactly_when_the_compacted_form_changes(group):
+    """CompactCache rebuilds when any entry leaves the compacted form: a dropped row or
+    column gains a non-zero (NaN included), or a kept entry changes a bit (-0.0 against
+    0.0 included); not when nothing changed, or when a dropped zero turns -0.0."""
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
+    w2 = w.reshape(8, -1)
+    w2[:, ::3] = 0                      # dropped columns
+    w2[5] = 0                           # a dropped row
+    w2[1, 1] = 0                        # a zero inside the kept block
+    builds = []
+    cache = sparse_conv_engines.CompactCache(lambda w, kept: builds.append(kept) or len(builds),
+                                             group)
+    assert cache.get(w) == 1
+    assert cache.get(w) == 1
+    rows, cols, kept_w = builds[0][-1]              # the last group holds row 5
+    assert 5 - (8 - 8 // group) not in rows
+    np.testing.assert_array_equal(kept_w, w2[8 - 8 // group:][rows][:, cols])
+    changes = [((5, 1), 1.0), ((0, 0), np.nan), ((2, 3), 1e-30), ((1, 1), 2.0),
+               ((0, 1), None)]
+    expected = 1
+    for (r, c), value in changes:
+        old = w2[r, c]
+        w2[r, c] = np.float32(-w2[r, c]) if value is None else value
+        expected += 1
+        assert cache.get(w) == expected, (r, c, value)
+        w2[r, c] = old
+        expected += 1
+        assert cache.get(w) == expected
+    w2[0, 0] = np.float32(-0.0)         # a dropped zero's sign: the same form
+    assert cache.get(w) == expected

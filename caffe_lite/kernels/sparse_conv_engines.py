@@ -23,7 +23,10 @@ identity nor its address tells a change. The direct modes check the weight again
 inside their kernels (kernels/direct_conv.py); for the lowered modes, `WeightCache` keeps a
 private copy of the weight it was built from and compares it bit for bit (NaN and -0.0
 included) at each forward: exact, and one pass over M*K numbers against the product's
-M*K*P*n multiply-adds. `invalidate()` forces a rebuild.
+M*K*P*n multiply-adds. LOWERED_CCNMM on tiles checks the weight against its compacted form
+instead (`CompactCache`: the kept entries bit for bit, the non-zero count per row), which
+keeps no copy and reads less as the weight gets sparser (CaffeNet conv3's check 0.24 ->
+0.17 ms at 90% column sparsity, 0.24 -> 0.26 at 70%). `invalidate()` forces a rebuild.
 """
 import numpy as np
 from numba import njit, uint64 as U
@@ -82,6 +85,90 @@ class WeightCache:
 
 def _bits(a):
     return np.ascontiguousarray(a).reshape(-1).view(_UINT[a.itemsize])
+
+
+class CompactCache:
+    """build(weight, kept) for the last weight seen, where kept is, per group of the
+    weight's (g, M/g, K) view, compact()'s (rows, columns, compacted weight) with every
+    all-zero row and column dropped; rebuilt when the weight no longer has that form.
+
+    The check reads the weight once and the compacted values once (_same_as_compact), not
+    the weight and a private copy of it (module docstring for its times). Exact: the kept
+    entries bit for bit, and per row as many non-zeros as the compacted row has, so none
+    in a dropped row or column (NaN counts as non-zero, -0.0 as zero, as `compact` drops
+    it: a -0.0 weight adds the same zero either way)."""
+
+    def __init__(self, build, group):
+        self._build = build
+        self.group = group
+        self._form = None
+        self.value = None
+
+    def get(self, w):
+        form = self._form
+        w2 = np.ascontiguousarray(w).reshape(w.shape[0], -1)
+        if (form is None or form.shape != w2.shape or form.dtype != w2.dtype
+                or not _same_as_compact(w2, w2.view(_UINT[w2.itemsize]), *form.arrays)):
+            w3 = w2.reshape(self.group, -1, w2.shape[1])
+            kept = [compact(wg, gather_macs=0, column_gather_macs=0) for wg in w3]
+            self._form = _CompactForm(kept, w2.shape, w2.dtype)
+            self.value = self._build(w, [(a.rows, a.cols, a.w) for a in kept])
+        return self.value
+
+    def invalidate(self):
+        self._form = self.value = None
+
+
+class _CompactForm:
+    """What _same_as_compact reads of a weight's compacted groups: per row of the (M, K)
+    weight its group's kept columns (cols[col_start[g]:col_start[g + 1]]), where its
+    compacted values start in `kept_bits` (-1: a dropped row) and its non-zero count."""
+
+    def __init__(self, kept, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+        uint = _UINT[np.dtype(dtype).itemsize]
+        mg = shape[0] // len(kept)
+        col_start = np.zeros(len(kept) + 1, np.int64)
+        np.cumsum([len(a.cols) for a in kept], out=col_start[1:])
+        row_at = np.full(shape[0], -1, np.int64)
+        nonzeros = np.zeros(shape[0], np.int64)
+        base = 0
+        for g, a in enumerate(kept):
+            rows = g * mg + a.rows
+            row_at[rows] = base + np.arange(len(a.rows)) * len(a.cols)
+            nonzeros[rows] = np.count_nonzero(a.w, axis=1)
+            base += a.w.size
+        cols = np.concatenate([a.cols for a in kept]).astype(np.int64)
+        kept_bits = np.concatenate([np.ascontiguousarray(a.w, dtype).reshape(-1).view(uint)
+                                    for a in kept])
+        self.arrays = (mg, cols, col_start, row_at, nonzeros, kept_bits)
+
+
+@njit(cache=True, nogil=True)
+def _same_as_compact(wf, wb, mg, cols, col_start, row_at, nonzeros, kept_bits):
+    """Whether the weight (M, K), as values wf and bits wb, still has the compacted form
+    (CompactCache). The count's loop has no exit, so it vectorizes."""
+    k = wf.shape[1]
+    flat = wf.reshape(-1)
+    bits = wb.reshape(-1)
+    for m in range(wf.shape[0]):
+        row = U(m * k)
+        count = 0
+        for j in range(k):
+            count += np.int32(flat[row + U(j)] != 0)
+        if count != nonzeros[m]:
+            return False
+        at = row_at[m]
+        if at < 0:
+            continue
+        g = m // mg
+        c0 = col_start[g]
+        diff = bits[0] ^ bits[0]
+        for j in range(col_start[g + 1] - c0):
+            diff |= bits[row + U(cols[c0 + j])] ^ kept_bits[at + j]
+        if diff != 0:
+            return False
+    return True
 
 
 # --- lowered modes: another product after im2col --------------------------------------------
@@ -199,25 +286,21 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
 
     def __init__(self):
         super().__init__()
-        self._group = None
-        self._tiles = WeightCache(self._pack)
+        self._tiles = None
 
-    def _pack(self, w):
+    def _pack(self, w, kept):
         """(the tiles' groups, the lowered product's groups) of one weight, so that a pass
         that falls back to the lowered product checks the weight once, not twice."""
-        w3 = w.reshape(self._group, w.shape[0] // self._group, -1)
-        kept = []
-        for wg in w3:
-            a = compact(wg, gather_macs=0, column_gather_macs=0)   # dropping costs nothing
-            kept.append((a.rows, a.cols, a.w))
-        return blocked_conv.pack_groups(w, self._group, kept), _ccnmm_groups(w3)
+        group = len(kept)
+        w3 = np.ascontiguousarray(w).reshape(group, w.shape[0] // group, -1)
+        return blocked_conv.pack_groups(w, group, kept), _ccnmm_groups(w3)
 
     def forward(self, x, w, bias, geo, y):
         if not blocked_conv.may_run(x) or y.size == 0:
             return super().forward(x, w, bias, geo, y)
-        if self._group != geo.group:
-            self._group = geo.group
-            self._tiles.invalidate()
+        if self._tiles is None or self._tiles.group != geo.group:
+            # every all-zero row and column dropped: dropping costs the tiles nothing
+            self._tiles = CompactCache(self._pack, geo.group)
         groups, lowered = self._tiles.get(w)
         taps = max(len(gr.taps) for gr in groups)
         outputs = sum(len(gr.channels) for gr in groups)
@@ -231,7 +314,8 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
 
     def invalidate(self):
         super().invalidate()
-        self._tiles.invalidate()
+        if self._tiles is not None:
+            self._tiles.invalidate()
 
 
 # --- direct modes: the whole forward pass ----------------------------------------------------
