@@ -1,12 +1,14 @@
-"""The weight and bias gradients of a stride-1 convolution on register-blocked tiles, in the
-layouts of kernels/blocked_conv.py, without lowering.
+"""The weight and bias gradients of a convolution on register-blocked tiles, in the layouts
+of kernels/blocked_conv.py (a strided one on its stride's phases), without lowering.
 
-    dw[m, c, ki, kj] += sum over n, oy, ox of dy[n, m, oy, ox] * xpad[n, c, oy + ki*dh, ox + kj*dw]
+    dw[m, c, ki, kj] += sum over n, oy, ox of
+                        dy[n, m, oy, ox] * xpad[n, c, oy*sh + ki*dh, ox*sw + kj*dw]
     db[m]            += sum over n, oy, ox of dy[n, m, oy, ox]
 
 dy is laid out as the forward's output tile buffer (lanes: dy[m, p, lane], 16 images per
-vector; flat: one image on rows of the padded width, the positions past each output row
-zero), and the padded image as the forward's input. A tile (vector_tile.grad_tile) holds
+vector; flat: one image on rows of the phase's width, the positions past each output row
+zero), and the padded image as the forward's input (a strided layer's in its phases, where
+each tap is read at a fixed offset, as in the forward). A tile (vector_tile.grad_tile) holds
 four output channels x six taps of sums in registers while it runs over a chunk of output
 positions: each step loads four vectors of dy and six of the image for 24 FMAs. At the
 end it adds each sum's sixteen lanes in a fixed tree onto a per-worker float32 buffer;

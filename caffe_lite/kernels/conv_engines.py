@@ -69,10 +69,12 @@ class LoweredGemmEngine:
       (kernels/depthwise_conv.py);
     - a convolution where tiles pay (blocked_conv.applies): tiles without lowering
       (kernels/blocked_conv.py; a strided one on its stride's phases), for the forward and
-      for the data gradient where that is itself a stride-1 convolution of dy; and, at
-      stride 1, its weight and bias gradients: from channels-last copies for layers with
+      for the data gradient where that is itself a stride-1 convolution of dy; and its
+      weight and bias gradients: at stride 1 from channels-last copies for layers with
       32+ inputs and 64-192 outputs per group (kernels/nhwc_weight_grad.py), else up to
-      GRAD_MAX_OUTPUTS outputs per group (kernels/blocked_weight_grad.py);
+      GRAD_MAX_OUTPUTS outputs per group (kernels/blocked_weight_grad.py; a strided layer
+      on its stride's phases where its output planes are large enough,
+      blocked_conv.weight_grad_applies);
     - a strided convolution of a few input channels (direct_pays): the forward on the
       direct loops of DIRECT_DCONV (kernels/direct_conv.py), which keep the weight's
       listing per layer and check it at each call."""
