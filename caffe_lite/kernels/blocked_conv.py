@@ -57,7 +57,11 @@ from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2
 #: conv2 at batch 1, 9.4 M: 0.23 ms on one core, 0.42 on two, the worker asleep); with the
 #: pool polling through a pass, 1 << 23 made JacintoNet11's TEST forward at batch 1 2.7%
 #: faster (4.57 -> 4.44 ms; its 9-19 M layers), LeNet, cifar10_quick and miniVggNet level
-TILES_SPLIT_MIN_MACS = 1 << 23
+#: on the Intel Xeon. On the AMD EPYC (Zen 4: a 512-bit FMA runs as two 256-bit halves,
+#: half the Xeon's rate per core) 1 << 21 splits the 2-8 M layers too: TEST forward at
+#: batch 1, cifar10_quick 0.545 -> 0.480 ms, miniVggNet 0.90-0.95 -> 0.855, LeNet,
+#: JacintoNet11 and mobilenet-0.5 level; at 1 << 20 LeNet lost 5%
+TILES_SPLIT_MIN_MACS = 1 << 21
 #: fewest multiply-adds per flat image for tiles: below, the packing and the call overheads
 #: lose to the lowered GEMM. Since the plan is kept per shape and the weight read in place,
 #: that is only below LeNet's conv1 (288 K); TEST forward at batch 1 with 4 M / 256 K:
@@ -207,16 +211,15 @@ def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
             xb[plane + i] = 0
         src = n0 * image + (c0 + c) * height * width
         dst = plane + pad_h * line
-        if pad_w == 0:
-            _transpose_run(xf, src, image, count, height * width, xb, dst)
-            continue
-        for h in range(height):
+        # one call site of the inlined transpose (two had doubled the kernel's compile time)
+        runs, length = (1, height * width) if pad_w == 0 else (height, width)
+        for h in range(runs):
             row = dst + h * line
             for i in range(pad_w * LANES):
                 xb[row + i] = 0
-            for i in range((pad_w + width) * LANES, line):
+            for i in range((pad_w + width) * LANES, line if pad_w else 0):
                 xb[row + i] = 0
-            _transpose_run(xf, src + h * width, image, count, width, xb, row + pad_w * LANES)
+            _transpose_run(xf, src + h * width, image, count, length, xb, row + pad_w * LANES)
 
 
 @njit(cache=True, nogil=True, inline="always")
