@@ -128,6 +128,35 @@ def test_same_bits_on_one_and_more_threads(monkeypatch, n, pad, dilation, stride
     _assert_close(y2, x, w, b, geo)
 
 
+class _Pixels:
+    """A stand-in layout: the shares weigh a unit by its blocks times len(layout.pix)."""
+
+    def __init__(self, vectors):
+        self.pix = range(vectors)
+
+
+@pytest.mark.parametrize("blocks, expected", [
+    ((9, 8), [[0], [1]]),           # a first unit over half: each worker still gets one
+    ((8, 9), [[0], [1]]),
+    ((9, 7), [[0], [1]]),
+    ((4, 4, 4, 4), [[0, 1], [2, 3]]),
+    ((16, 1, 1), [[0], [1, 2]]),
+])
+def test_shares_cut_at_the_nearest_boundary(blocks, expected):
+    layout = _Pixels(10)
+    units = [(layout, 0, g, 0, b) for g, b in enumerate(blocks)]
+    shares = blocked_conv._shares(units, 2)
+    assert [[unit[2] for unit in share] for share in shares] == expected
+
+
+def test_uneven_compacted_groups_run_on_both_workers(monkeypatch):
+    """LOWERED_CCNMM's groups of 9 and 8 blocks: the plan gives each worker one."""
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 2)
+    monkeypatch.setattr(blocked_conv, "batch_workers", lambda: 2)
+    plan = blocked_conv._plan((16, 8, 6, 6), (16, 256, 6, 6), geo, 1 << 30, [9, 8])
+    assert len(plan.shares) == 2
+
+
 def test_shapes_that_do_not_fit_are_one_line_errors():
     rng = np.random.default_rng(2)
     x, w, b, geo, y = _case(rng, 2, 8, 6, 4, 3, 1, 2)
