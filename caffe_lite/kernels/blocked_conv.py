@@ -211,13 +211,14 @@ def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
             xb[plane + i] = 0
         src = n0 * image + (c0 + c) * height * width
         dst = plane + pad_h * line
-        # one call site of the inlined transpose (two had doubled the kernel's compile time)
+        # one call site of the inlined transpose (two had doubled the kernel's compile time);
+        # without side pads (wp == width) the pad loops are empty and the plane is one run
         runs, length = (1, height * width) if pad_w == 0 else (height, width)
         for h in range(runs):
             row = dst + h * line
             for i in range(pad_w * LANES):
                 xb[row + i] = 0
-            for i in range((pad_w + width) * LANES, line if pad_w else 0):
+            for i in range((pad_w + width) * LANES, line):
                 xb[row + i] = 0
             _transpose_run(xf, src + h * width, image, count, length, xb, row + pad_w * LANES)
 
