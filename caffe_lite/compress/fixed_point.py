@@ -40,10 +40,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from .. import threads
 from ..kernels import neuron
+from ..kernels.jit import kernel
 
 #: QuantizationParameter.Rounding values (all three schemas agree)
 NEAREST = 0
@@ -158,7 +158,7 @@ def qb_range_update(old, sample, warming_up, power2_range):
 
 # fastmath lets LLVM vectorise the two reductions (min and max are exact in any order; only
 # a NaN, which no usable range has, could come out differently)
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel(nogil=True, fastmath=True)
 def _min_max(x):
     lo = x[0]
     hi = x[0]
@@ -191,7 +191,7 @@ def blob_range(array):
 # lo and hi are -inf and +inf. The code is stored into a[i] before it is scaled back, so
 # that the back-scaling runs in the array's dtype, as TI's float arithmetic does (Numba
 # would otherwise promote to double).
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _fake_quantize_nearest(a, scale, offset, inv_scale, lo, hi, half, magic, base):
     for i in range(a.size):
         v = min(max(a[i] * scale + offset, lo), hi)
@@ -205,7 +205,7 @@ def _fake_quantize_nearest(a, scale, offset, inv_scale, lo, hi, half, magic, bas
         a[i] = (a[i] - offset) * inv_scale
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _hash32(z):
     """Chris Wellons' lowbias32 integer hash (32-bit multiplies, so the loop vectorises)."""
     z = np.uint32(z ^ (z >> np.uint32(16)))
@@ -215,7 +215,7 @@ def _hash32(z):
     return np.uint32(z ^ (z >> np.uint32(16)))
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _fake_quantize_stochastic(a, scale, offset, inv_scale, lo, hi, seed_lo, seed_hi, base):
     for i in range(a.size):
         v = min(max(a[i] * scale + offset, lo), hi)

@@ -1,10 +1,11 @@
 """Accuracy's count of correct positions in one pass (layers/accuracy.py's common case: no
 ignore_label, no per-class top). A deploy net's last layer runs once per forward, and at
 batch 1 the NumPy form of this count (eight calls) cost more than the layer's arithmetic."""
-from numba import njit
 
 
-@njit(cache=True, nogil=True)
+from .jit import kernel
+
+@kernel(nogil=True)
 def count_correct(scores, label, top_k):
     """The positions (i, j) of scores (outer, classes, inner) where at most top_k classes
     score >= the class int(label[i, j]) (the true class counts itself; a NaN score never

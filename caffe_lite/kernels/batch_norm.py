@@ -27,6 +27,7 @@ from numba import njit
 from .. import threads
 from . import neuron
 from .channel import row_sum, scale_value_to
+from .jit import kernel
 from .neuron import (STREAMING_MIN, _leaky, relu_args, relu_value, same_buffer,
                      split_range)
 
@@ -41,7 +42,7 @@ def _empty(dtype, ndim=1):
 
 
 # --- statistics -------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def _centered_sq_sum(a, m):
     total = a.dtype.type(0)
     for i in range(a.size):
@@ -72,7 +73,7 @@ def _stats_by_value(x, pre, post, mean, var, lo, hi):
         var[c] *= post
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _batch_stats(x, pre, post, mean, var, lo, hi):
     """mean = post * sum_o pre * rowsum(x); var likewise over (x - mean)^2."""
     zero = x.dtype.type(0)
@@ -115,7 +116,7 @@ def bvlc_global_stats(blob_mean, blob_var, blob_factor, mean, var):
     np.multiply(blob_var, scale, out=var)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _running_and_std(blob0, blob1, blob2, mean, var, maf, correction, eps, std):
     blob2[0] = blob2[0] * maf + blob2.dtype.type(1)
     for c in range(mean.size):
@@ -179,7 +180,7 @@ def _top_value(v, s, b, affine, relu, zero, slope):
     return relu_value(v * s + b if affine else v, relu, zero, slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, hi):
     """x_norm = (x - mean) / std (BVLC; inv_std empty) or (x - mean) * inv_std (NVCaffe);
     y = x_norm, then y * scale + bias when scale is given; then, with relu, ReLU's forward
@@ -203,7 +204,7 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, h
                 yr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _normalize_to(x, mean, std, inv_std, scale, bias, y, relu, slope, lo, hi):
     """_normalize without x_norm (y not overlapping x): y = (x - mean) / std or
     (x - mean) * inv_std, then * scale + bias when scale is given; then ReLU's forward."""
@@ -225,7 +226,7 @@ def _normalize_to(x, mean, std, inv_std, scale, bias, y, relu, slope, lo, hi):
                 yr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _normalize_in_place(x, mean, std, inv_std, scale, bias, relu, slope, lo, hi):
     """_normalize_to with y = x: one array, so the loop vectorizes."""
     if x.shape[2] == 1:
@@ -254,7 +255,7 @@ def bvlc_normalize_global(x, mean, std, top, relu_slope=None):
     _normalize_any(x, mean, std, _empty(dt), _empty(dt), _empty(dt), top, None, relu_slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, slope, lo, hi):
     """_normalize with y = x: x is read and written as one array, x_norm is another, so
     the loop vectorizes (an aliased y takes the scalar loop). A separate kernel rather than
@@ -279,7 +280,7 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, s
                 xr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _normalize_scale(x, mean, std, y, s, b, z, relu, slope, r, apart, lo, hi):
     """BatchNorm (BVLC) and the Scale layer that reads its top, in one pass: y = (x - mean)
     / std; z = y * s (+ b; b may be empty); with relu, r = ReLU's forward of z (r may be z:
@@ -393,7 +394,7 @@ def nv_normalize(x, mean, inv_std, scale, bias, top, x_norm, relu_slope=None):
 
 
 # --- backward ---------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def _row_grad_sums(g, xn, s, affine):
     """One row's (sum g * y, sum g, sum (g * s) * y, sum g * s) in one pass (the last two
     0 without affine): the same terms as four separate row sums, summed in one loop."""
@@ -416,7 +417,7 @@ def _row_grad_sums(g, xn, s, affine):
     return t0, t1, t2, t3
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _grad_sums_by_row(dy, x_norm, scale, sums, affine, lo, hi):
     """_grad_sums for one value per (image, channel) (BatchNorm after InnerProduct): the
     loop runs along the channels, since a loop per (image, channel) pays its setup for one
@@ -437,7 +438,7 @@ def _grad_sums_by_row(dy, x_norm, scale, sums, affine, lo, hi):
                 sums[3, c] += gs
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _grad_sums(dy, x_norm, scale, sums, lo, hi):
     """sums[0] = sum dy * y, sums[1] = sum dy; with a scale also sums[2] = sum g * y and
     sums[3] = sum g for g = dy * scale (NVCaffe's scale/bias gradients, then its x_hat
@@ -475,7 +476,7 @@ def _bvlc_dx(a, b, k, s, xn, g):
     return t / s
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _bvlc_backward(x_norm, dy, std, sum_dy_y, sum_dy, k, dx, in_place, lo, hi):
     """dx = ((sum_dy_y * y + sum_dy) * k + dy) / std, k = -1/(N S); with in_place (dx is
     dy) the loop reads and writes dy alone, so it vectorizes."""
@@ -497,7 +498,7 @@ def _bvlc_backward(x_norm, dy, std, sum_dy_y, sum_dy, k, dx, in_place, lo, hi):
                     dr[i] = _bvlc_dx(a, b, k, s, xr[i], gr[i])
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _divide(dy, std, dx, in_place, lo, hi):
     """dx = dy / std (in_place: dx is dy)."""
     if dy.shape[2] == 1:        # one value per (image, channel): along the channels
@@ -541,7 +542,7 @@ def _nv_dx(dy, affine, s, a, b, f, xn):
     return (g - t) * f
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _nv_backward(x_norm, dy, scale, inv_std, mean_dy_y, mean_dy, dx, in_place, lo, hi):
     """dx = (g - (mean_dy_y * y + mean_dy)) * inv_std, g = dy (* scale); in_place: dx is
     dy (one array, so the loop vectorizes)."""

@@ -48,6 +48,7 @@ from numba import config, njit, uint64 as U
 
 from .conv import _check
 from .gemm import batch_workers, split_batch, workspace
+from .jit import kernel
 from .lane_transpose import transpose_block, transpose_block_add
 from .vector_tile import (LANES, ROWS, VECTORS, tile_add, tile_add_1, tile_add_2, tile_store,
                           tile_store_1, tile_store_2)
@@ -193,7 +194,7 @@ class _Layout:
             _pack_phases(x, n0, c0, cg, *self.pads, *self.strides, self.hp, self.wp, xb)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
     """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded; zeros elsewhere. Rows of
     16 pixels of 16 images go through one register transpose each (kernels/lane_transpose.py);
@@ -223,7 +224,7 @@ def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
             _transpose_run(xf, src + h * width, image, count, length, xb, row + pad_w * LANES)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _transpose_run(xf, src, image, count, length, xb, dst):
     """xb[dst + q * LANES + lane] = xf[src + lane * image + q] for q < length, lane < count;
     the lanes past count are 0."""
@@ -251,7 +252,7 @@ def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
                                 image, span, b)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
     """xb[c * hp * wp + r * wp + q] = image n, channel c0 + c, padded; zeros after it."""
     _, channels, height, width = x.shape
@@ -277,7 +278,7 @@ def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
                 xb[row + pad_w + q] = xf[src + q]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pack_phases(x, n, c0, cg, pad_h, pad_w, sh, sw, hq, wq, xb):
     """xb[((c*sh + a)*sw + b) * hq*wq + r*wq + q] = image n, channel c0 + c, padded, at
     (r*sh + a, q*sw + b); zeros where that is in the padding or past the image, and after
@@ -334,7 +335,7 @@ def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
                 yf[dst + U(ox)] = yb[src + U(ox)] + b
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _tile_run(xb, pix, wg, ldw, nrows, taps, yb, block, v0, v1, k0, k1, first):
     """One block of output channels over output vectors [v0, v1), taps [k0, k1); wg: the
     group's (nrows, ldw) weight, flat."""
@@ -391,7 +392,7 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_
 # tiles and the write-backs are inlined into them (Numba links a called kernel's code into
 # its caller and optimizes it again there: a separate _tiles cost 0.3 s more of that start).
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
                 taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
     if pack:
@@ -401,7 +402,7 @@ def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, 
                   channel, bias, y)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
                taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
     if pack:
@@ -410,7 +411,7 @@ def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, l
                 pixel_chunk, channel, bias, y)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _unit_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
                  taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
     if pack:

@@ -22,15 +22,15 @@ Equal to float32 rounding over N*OH*OW terms.
 from itertools import chain
 
 import numpy as np
-from numba import njit
 
 from .blocked_conv import _pack_lanes, _plan
 from .conv import _check
 from .gemm import split_batch, workspace
+from .jit import kernel
 from .vector_tile import GRAD_ROWS, GRAD_TAPS, ROWS, grad_tile, grad_tile_1, grad_tile_3
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pack_dy_flat(dy, n, m0, mg, row, wp, dyb):
     """dyb[m, oy * wp + ox] = dy[n, m0 + m, oy, ox]; zeros elsewhere."""
     _, _, out_h, out_w = dy.shape
@@ -48,7 +48,7 @@ def _pack_dy_flat(dy, n, m0, mg, row, wp, dyb):
 POSITION_CHUNK = 64
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _grad_tiles(xb, pix, positions, taps, dyb, row, dwp, block0, block1, chunk):
     """dwp[m, k] += the tiles' sums for the output channels of blocks [block0, block1),
     `chunk` positions at a time."""

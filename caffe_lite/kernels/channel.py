@@ -16,13 +16,14 @@ Every kernel runs over a range of channels; split_range spreads the ranges over 
 """
 from numba import njit
 
+from .jit import kernel
 from .neuron import (STREAMING_MIN, _leaky, relu_args, relu_value, same_buffer,
                      split_range)
 
 _REASSOC = {"reassoc"}
 
 
-@njit(cache=True, nogil=True, fastmath=_REASSOC)
+@kernel(nogil=True, fastmath=_REASSOC)
 def row_sum(a):
     total = a.dtype.type(0)
     for i in range(a.size):
@@ -30,7 +31,7 @@ def row_sum(a):
     return total
 
 
-@njit(cache=True, nogil=True, fastmath=_REASSOC)
+@kernel(nogil=True, fastmath=_REASSOC)
 def row_dot(a, b):
     total = a.dtype.type(0)
     for i in range(a.size):
@@ -38,7 +39,7 @@ def row_dot(a, b):
     return total
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _channel_sum(x, alpha, out, lo, hi):
     zero = x.dtype.type(0)
     for c in range(lo, hi):
@@ -48,7 +49,7 @@ def _channel_sum(x, alpha, out, lo, hi):
         out[c] = total
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _channel_dot(a, b, alpha, out, lo, hi):
     zero = a.dtype.type(0)
     for c in range(lo, hi):
@@ -79,7 +80,7 @@ def scale_value_to(v, s, b, has_bias, y, r, o, c, relu, apart, slope):
         y[o, c, 0] = _leaky(w, zero, slope) if relu else w
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _scale_forward(x, s, b, y, keep, in_place, relu, slope, r, apart, lo, hi):
     """y = x * s (+ b); with in_place (y is x) the loops touch x alone, so they vectorize
     (an aliased y would take the scalar loop); then, with relu, ReLU's forward of y: in
@@ -161,7 +162,7 @@ def scale_forward(x, s, b, y, keep, relu_slope=None, relu_top=None):
                 parallel_min=STREAMING_MIN)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _bias_forward(x, b, y, in_place, lo, hi):
     for o in range(x.shape[0]):
         for c in range(lo, hi):
@@ -182,7 +183,7 @@ def bias_forward(x, b, y):
     split_range(_bias_forward, x.shape[1], 2 * x.size, x, b, y, same_buffer(x, y))
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _scale_backward(dy, x, s, ds, db, dx, in_place, lo, hi):
     zero = dy.dtype.type(0)
     want_ds, want_db, want_dx = ds.size > 0, db.size > 0, dx.size > 0

@@ -37,6 +37,7 @@ float64 rather than the lowered path's float32 GEMM (more exact, equal to float3
 import numpy as np
 from numba import njit, uint64 as U
 
+from .jit import kernel
 from .neuron import split_range
 
 
@@ -155,7 +156,7 @@ def _args(x, y, geo):
 # row's start may be "negative" before its first valid column is added; unsigned arithmetic
 # wraps back to the right index.
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _columns(kj, dw, pw, sw, width, out_w):
     """(offset, first, stop): output columns [first, stop) read input column
     ow * sw + offset, inside [0, width)."""
@@ -166,7 +167,7 @@ def _columns(kj, dw, pw, sw, width, out_w):
     return offset, first, max(first, stop)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _forward_planes(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
@@ -199,7 +200,7 @@ def _forward_planes(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
                 y[U(dst + i)] += bias[o]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _data_planes(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw, sh, sw,
                  dh, dw, lo, hi):
     mult = cout // cin
@@ -232,7 +233,7 @@ def _data_planes(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, 
 
 # reassoc: the float64 sums may be split into vector lanes (without it LLVM keeps one
 # sequential sum, 10x slower); the order is fixed by the compiled code, not by the threads
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def _weight_sums(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, out_w, kh, kw,
                  ph, pw, sh, sw, dh, dw, lo, hi):
     """sums[o, tap] = sum over n, oh, ow of dy * x at the tap; sums[o, -1] = sum of dy."""
@@ -272,7 +273,7 @@ def _weight_sums(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, o
 
 
 # --- stride 1, on padded planes -----------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pad_plane(x, src, height, width, ph, pw, wp, padded):
     """padded[(y + ph) * wp + x + pw] = x[src + y * width + x]. Only the plane's pixels are
     written: the padding keeps the zeros that _plane_buffers made it."""
@@ -316,7 +317,7 @@ def _tap_offset(ki, kj, kw, dh, dw, wp):
 NINE_MIN_VALUES = 256
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _grid_of_nine(w, taps, source, grid):
     """grid = the sum over nine taps t of w[t] * source[taps[t]:][:grid.size], each value's
     nine products added in registers in tap order from 0 (the tap-by-tap passes' sums, bit
@@ -363,7 +364,7 @@ def _copy_out(grid, bias, o, y, dst, out_h, out_w, row):
             y[U(dst + oh * out_w + ow)] = v + bias[o] if bias.size else v
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _forward_padded(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
@@ -388,7 +389,7 @@ def _phase_sides(height, width, ph, pw, sh, sw):
     return -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw, dh, dw):
     """Where _split_phases puts each image row and tap reads, computed once per call so that
     no division runs per plane: (rows (height, sw): where image row yy's columns of phase
@@ -415,7 +416,7 @@ def _phase_plan(height, width, ph, pw, sh, sw, qh, qw, kh, kw, dh, dw):
     return rows, firsts, counts, taps
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _split_phases(x, src, width, sw, rows, firsts, counts, phases):
     """phases[((a * sw + b) * qh + i) * qw + j] = the padded plane at row i * sh + a, column
     j * sw + b (zeros in the padding and past the plane), by _phase_plan's rows."""
@@ -432,7 +433,7 @@ def _split_phases(x, src, width, sw, rows, firsts, counts, phases):
                     phases[U(dst + k)] = x[U(src_row + first + k * sw)]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _split_rows(x, src, width, rows, phases):
     """_split_phases at stride 1 (one phase): whole rows, contiguous copies, which
     vectorize. A function of its own: a branch for it inside _split_phases made the short
@@ -458,7 +459,7 @@ def _input_phases(x, plane, cin, cout, height, width, sw, rows, firsts, counts, 
     return o
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     """The forward on the padded plane split into its sh x sw phases (_split_phases; one
@@ -478,7 +479,7 @@ def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
         _plane_out(w, o, taps, phases, grid, bias, y, plane * out_h * out_w, out_h, out_w, qw)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _forward_nine(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                   sh, sw, dh, dw, lo, hi):
     """_forward_phases for a 3x3 filter, its nine taps summed in one pass (_grid_of_nine). A
@@ -507,7 +508,7 @@ def _phase_buffers(height, width, out_h, kh, kw, ph, pw, sh, sw, dh, dw, dtype):
     return qw, rows, firsts, counts, taps, phases, np.empty(span, dtype)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _merge_phases(phases, width, sw, rows, firsts, counts, dx, dst):
     """dx[dst + yy * width + xx] = the padded plane's pixel (yy, xx) in `phases`: the
     inverse of _split_phases."""
@@ -523,7 +524,7 @@ def _merge_phases(phases, width, sw, rows, firsts, counts, dx, dst):
                     dx[U(dst_row + first + k * sw)] = phases[U(src + k)]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _data_phases(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw, sh, sw,
                  dh, dw, lo, hi):
     """The data gradient on the padded plane's phases: each tap adds w * dy's grid (rows of
@@ -548,7 +549,7 @@ def _data_phases(dy, w, dx, cin, cout, height, width, out_h, out_w, kh, kw, ph, 
         _merge_phases(phases, width, sw, rows, firsts, counts, dx, plane * height * width)
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def _weight_sums_phases(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, out_w,
                         kh, kw, ph, pw, sh, sw, dh, dw, lo, hi):
     """_weight_sums on the padded plane's phases: each tap one contiguous float64 sum over
@@ -578,7 +579,7 @@ def _weight_sums_phases(x, dy, sums, want_w, want_b, cin, cout, height, width, o
                 sums[o, t] += total
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def _weight_sums_nine(x, dy, sums, want_w, want_b, cin, cout, height, width, out_h, out_w,
                       kh, kw, ph, pw, sh, sw, dh, dw, lo, hi):
     """_weight_sums_phases for a 3x3 filter, its nine sums in one pass (_nine_sums). A
@@ -609,7 +610,7 @@ def _weight_sums_nine(x, dy, sums, want_w, want_b, cin, cout, height, width, out
 NINE_SUMS_MIN_VALUES = 1024
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def _nine_sums(grid, phases, taps, sums):
     """sums[t] += the float64 sum over i of grid[i] * phases[taps[t] + i] for nine taps, in
     one pass over the grid: each grid vector is read once for all nine, where a pass per
@@ -641,7 +642,7 @@ def _nine_sums(grid, phases, taps, sums):
     sums[8] += s8
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _grid_plane(dy, src, out_h, out_w, wp, grid):
     """grid[oh * wp + ow] = dy[src + oh * out_w + ow]; zeros in the columns past out_w."""
     grid[:] = 0

@@ -50,10 +50,11 @@ conv3's 0.9 ms at 90% sparsity.)
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, types, uint64 as U
+from numba import types, uint64 as U
 from numba.extending import overload
 
 from .. import threads
+from .jit import kernel
 from .sparse import SPLIT_MIN_MACS, _balanced, csr_from_dense
 from .vector_tile import LANES, PLANE_MAX_VECTORS, PLANE_TILES
 
@@ -89,7 +90,7 @@ def _phases(geo, channels, height, width, out_h):
                    np.arange(0, span, LANES, dtype=np.int64))
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pad_phases(x, n, c0, cg, ph, pw, sh, sw, rows, cols, plane, xpad):
     """xpad = channels [c0, c0 + cg) of image n, zero-padded, split into stride phases.
     Only the image's pixels are written: the padding stays the zeros xpad was made with."""
@@ -117,7 +118,7 @@ def _pad_phases(x, n, c0, cg, ph, pw, sh, sw, rows, cols, plane, xpad):
                         xpad[dst + U(k)] = xf[src + U(q0 + k * sw)]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _rows_unchanged(wf, wb, indptr, indices, data_bits, listed_nonzeros, m0, m1):
     """Rows [m0, m1) of the weight (M, K), as values wf and bits wb, still have the CSR's
     entries: the listed ones bit for bit and no other non-zero (module docstring). The
@@ -208,7 +209,7 @@ def _plane_sums_impl(xpad, pix, data, offsets, e0, e1, acc, v0, v1):
     return tiles
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
+@kernel(nogil=True, fastmath={"contract"})
 def _direct_planes(wf, wb, data_bits, listed_nonzeros, check, x, indptr, indices, data, bias,
                    offsets, starts, pix, ph, pw, sh, sw, rows, cols, plane, group, y, xpad, acc,
                    lo, hi):
@@ -262,7 +263,7 @@ def _direct_planes(wf, wb, data_bits, listed_nonzeros, check, x, indptr, indices
     return True
 
 
-@njit(cache=True)
+@kernel
 def _chunks(vectors):
     """How many equal chunks of at most PLANE_MAX_VECTORS vectors a span is summed in."""
     return -(-vectors // PLANE_MAX_VECTORS)

@@ -5,10 +5,11 @@ four passes with two temporaries, element by element in the same order, so the s
 The in-place forms read and write one array: a kernel whose output may alias its input
 takes LLVM's scalar loop whenever the two are one buffer.
 """
-from numba import njit
 
 
-@njit(cache=True, nogil=True)
+from .jit import kernel
+
+@kernel(nogil=True)
 def dropout_forward(x, uniform, keep, scale, mask, y, in_place):
     one, zero = mask.dtype.type(1), mask.dtype.type(0)
     if in_place:
@@ -23,7 +24,7 @@ def dropout_forward(x, uniform, keep, scale, mask, y, in_place):
             y[i] = (x[i] * m) * scale
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def dropout_backward(dy, mask, scale, dx, in_place):
     if in_place:
         for i in range(dy.size):

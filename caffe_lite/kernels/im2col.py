@@ -26,7 +26,9 @@ Inner loops index flat views with unsigned offsets (`dst[row + U(t)]`): with a s
 such as `a[base + t]` Numba emits a negative-index wraparound check that blocks vectorization,
 and slicing a view per short row costs more than the copy (both measured 2-7x slower).
 """
-from numba import njit, uint64 as U
+from numba import uint64 as U
+
+from .jit import kernel
 
 #: tile edge of the batch-major <-> batch-minor transposes (elements)
 _TILE = 32
@@ -40,7 +42,7 @@ def conv_out_size(size, kernel, pad, stride, dilation):
     return (abs(span) // stride) * (1 if span >= 0 else -1) + 1
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _valid_range(pad, k, dilation, stride, size, out_size):
     """(off, lo, hi): outputs o in [lo, hi) read input o * stride + off inside [0, size)."""
     off = k * dilation - pad
@@ -56,7 +58,7 @@ def _valid_range(pad, k, dilation, stride, size, out_size):
     return off, lo, hi
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def im2col_bm(xt, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
               dilation_w, out_h, out_w, col):
     """xt (C, H, W, n) -> col (C*kh*kw, out_h*out_w*n); every element of col is written."""
@@ -69,7 +71,7 @@ def im2col_bm(xt, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation
     return col
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def im2col_rows_bm(xt, rows, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                    dilation_h, dilation_w, out_h, out_w, col):
     """col[i] = row rows[i] of im2col_bm's col (len(rows), out_h*out_w*n): the lowering of
@@ -85,7 +87,7 @@ def im2col_rows_bm(xt, rows, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_
     return col
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _lower_row(xt, r, dst_row, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
                dilation_h, dilation_w, out_h, out_w, col):
     """col[dst_row] = lowered row r = (c * kernel_h + ki) * kernel_w + kj of xt."""
@@ -124,7 +126,7 @@ def _lower_row(xt, r, dst_row, kernel_h, kernel_w, pad_h, pad_w, stride_h, strid
                     dst[d0 + U(t)] = src[s0 + U(t)]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def col2im_bm(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
               dilation_w, out_h, out_w, xt):
     """col (C*kh*kw, out_h*out_w*n) -> xt (C, H, W, n), OVERWRITING xt (Caffe zeroes first).
@@ -176,7 +178,7 @@ def col2im_bm(col, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilatio
 # Tiles never straddle a plane boundary, so each tile has one channel: its bias (forward)
 # or its partial bias-gradient sum (backward) is a scalar.
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@kernel(nogil=True, fastmath={"reassoc"})
 def batch_minor(a, plane, out, partial):
     """out (R, n) = a (n, R)^T. With len(partial) == number of tiles, partial[t] = sum of
     tile t (tiles ordered channel-major); see `bias_grad_from_partials`. The tile sums are
@@ -214,7 +216,7 @@ def batch_minor(a, plane, out, partial):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def batch_major(a, plane, bias, out):
     """out (n, R) = a (R, n)^T (+ bias[r // plane] when bias is non-empty)."""
     big_r, n = a.shape
@@ -248,7 +250,7 @@ def batch_major(a, plane, bias, out):
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def add_transposed(src, dst):
     """dst (g, R, C) += src (g, C, R) transposed per group, in tiles (a strided NumPy add of
     a weight-sized transpose ran 40x slower than a contiguous one)."""
@@ -270,7 +272,7 @@ def add_transposed(src, dst):
     return dst
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def bias_grad_from_partials(partial, channels, bias_diff):
     """bias_diff[c] += the tile sums of channel c, in a fixed (deterministic) order."""
     per = partial.shape[0] // channels

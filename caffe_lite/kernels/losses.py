@@ -8,8 +8,9 @@ gradients match Caffe's. Labels are read from float arrays and truncated toward 
 import math
 
 import numpy as np
-from numba import njit
 
+
+from .jit import kernel
 # LossParameter.NormalizationMode values (caffe.proto)
 FULL, VALID, BATCH_SIZE, NONE = 0, 1, 2, 3
 #: Caffe's kLOG_THRESHOLD: probabilities are clamped before log
@@ -42,7 +43,7 @@ def normalizer(mode, outer_num, inner_num, valid_count):
 
 
 # --- SigmoidCrossEntropyLoss ----------------------------------------------------------------
-@njit(cache=True)
+@kernel
 def sigmoid_cross_entropy_forward(x, target, has_ignore_label, ignore_label):
     """Summed loss -[t log p + (1 - t) log(1 - p)], p = sigmoid(x), in its stable form.
 
@@ -63,7 +64,7 @@ def sigmoid_cross_entropy_forward(x, target, has_ignore_label, ignore_label):
     return loss, valid
 
 
-@njit(cache=True)
+@kernel
 def sigmoid_cross_entropy_backward(prob, target, has_ignore_label, ignore_label, scale, out):
     """out = scale * (sigmoid(x) - t), zero where the target is ignored."""
     zero = prob.dtype.type(0)
@@ -75,7 +76,7 @@ def sigmoid_cross_entropy_backward(prob, target, has_ignore_label, ignore_label,
 
 
 # --- HingeLoss ----------------------------------------------------------------------------------
-@njit(cache=True)
+@kernel
 def hinge_margins(x, label, num, dim, out):
     """out = max(0, 1 - delta * x), delta = +1 at the label, -1 elsewhere (Caffe's forward)."""
     zero = x.dtype.type(0)
@@ -90,7 +91,7 @@ def hinge_margins(x, label, num, dim, out):
         out[i] = v if zero < v else zero
 
 
-@njit(cache=True)
+@kernel
 def hinge_backward(margins, label, num, dim, l1, scale, out):
     """L1: scale * sign(m) * delta; L2: scale * m * delta (scale holds Caffe's 2/num there)."""
     zero = margins.dtype.type(0)
@@ -108,7 +109,7 @@ def hinge_backward(margins, label, num, dim, l1, scale, out):
 
 
 # --- ContrastiveLoss ---------------------------------------------------------------------------
-@njit(cache=True)
+@kernel
 def contrastive_forward(diff, label, num, channels, margin, legacy, dist_sq):
     """Summed loss over pairs: d^2 if similar, else max(margin - d, 0)^2 (legacy: margin - d^2).
 
@@ -132,7 +133,7 @@ def contrastive_forward(diff, label, num, channels, margin, legacy, dist_sq):
     return loss
 
 
-@njit(cache=True)
+@kernel
 def contrastive_backward(diff, dist_sq, label, num, channels, alpha, margin, legacy, out):
     """Gradient for one side: alpha is +-loss_weight / num (sign + for a, - for b)."""
     zero = diff.dtype.type(0)
@@ -156,7 +157,7 @@ def contrastive_backward(diff, dist_sq, label, num, channels, alpha, margin, leg
 
 
 # --- InfogainLoss (softmax inside, as BVLC master) ------------------------------------------
-@njit(cache=True)
+@kernel
 def softmax_forward(x, outer_num, channels, inner_num, out):
     """Caffe's SoftmaxLayer over the middle axis of an (outer, channels, inner) array."""
     zero = x.dtype.type(0)
@@ -194,7 +195,7 @@ def softmax_forward(x, outer_num, channels, inner_num, out):
                 out[base + j * inner_num + k] /= scale[k]
 
 
-@njit(cache=True)
+@kernel
 def infogain_forward(prob, label, infogain, outer_num, num_labels, inner_num,
                      has_ignore_label, ignore_label):
     """Summed loss -sum_l H[label, l] log(max(p_l, 1e-20)); returns (loss, valid_count)."""
@@ -214,7 +215,7 @@ def infogain_forward(prob, label, infogain, outer_num, num_labels, inner_num,
     return loss, count
 
 
-@njit(cache=True)
+@kernel
 def infogain_row_sums(infogain, num_labels, out):
     for r in range(num_labels):
         s = infogain.dtype.type(0)
@@ -223,7 +224,7 @@ def infogain_row_sums(infogain, num_labels, out):
         out[r] = s
 
 
-@njit(cache=True)
+@kernel
 def infogain_backward(prob, label, infogain, row_sums, outer_num, num_labels, inner_num,
                       has_ignore_label, ignore_label, out):
     """out = p * sum_l H[label, l] - H[label, :] (unscaled); returns the valid count."""

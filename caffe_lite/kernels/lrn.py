@@ -12,15 +12,15 @@ Power(power -beta, scale alpha, shift 1) and Eltwise(PROD); `k` is not used:
 The functions below run the same operations in the same order.
 """
 import numpy as np
-from numba import njit
 
+from .jit import kernel
 from .neuron import split_range
 from .pooling import AVE, pool_backward, pool_forward
 
 _NO_MASK = np.zeros((1, 1, 1, 1), np.int64)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _lrn_across_forward(x, size, alpha_over_size, neg_beta, k, scale, top, lo, hi):
     n_img, channels, height, width = x.shape
     pre_pad = (size - 1) // 2
@@ -63,7 +63,7 @@ def lrn_across_forward(x, size, alpha_over_size, neg_beta, k, scale, top):
                 alpha_over_size, neg_beta, k, scale, top)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _lrn_across_backward(x, top, scale, top_diff, size, neg_beta, cache_ratio, bottom_diff,
                          lo, hi):
     n_img, channels, height, width = x.shape

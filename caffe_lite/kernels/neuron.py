@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from .. import threads
+from .jit import kernel
 
 #: arrays at least this long are split over threads (each element is independent, so the
 #: result is the same bit for bit); the kernels release the GIL. A fork/join of the pool
@@ -107,7 +108,7 @@ def _leaky_gate(v, zero, one, slope):
     return pos + slope * neg
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def relu_forward(x, negative_slope, out):
     zero = x.dtype.type(0)
     for i in range(x.size):
@@ -123,12 +124,12 @@ def same_buffer(a, b):
     return a.size == b.size and a.ctypes.data == b.ctypes.data
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def relu_forward_in_place(x, negative_slope):
     leaky_row(x, negative_slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def relu_backward_in_place(x, diff, negative_slope):
     """diff = diff * gate(x): relu_backward with out = top_diff."""
     zero, one = x.dtype.type(0), x.dtype.type(1)
@@ -136,7 +137,7 @@ def relu_backward_in_place(x, diff, negative_slope):
         diff[i] = diff[i] * _leaky_gate(x[i], zero, one, negative_slope)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def relu_backward(x, top_diff, negative_slope, out):
     zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.size):
@@ -144,7 +145,7 @@ def relu_backward(x, top_diff, negative_slope, out):
 
 
 # --- PReLU: y = max(x, 0) + a_c * min(x, 0) ---------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def prelu_forward(x, slope, channels, dim, div_factor, out):
     zero = x.dtype.type(0)
     for i in range(x.size):
@@ -152,7 +153,7 @@ def prelu_forward(x, slope, channels, dim, div_factor, out):
         out[i] = _leaky(x[i], zero, slope[c])
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def prelu_backward_slope(x, top_diff, channels, dim, div_factor, slope_diff):
     """slope_diff[c] += sum of top_diff * x over x <= 0 (accumulated in Caffe's order)."""
     zero = x.dtype.type(0)
@@ -163,7 +164,7 @@ def prelu_backward_slope(x, top_diff, channels, dim, div_factor, slope_diff):
         slope_diff[c] += top_diff[i] * v * (one if v <= zero else zero)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def prelu_backward(x, top_diff, slope, channels, dim, div_factor, out):
     zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.size):
@@ -172,7 +173,7 @@ def prelu_backward(x, top_diff, slope, channels, dim, div_factor, out):
 
 
 # --- ELU: y = max(x, 0) + alpha * (exp(min(x, 0)) - 1) ----------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def elu_forward(x, alpha, out):
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
@@ -183,7 +184,7 @@ def elu_forward(x, alpha, out):
         out[i] = hi + alpha * (math.exp(lo) - one)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def elu_backward(x, y, top_diff, alpha, out):
     """dy/dx = 1 for x > 0, else alpha + y (reads y, so in place x is y: fine for alpha > 0)."""
     zero = x.dtype.type(0)
@@ -196,13 +197,13 @@ def elu_backward(x, y, top_diff, alpha, out):
 
 
 # --- Sigmoid: y = 0.5 * tanh(0.5 x) + 0.5 (Caffe 1.0's form, computed in double) -------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def sigmoid_forward(x, out):
     for i in range(x.size):
         out[i] = 0.5 * math.tanh(0.5 * x[i]) + 0.5
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def sigmoid_backward(y, top_diff, out):
     for i in range(y.size):
         s = y[i]
@@ -210,13 +211,13 @@ def sigmoid_backward(y, top_diff, out):
 
 
 # --- TanH ---------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def tanh_forward(x, out):
     for i in range(x.size):
         out[i] = math.tanh(x[i])
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def tanh_backward(y, top_diff, out):
     one = y.dtype.type(1)
     for i in range(y.size):
@@ -225,13 +226,13 @@ def tanh_backward(y, top_diff, out):
 
 
 # --- AbsVal: y = |x|, dy/dx = sign(x) -----------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def absval_forward(x, out):
     for i in range(x.size):
         out[i] = abs(x[i])
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def absval_backward(x, top_diff, out):
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
@@ -242,7 +243,7 @@ def absval_backward(x, top_diff, out):
 
 
 # --- Power: y = (shift + scale * x) ^ power -------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def power_forward(x, power, scale, shift, out):
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
@@ -263,7 +264,7 @@ def power_forward(x, power, scale, shift, out):
         out[i] = v
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def power_backward(x, y, top_diff, power, scale, shift, out):
     """Caffe's cases: dy/dx = diff_scale * y / (shift + scale * x), diff_scale = power * scale."""
     zero = x.dtype.type(0)
@@ -300,7 +301,7 @@ def power_backward(x, y, top_diff, power, scale, shift, out):
 
 
 # --- Exp: y = base ^ (shift + scale * x) = outer_scale * exp(inner_scale * x) ---------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def exp_forward(x, inner_scale, outer_scale, out):
     one = x.dtype.type(1)
     for i in range(x.size):
@@ -313,7 +314,7 @@ def exp_forward(x, inner_scale, outer_scale, out):
         out[i] = v
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def exp_backward(y, top_diff, inner_scale, out):
     one = y.dtype.type(1)
     for i in range(y.size):
@@ -324,7 +325,7 @@ def exp_backward(y, top_diff, inner_scale, out):
 
 
 # --- Log: y = log_base(shift + scale * x) = base_scale * log(shift + scale * x) -------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def log_forward(x, scale, shift, base_scale, out):
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
@@ -340,7 +341,7 @@ def log_forward(x, scale, shift, base_scale, out):
         out[i] = v
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def log_backward(x, top_diff, scale, shift, backward_num_scale, out):
     """dy/dx = (scale / log(base)) / (shift + scale * x), Caffe's powx(v, -1) included."""
     zero = x.dtype.type(0)
@@ -362,7 +363,7 @@ def log_backward(x, top_diff, scale, shift, backward_num_scale, out):
 BNLL_THRESHOLD = 50.0
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def bnll_forward(x, out):
     zero = x.dtype.type(0)
     for i in range(x.size):
@@ -373,7 +374,7 @@ def bnll_forward(x, out):
             out[i] = math.log(1. + math.exp(v))
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def bnll_backward(x, top_diff, out):
     threshold = x.dtype.type(BNLL_THRESHOLD)
     for i in range(x.size):
@@ -383,7 +384,7 @@ def bnll_backward(x, top_diff, out):
 
 
 # --- Threshold: y = x > threshold ? 1 : 0 ------------------------------------------------------
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def threshold_forward(x, threshold, out):
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
@@ -392,16 +393,16 @@ def threshold_forward(x, threshold, out):
 
 
 # --- scalar math as C++ does it on a Dtype (float: logf, expf, powf), for layer set-up ---------
-@njit(cache=True)
+@kernel
 def scalar_log(v):
     return math.log(v)
 
 
-@njit(cache=True)
+@kernel
 def scalar_exp(v):
     return math.exp(v)
 
 
-@njit(cache=True)
+@kernel
 def scalar_pow(v, p):
     return math.pow(v, p)

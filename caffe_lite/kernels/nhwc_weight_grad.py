@@ -29,6 +29,7 @@ from numba import njit
 from . import blocked_conv
 from .conv import _check
 from .gemm import _RUN_LOCK, workspace
+from .jit import kernel
 from .neuron import STREAMING_MIN, split_range
 from .vector_tile import (LANES, ROWS, VECTORS, indexed_add, indexed_add_1, indexed_add_2,
                           indexed_store, indexed_store_1, indexed_store_2)
@@ -56,7 +57,7 @@ def _round_up(n, step):
     return -(-n // step) * step
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pack_image(x, c0, cg, pad_h, pad_w, hp, wp, xb, lo, hi):
     """xb[b, (n*hp + y)*wp + x, i] = x[n, c0 + b*ROWS + i, y - pad_h, x - pad_w] for the blocks
     of ROWS channels [lo, hi); zeros in the padding and past channel cg. Written in order,
@@ -80,7 +81,7 @@ def _pack_image(x, c0, cg, pad_h, pad_w, hp, wp, xb, lo, hi):
                             block[row + x_ * ROWS + i] = x[n, c0 + b * ROWS + i, y, x_]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _pack_dy(dy, m0, mg, dyb, sums, lo, hi):
     """dyb[v, (n*oh + y)*ow + x, l] = dy[n, m0 + v*LANES + l, y, x] for the vectors of LANES
     output channels [lo, hi), zeros past channel mg; sums[v, l] += the channel's values (the
@@ -128,7 +129,7 @@ def _tile(vectors, first, dyb, pix, t, xb, woff, at, p0, p1, dwt, yoff, ms):
         indexed_add_1(dyb, 0, pix, t, xb, woff, at, p0, p1, dwt, yoff, ms)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _rows(dyb, pix, xb, tap_offsets, at, cblocks, vectors, dwt, ms, chunk, fresh, lo, hi):
     """dwt[tap, c, m] = (fresh) or += the sums above over the positions of `at`, for the rows
     (tap, block of ROWS channels) [lo, hi), `chunk` positions at a time."""
@@ -154,7 +155,7 @@ def _rows(dyb, pix, xb, tap_offsets, at, cblocks, vectors, dwt, ms, chunk, fresh
                 t += width
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _add_transposed(dwt, cs, ms, kk, cg, dw2, lo, hi):
     """dw2[m, c*kk + tap] += dwt[(tap*cs + c)*ms + m] for the output channels [lo, hi), in
     blocks of 32 channels x 8 input channels (a block of dw2 stays in L1; NumPy's strided

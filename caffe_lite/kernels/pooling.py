@@ -16,8 +16,9 @@ dispatch on `method` (0 MAX, 1 AVE, 2 STOCHASTIC) and spread the planes over thr
 import math
 
 import numpy as np
-from numba import njit, uint64 as U
+from numba import uint64 as U
 
+from .jit import kernel
 from .neuron import split_range
 
 FLT_MAX = 3.4028234663852886e38
@@ -38,7 +39,7 @@ def pooled_size(size, kernel, pad, stride, ceil_mode=True):
 MAX, AVE, STOCHASTIC = 0, 1, 2
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _pick(v, i, best, idx):
     """One step of the window scan: strict '>' as a select (a branch per element
     mispredicts on about every third element of random data)."""
@@ -46,7 +47,7 @@ def _pick(v, i, best, idx):
     return (v if take else best), (i if take else idx)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _max_clipped(xp, hstart, hend, wstart, wend, width, lowest):
     """(max, h * W + w) over rows hstart..hend, columns wstart..wend (clipped window)."""
     best = lowest
@@ -59,7 +60,7 @@ def _max_clipped(xp, hstart, hend, wstart, wend, width, lowest):
     return best, idx
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _max_row_2x2(xp, hstart, width, c0, c1, stride, pad_w, lowest, t_row, m_row):
     """Outputs c0..c1 of one row of 2x2 windows inside the image."""
     r0 = xp[hstart]
@@ -75,7 +76,7 @@ def _max_row_2x2(xp, hstart, width, c0, c1, stride, pad_w, lowest, t_row, m_row)
         m_row[pw] = idx
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(nogil=True, inline="always")
 def _max_row_3x3(xp, hstart, width, c0, c1, stride, pad_w, lowest, t_row, m_row):
     """Outputs c0..c1 of one row of 3x3 windows inside the image."""
     r0 = xp[hstart]
@@ -99,7 +100,7 @@ def _max_row_3x3(xp, hstart, width, c0, c1, stride, pad_w, lowest, t_row, m_row)
         m_row[pw] = idx
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, mask, lo, hi):
     """Planes lo..hi of (P, H, W): max with strict '>' from -FLT_MAX, first maximum in
     row-major order. Windows inside the image take a fixed-size path (2x2 and 3x3 unrolled,
@@ -164,7 +165,7 @@ def _tiles_2x2(x_hw, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
             and height % 2 == 0 and width % 2 == 0)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _max_2x2_tiles(x, top, mask, lo, hi):
     """_max_forward for tiling 2x2 windows (_tiles_2x2), over rows lo..hi of the planes'
     stacked (P * OH, OW) output: output row r reads input rows 2r and 2r + 1 of the stacked
@@ -187,7 +188,7 @@ def _max_2x2_tiles(x, top, mask, lo, hi):
             mf[o0 + U(c)] = idx
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _max_3x3s2_rows(x, top, mask, lo, hi):
     """_max_forward for 3x3 windows at stride 2 without padding (cifar10's, CaffeNet's
     pooling), over rows lo..hi of the planes' stacked (P * OH, OW) output. The stride is a
@@ -229,7 +230,7 @@ def _max_3x3s2_rows(x, top, mask, lo, hi):
                 x[p], hstart, hend, wstart, min(wstart + 3, width), width, lowest)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _ave_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, lo, hi):
     _, height, width = x.shape
     out_h, out_w = top.shape[1], top.shape[2]
@@ -253,7 +254,7 @@ def _ave_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, top, l
                 top[p, ph, pw] = acc / x.dtype.type(pool_size)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _sto_test_forward(x, kernel_h, kernel_w, stride_h, stride_w, top, lo, hi):
     out_h, out_w = top.shape[1], top.shape[2]
     for p in range(lo, hi):
@@ -264,7 +265,7 @@ def _sto_test_forward(x, kernel_h, kernel_w, stride_h, stride_w, top, lo, hi):
                 top[p, ph, pw] = cumvalues / cumsum
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _sto_window(xp, ph, pw, kernel_h, kernel_w, stride_h, stride_w):
     """STOCHASTIC's window (no padding) of output (ph, pw) in plane xp: hstart, hend, wstart,
     wend, FLT_MIN + sum(x) and sum(x^2). FLT_MIN keeps an all-zero window from dividing by
@@ -284,7 +285,7 @@ def _sto_window(xp, ph, pw, kernel_h, kernel_w, stride_h, stride_w):
     return hstart, hend, wstart, wend, cumsum, cumvalues
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def sto_pool_backward_test(x, top, top_diff, kernel_h, kernel_w, stride_h, stride_w,
                            bottom_diff):
     """bottom_diff = the gradient of TEST's y = sum(x^2) / (FLT_MIN + sum(x)) per window,
@@ -337,7 +338,7 @@ def _is_1x1(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     return (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == (1, 1, 1, 1, 0, 0)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _max_1x1(x, top, mask, lo, hi):
     """Planes lo..hi for a 1x1 window at stride 1 without padding (JacintoNet11's pool1 and
     pool3): each output is the window scan's one step from -FLT_MAX, so the input where it
@@ -356,7 +357,7 @@ def _max_1x1(x, top, mask, lo, hi):
             mf[base + U(j)] = j if take else -1
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _mask_backward(top_diff, mask, bottom_diff, lo, hi):
     """bottom = 0, then each top diff added at its mask index (-1: nowhere). Flat offsets
     rather than a view per plane: LeNet's pool2 has 3,200 planes of 16 outputs."""
@@ -374,7 +375,7 @@ def _mask_backward(top_diff, mask, bottom_diff, lo, hi):
                 bf[base + U(idx)] += tf[i]
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _ave_backward(top_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                   bottom_diff, lo, hi):
     """bottom = 0, then top diff / pool_size spread over each window, in Caffe's order."""
@@ -416,7 +417,7 @@ def pool_backward(top_diff, method, kernel_h, kernel_w, stride_h, stride_w, pad_
         split_range(_mask_backward, n, work, d3, _planes(mask), b3)
 
 
-@njit(cache=True)
+@kernel
 def sto_pool_forward_train(x, kernel_h, kernel_w, stride_h, stride_w, rand, top, index):
     """rand: U(0, 1] per output; index receives the picked h * W + w."""
     n_img, channels, height, width = x.shape

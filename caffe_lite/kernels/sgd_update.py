@@ -7,10 +7,11 @@ data -= diff (Update). Fused, each element goes through the same float operation
 same order, so the result is the same bits, and the arrays are read once instead of
 five times, with no temporaries.
 """
-from numba import njit
 
 
-@njit(cache=True, nogil=True)
+from .jit import kernel
+
+@kernel(nogil=True)
 def sgd_update(data, diff, history, local_decay, momentum, local_rate, decay):
     """The update above over flat arrays; `decay` False skips Regularize (local_decay 0:
     Caffe skips it, and 0 * inf would be NaN)."""

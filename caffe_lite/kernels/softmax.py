@@ -7,14 +7,14 @@ Loss (per (i, j) with a non-ignored label l = int(label)):
   loss = -sum log(max(prob[i, l, j], FLT_MIN));  d x = prob - onehot(l)  (0 where ignored)
 """
 import numpy as np
-from numba import njit
 
+from .jit import kernel
 from .neuron import split_range
 
 FLT_MIN = 1.1754943508222875e-38
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _softmax_forward(x, top, lo, hi):
     outer, channels, inner = x.shape
     for task in range(lo, hi):
@@ -39,7 +39,7 @@ def softmax_forward(x, top):
     split_range(_softmax_forward, x.shape[0] * x.shape[2], 3 * x.size, x, top)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _softmax_backward(top, top_diff, bottom_diff, lo, hi):
     outer, channels, inner = top.shape
     for task in range(lo, hi):
@@ -57,7 +57,7 @@ def softmax_backward(top, top_diff, bottom_diff):
                 bottom_diff)
 
 
-@njit(cache=True)
+@kernel
 def softmax_loss_forward(prob, label, has_ignore, ignore_label):
     """Returns (loss, count): the summed -log prob of the labels and how many counted."""
     outer, channels, inner = prob.shape
@@ -77,7 +77,7 @@ def softmax_loss_forward(prob, label, has_ignore, ignore_label):
     return loss, count
 
 
-@njit(cache=True)
+@kernel
 def softmax_loss_backward(prob, label, has_ignore, ignore_label, scale, bottom_diff):
     """bottom_diff = scale * (prob - onehot(label)), zero for ignored positions."""
     outer, channels, inner = prob.shape

@@ -27,9 +27,10 @@ results match a dense product to rounding: |error| <= (K + 2) eps * (|A| @ |B|).
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, uint64 as U
+from numba import uint64 as U
 
 from .. import threads
+from .jit import kernel
 
 #: sparse products of fewer multiply-adds run on the calling thread; lower than dense
 #: GEMM's threshold (kernels/gemm.py), as a sparse multiply-add costs several dense ones
@@ -74,7 +75,7 @@ def csr_to_dense(a):
     return out
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
+@kernel(nogil=True, fastmath={"contract"})
 def _csr_rows(indptr, indices, data, b, c, tile, lo, hi):
     """c[lo:hi] = A[lo:hi] @ b, tile by tile of b's columns (see the module docstring)."""
     n = b.shape[1]
@@ -108,7 +109,7 @@ def _csr_rows(indptr, indices, data, b, c, tile, lo, hi):
                 e += 1
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
+@kernel(nogil=True, fastmath={"contract"})
 def _csr_matvec(indptr, indices, data, b, c, lo, hi):
     """c[lo:hi, 0] = A[lo:hi] @ b[:, 0]: a batch of one (an InnerProduct deployed on single
     images), where the tiled kernel would run loops of one element. Four partial sums keep

@@ -29,13 +29,14 @@ keeps no copy and reads less as the weight gets sparser (CaffeNet conv3's check 
 0.17 ms at 90% column sparsity, 0.24 -> 0.26 at 70%). `invalidate()` forces a rebuild.
 """
 import numpy as np
-from numba import njit, uint64 as U
+from numba import uint64 as U
 
 from . import blocked_conv
 from .conv import LoweredGemm, _check
 from .conv_engines import LoweredGemmEngine, register_conv_engine
 from .direct_conv import DirectConv
 from .im2col import im2col_rows_bm
+from .jit import kernel
 from .sparse import compact, csr_from_dense, csr_matmul
 
 _UINT = {4: np.uint32, 8: np.uint64, 2: np.uint16}
@@ -46,7 +47,7 @@ _UINT = {4: np.uint32, 8: np.uint64, 2: np.uint16}
 _BLOCK = 4096
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _same_bits(a, b):
     n = a.size
     blocks = n // _BLOCK
@@ -144,7 +145,7 @@ class _CompactForm:
         self.arrays = (mg, cols, col_start, row_at, nonzeros, kept_bits)
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _same_as_compact(wf, wb, mg, cols, col_start, row_at, nonzeros, kept_bits):
     """Whether the weight (M, K), as values wf and bits wb, still has the compacted form
     (CompactCache). The count's loop has no exit, so it vectorizes."""

@@ -19,7 +19,9 @@ import time
 
 import numpy as np
 from llvmlite import ir
-from numba import config, njit, types
+from numba import config, types
+
+from .jit import kernel
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -70,7 +72,7 @@ _pause = _llvm_call("llvm.x86.sse2.pause", types.void, ir.VoidType())
 _cycles = _llvm_call("llvm.readcyclecounter", types.int64, ir.IntType(64))
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def wait_for_change(words, publish_at, value, watch_at, old, budget, grace):
     """Without the GIL: words[publish_at] = value (when publish_at >= 0), then poll until
     words[watch_at] != old, for at most `budget` counter ticks. True when it changed; then

@@ -1,11 +1,12 @@
 """Caffe's DataTransformer arithmetic for a whole batch: crop, mirror, mean, scale."""
 import numpy as np
-from numba import njit
 
+
+from .jit import kernel
 
 # nogil: the prefetch thread runs this while the main thread trains. Not parallel:
 # Numba's default workqueue layer must not be entered from two threads at once.
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def transform_batch(src, h_off, w_off, mirror, mean, scale, out):
     """out[n, c, h, w'] = (src[n, c, h_off+h, w_off+w] - mean[c, h_off+h, w_off+w]) * scale,
     with w' = W-1-w when mirror[n]. The mean is indexed at the source position, as Caffe does
