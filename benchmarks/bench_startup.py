@@ -5,9 +5,11 @@
 The net is models/lenet's with its Data layers replaced by DummyData of the same shapes (so
 no database is read), the solver runs max_iter 1 with no test pass and no snapshot. Each
 repetition points NUMBA_CACHE_DIR at a new empty folder and runs the command twice: the
-first run compiles every kernel the net uses (cold), the second loads them (warm). Wall
-seconds of the whole command (interpreter start to exit) and its peak RSS, each run in its
-own child process.
+first run compiles every kernel the net uses (cold), the second loads them (warm). A third
+run, on another empty folder, compiles them with the compile-ahead helper turned off
+(CAFFE_LITE_COMPILE_AHEAD=0, caffe_lite/compile_ahead.py): the cold start as one process
+compiles it. Wall seconds of the whole command (interpreter start to exit) and its peak RSS
+(the larger of the command's and its helper's), each run in its own child process.
 """
 import argparse
 import json
@@ -54,9 +56,9 @@ def write_job(folder):
         "max_iter: 1\ndisplay: 1\nsnapshot_after_train: false\nsolver_mode: CPU\n")
 
 
-def run(folder, cache):
+def run(folder, cache, ahead="1"):
     import os
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), CAFFE_LITE_COMPILE_AHEAD=ahead)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "caffe_lite", "train",
            "-solver", "solver.prototxt"]
@@ -71,7 +73,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    runs = {"cold": [], "warm": []}
+    runs = {"cold": [], "warm": [], "cold, one process": []}
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp:
         folder = Path(tmp)
         write_job(folder)
@@ -80,11 +82,14 @@ def main():
             cache.mkdir()
             runs["cold"].append(run(folder, cache))
             runs["warm"].append(run(folder, cache))
+            alone = folder / f"alone{rep}"
+            alone.mkdir()
+            runs["cold, one process"].append(run(folder, alone, ahead="0"))
     print(f"one-iteration `caffe-lite train` of LeNet (DummyData), {args.reps} repetitions")
-    print(f"  {'cache':<6} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MB':>12}")
+    print(f"  {'cache':<17} {'median s':>9} {'min s':>7} {'max s':>7} {'peak RSS MB':>12}")
     for kind, results in runs.items():
         seconds = [r["seconds"] for r in results]
-        print(f"  {kind:<6} {statistics.median(seconds):9.2f} {min(seconds):7.2f} "
+        print(f"  {kind:<17} {statistics.median(seconds):9.2f} {min(seconds):7.2f} "
               f"{max(seconds):7.2f} {max(r['peak_rss_mb'] for r in results):12.0f}")
 
 

@@ -1,4 +1,5 @@
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,9 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(TESTS))
+# The suite's `caffe-lite train` subprocesses run without the compile-ahead helper (each new
+# net would start one); tests/test_compile_ahead.py turns it on where it tests it.
+os.environ.setdefault("CAFFE_LITE_COMPILE_AHEAD", "0")
 
 
 @pytest.fixture

@@ -92,20 +92,30 @@ def _train(values, positional, job):
         param.ClearField("weights")
     job.prepare_param(param)
 
-    with job.signal_handler(values["sigint_effect"], values["sighup_effect"]) as handler:
-        solver = get_solver(param, path=solver_path)
-        solver.set_action_function(job.action_function(handler))
-        if values["inq_portion"] is not None:
-            from ..compress.dns_inq_training import OfficialInqHook
-            solver.add_hook(OfficialInqHook(values["inq_portion"]))
-        if values["snapshot"]:
-            LOG.info("Resuming from %s", values["snapshot"])
-            job.restore(solver, values["snapshot"])
-        elif values["weights"]:
-            job.load_weights(solver, values["weights"])
-        job.start(solver)
-        with ProgressBar.for_solver(solver, job.progress_stream(sys.stderr)):
-            LOG.info("Starting Optimization")
-            solver.solve()
+    ahead = job.compile_ahead(param, solver_path)
+    try:
+        with job.signal_handler(values["sigint_effect"], values["sighup_effect"]) as handler:
+            _solve(get_solver(param, path=solver_path), values, handler, job, ahead)
+    finally:
+        if ahead is not None:
+            ahead.stop()
     LOG.info("Optimization Done.")
     return 0
+
+
+def _solve(solver, values, handler, job, ahead):
+    if ahead is not None:
+        solver.add_callback(after_update=ahead.first_update_done)
+    solver.set_action_function(job.action_function(handler))
+    if values["inq_portion"] is not None:
+        from ..compress.dns_inq_training import OfficialInqHook
+        solver.add_hook(OfficialInqHook(values["inq_portion"]))
+    if values["snapshot"]:
+        LOG.info("Resuming from %s", values["snapshot"])
+        job.restore(solver, values["snapshot"])
+    elif values["weights"]:
+        job.load_weights(solver, values["weights"])
+    job.start(solver)
+    with ProgressBar.for_solver(solver, job.progress_stream(sys.stderr)):
+        LOG.info("Starting Optimization")
+        solver.solve()

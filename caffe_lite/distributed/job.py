@@ -28,6 +28,10 @@ class SingleProcessJob:
     def prepare_param(self, param):
         pass
 
+    def compile_ahead(self, param, solver_path):
+        from ..compile_ahead import start
+        return start(param, solver_path)
+
     def signal_handler(self, sigint_effect, sighup_effect):
         from ..solvers.signals import SignalHandler
         return SignalHandler(sigint_effect, sighup_effect)
@@ -97,6 +101,9 @@ class DataParallelJob:
             threads.set_num_threads(before)
 
     # --- the steps of `train` -----------------------------------------------------------------
+    def compile_ahead(self, param, solver_path):
+        return None     # the ranks already fill every core
+
     def prepare_param(self, param):
         """Rank 0 alone tests and snapshots, and reads the weights files (state_sync.py)."""
         if self.comm.is_root:
