@@ -310,10 +310,15 @@ def test_a_net_runs_each_mode(tmp_path, mode):
 
 
 @pytest.mark.parametrize("group", [1, 2])
-def test_compact_cache_rebuilds_exactly_when_the_compacted_form_changes(group):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_compact_cache_rebuilds_exactly_when_the_compacted_form_changes(group, workers,
+                                                                       monkeypatch):
     """CompactCache rebuilds when any entry leaves the compacted form: a dropped row or
     column gains a non-zero (NaN included), or a kept entry changes a bit (-0.0 against
-    0.0 included); not when nothing changed, or when a dropped zero turns -0.0."""
+    0.0 included); not when nothing changed, or when a dropped zero turns -0.0. With three
+    workers the check's parts hold rows 0-1, 2-4 and 5-7: a change in each part is seen."""
+    monkeypatch.setattr(sparse_conv_engines, "CHECK_PARALLEL_MIN", 0)
+    monkeypatch.setattr(threads, "get_num_threads", lambda: workers)
     rng = np.random.default_rng(21)
     w = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
     w2 = w.reshape(8, -1)

@@ -31,6 +31,7 @@ keeps no copy and reads less as the weight gets sparser (CaffeNet conv3's check 
 import numpy as np
 from numba import uint64 as U
 
+from .. import threads
 from . import blocked_conv
 from .conv import LoweredGemm, _check
 from .conv_engines import LoweredGemmEngine, register_conv_engine
@@ -109,7 +110,7 @@ class CompactCache:
         form = self._form
         w2 = np.ascontiguousarray(w).reshape(w.shape[0], -1)
         if (form is None or form.shape != w2.shape or form.dtype != w2.dtype
-                or not _same_as_compact(w2, w2.view(_UINT[w2.itemsize]), *form.arrays)):
+                or not _still_compact(w2, form)):
             w3 = w2.reshape(self.group, -1, w2.shape[1])
             kept = [compact(wg, gather_macs=0, column_gather_macs=0) for wg in w3]
             self._form = _CompactForm(kept, w2.shape, w2.dtype)
@@ -145,14 +146,30 @@ class _CompactForm:
         self.arrays = (mg, cols, col_start, row_at, nonzeros, kept_bits)
 
 
+#: fewest weight elements for the check to run on every thread: CaffeNet conv3's weight
+#: (885 K) took 0.12-0.18 ms on one core, a part handed to the pool costs 5-10 us
+CHECK_PARALLEL_MIN = 1 << 18
+
+
+def _still_compact(w2, form):
+    """_same_as_compact over the rows of w2 (M, K), split over the threads when it is big."""
+    bits = w2.view(_UINT[w2.itemsize])
+    rows = w2.shape[0]
+    parts = min(threads.get_num_threads(), rows) if w2.size >= CHECK_PARALLEL_MIN else 1
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    return all(threads.run_parallel(
+        _same_as_compact, [(w2, bits, *form.arrays, lo, hi)
+                           for lo, hi in zip(bounds[:-1], bounds[1:])]))
+
+
 @kernel(nogil=True)
-def _same_as_compact(wf, wb, mg, cols, col_start, row_at, nonzeros, kept_bits):
-    """Whether the weight (M, K), as values wf and bits wb, still has the compacted form
-    (CompactCache). The count's loop has no exit, so it vectorizes."""
+def _same_as_compact(wf, wb, mg, cols, col_start, row_at, nonzeros, kept_bits, lo, hi):
+    """Whether rows [lo, hi) of the weight (M, K), as values wf and bits wb, still have the
+    compacted form (CompactCache). The count's loop has no exit, so it vectorizes."""
     k = wf.shape[1]
     flat = wf.reshape(-1)
     bits = wb.reshape(-1)
-    for m in range(wf.shape[0]):
+    for m in range(lo, hi):
         row = U(m * k)
         count = 0
         for j in range(k):
