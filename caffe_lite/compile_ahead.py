@@ -72,9 +72,12 @@ def start(param, solver_path, environ=os.environ):
     marker = marker_path(param, solver_path)
     if marker is None or marker.exists():
         return None
-    process = subprocess.Popen(
-        [sys.executable, "-m", __name__, os.fspath(solver_path or "")],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, os.fspath(solver_path or "")],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None                         # no interpreter to start: the run compiles alone
     try:
         process.stdin.write(param.SerializeToString())
         process.stdin.close()
@@ -138,6 +141,9 @@ def main():
         param.ClearField(field)            # the helper builds the training net only
     solver = get_solver(param, path=sys.argv[1] or None)
     compile_backward(solver)
+    # Numba has written each kernel's cache files as it compiled it: nothing is left to
+    # flush, and a data layer's prefetch thread must not keep the helper alive
+    os._exit(0)
 
 
 if __name__ == "__main__":
