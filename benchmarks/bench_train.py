@@ -7,7 +7,8 @@
 A second table times the TEST-phase forward (deployment) at batch 1 and at the training
 batch: caffe-lite's TEST net, forward only (Net(forward_only=True), as a solver's test nets
 and `caffe-lite test` run: nothing kept for a backward), against PyTorch's model.eval() under
-torch.inference_mode().
+torch.inference_mode(); each side's warm-up and timed calls each last at least
+TEST_MIN_SECONDS (a fast forward then gets hundreds of calls, not 10).
 
 Each net's TRAIN phase runs with its data layers replaced by Input layers of the data layer's
 batch and image shape, filled once with random N(0, 1) inputs and random labels. One iteration
@@ -141,11 +142,23 @@ def time_solver_steps(solver, param, batch, classes, iters, warmup):
     return times
 
 
-def timed_calls(fn, iters, warmup):
-    for _ in range(warmup):
+#: least wall time of a TEST-forward measurement (warm-up and timed calls each): a forward of
+#: LeNet or cifar10_quick at batch 1 takes 0.2-0.6 ms, so 10 calls spanned 5 ms, and one
+#: slow spell of the shared machine moved a run's median by 40%
+TEST_MIN_SECONDS = 0.25
+
+
+def timed_calls(fn, iters, warmup, min_seconds=0.0):
+    """The times of `iters` calls of fn after `warmup` untimed ones; with min_seconds, each
+    phase goes on until it has also lasted that long."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < min_seconds:
         fn()
+        done += 1
     times = []
-    for _ in range(iters):
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -168,7 +181,7 @@ def run_caffe(name, iters, warmup):
                 layer.blobs[2].data[...] = 1
         for top, arr in random_inputs(tparam, b, classes).items():
             net.blobs[top].data[...] = arr
-        test[str(b)] = timed_calls(net.forward, iters, warmup)
+        test[str(b)] = timed_calls(net.forward, iters, warmup, TEST_MIN_SECONDS)
     return {"batch": batch, "times": times, "test": test, "rss": peak_rss_mb()}
 
 
@@ -200,7 +213,8 @@ def run_torch(name, iters, warmup):
         tinputs = {k: torch.from_numpy(v)
                    for k, v in random_inputs(tparam, b, classes).items()}
         with torch.inference_mode():
-            test[str(b)] = timed_calls(lambda: tmodel(tinputs), iters, warmup)
+            test[str(b)] = timed_calls(lambda: tmodel(tinputs), iters, warmup,
+                                       TEST_MIN_SECONDS)
     return {"batch": batch, "times": times, "test": test, "rss": peak_rss_mb(),
             "version": torch.__version__}
 
