@@ -4,6 +4,8 @@ float64 NumPy oracle, in both layouts, and its use by the LOWERED_GEMM engine.
 The kernels run on any x86 CPU (LLVM splits the 16-float vectors where AVX-512 is missing),
 so these tests run everywhere; only `applies` keeps other machines on the lowered GEMM.
 """
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
@@ -48,6 +50,16 @@ def _case(rng, n, c, size, m, k, pad, group, dilation=1, bias=True):
     oh = h + 2 * ph - dilation * (kh - 1)
     ow = w_ + 2 * pw - dilation * (kw - 1)
     return x, w, b, geo, np.full((n, m, oh, ow), np.nan, np.float32)
+
+
+@contextmanager
+def _threads(count):
+    old = threads.get_num_threads()
+    threads.set_num_threads(count)
+    try:
+        yield
+    finally:
+        threads.set_num_threads(old)
 
 
 def _assert_close(y, x, w, b, geo):
@@ -116,14 +128,10 @@ def test_same_bits_on_one_and_more_threads(monkeypatch, n, pad, dilation, stride
     geo = geo._replace(stride_h=stride, stride_w=stride)
     y1 = np.full(y1.shape[:2] + geo.output_shape(9, 9), np.nan, np.float32)
     y2 = y1.copy()
-    old = threads.get_num_threads()
-    try:
-        threads.set_num_threads(1)
+    with _threads(1):
         blocked_conv_forward(x, w, b, geo, y1)
-        threads.set_num_threads(count)
+    with _threads(count):
         blocked_conv_forward(x, w, b, geo, y2)
-    finally:
-        threads.set_num_threads(old)
     assert np.array_equal(y1.view(np.uint32), y2.view(np.uint32))
     _assert_close(y2, x, w, b, geo)
 
@@ -144,7 +152,7 @@ class _Pixels:
 ])
 def test_shares_cut_at_the_nearest_boundary(blocks, expected):
     layout = _Pixels(10)
-    units = [(layout, 0, g, 0, b) for g, b in enumerate(blocks)]
+    units = [(layout, 0, g, 0, b, 0, 10) for g, b in enumerate(blocks)]
     shares = blocked_conv._shares(units, 2)
     assert [[unit[2] for unit in share] for share in shares] == expected
 
@@ -155,6 +163,77 @@ def test_uneven_compacted_groups_run_on_both_workers(monkeypatch):
     monkeypatch.setattr(blocked_conv, "batch_workers", lambda: 2)
     plan = blocked_conv._plan((16, 8, 6, 6), (16, 256, 6, 6), geo, 1 << 30, [9, 8])
     assert len(plan.shares) == 2
+
+
+def _poison_workspaces(x_size, workers):
+    """NaN in every worker's padded-image buffer: a tile that reads a row its worker did not
+    pack turns its outputs to NaN."""
+    from caffe_lite.kernels.gemm import workspace
+    for worker in range(workers):
+        workspace(worker).get("blocked_x", (x_size,), np.float32)[:] = np.nan
+
+
+@pytest.mark.parametrize("n,c,size,m,k,pad,group,dilation", [
+    (16, 5, 9, 8, 3, 1, 1, 1),          # one block of images, one of filters
+    (16, 4, (7, 12), 20, 3, (2, 0), 1, 2),   # no side pads: rows are one run
+    (16, 6, 8, 28, 3, 1, 2, 1),         # groups of 2 and 2 blocks
+    (16, 3, 10, 8, (5, 3), (2, 1), 1, 1),
+    (17, 6, 9, 8, 3, 1, 1, 1),          # one image flat after the block: whole pairs
+])
+@pytest.mark.parametrize("count", [2, 3])
+def test_workers_split_outputs_where_the_weight_is_small(monkeypatch, n, c, size, m, k, pad,
+                                                         group, dilation, count):
+    """A block of 16 images in fewer (image, group) pairs than workers, or in pairs that do
+    not share evenly, and a weight smaller than the image: each worker computes every
+    output channel of a range of pixels and packs only the rows those read. The sums keep
+    their order, so the bits equal one worker's."""
+    monkeypatch.setattr(blocked_conv, "TILES_SPLIT_MIN_MACS", 0)
+    rng = np.random.default_rng(11)
+    x, w, b, geo, y1 = _case(rng, n, c, size, m, k, pad, group, dilation=dilation)
+    y2 = y1.copy()
+    with _threads(1):
+        blocked_conv_forward(x, w, b, geo, y1)
+    with _threads(count):
+        groups = blocked_conv.pack_groups(w, group)
+        plan = blocked_conv._plan(x.shape, y2.shape, geo, 1 << 30,
+                                  [gr.blocks for gr in groups], [len(gr.taps) for gr in groups])
+        units = [unit for share in plan.shares for unit in share]
+        split = any(v1 - v0 < len(layout.pix) for layout, *_, v0, v1 in units)
+        assert split == (n == 16 and group % count != 0)    # else whole pairs
+        assert len(plan.shares) == count or not split
+        _poison_workspaces(plan.x_size, count)
+        blocked_conv_forward(x, w, b, geo, y2)
+    assert np.array_equal(y1.view(np.uint32), y2.view(np.uint32))
+    _assert_close(y2, x, w, b, geo)
+
+
+def test_output_split_cuts_unequal_groups_evenly(monkeypatch):
+    """A compacted weight's groups of 9 and 8 blocks: cut at output vectors, each worker
+    computes half the work to within a vector's blocks."""
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 2)
+    monkeypatch.setattr(blocked_conv, "batch_workers", lambda: 2)
+    plan = blocked_conv._plan((16, 64, 13, 13), (16, 136, 13, 13), geo, 1 << 30, [9, 8],
+                              [40, 40])
+    costs = [sum(blocked_conv._cost(unit) for unit in share) for share in plan.shares]
+    assert len(costs) == 2 and abs(costs[0] - costs[1]) <= 9
+    covered = {}
+    for share in plan.shares:
+        for layout, _, g, b0, b1, v0, v1 in share:
+            assert (b0, b1) == (0, [9, 8][g])
+            covered.setdefault(g, []).append((v0, v1))
+    for g, ranges in covered.items():
+        ranges.sort()
+        assert ranges[0][0] == 0 and ranges[-1][1] == 169
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_large_weights_keep_the_output_channel_split(monkeypatch):
+    """At batch 1 a large layer's weight (512 x 2304) is 20 times its image: each worker
+    takes half the output channels, as before."""
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)
+    monkeypatch.setattr(blocked_conv, "batch_workers", lambda: 2)
+    plan = blocked_conv._plan((1, 256, 8, 8), (1, 512, 8, 8), geo, 1 << 30, [64], [2304])
+    assert [[unit[3:5] for unit in share] for share in plan.shares] == [[(0, 32)], [(32, 64)]]
 
 
 def test_shapes_that_do_not_fit_are_one_line_errors():

@@ -66,22 +66,31 @@ def _padded_lanes(x, n0, c0, cg, pad_h, pad_w):
 @pytest.mark.parametrize("n,n0", [(16, 0), (21, 16), (40, 32), (3, 0)])
 @pytest.mark.parametrize("height,width,pad_h,pad_w", [
     (13, 13, 1, 1), (5, 37, 2, 0), (8, 8, 0, 0), (4, 17, 0, 2), (1, 1, 1, 1), (28, 28, 0, 0)])
-def test_pack_lanes_equals_numpy(n, n0, height, width, pad_h, pad_w):
+@pytest.mark.parametrize("part", ["whole", "top", "middle", "bottom"])
+def test_pack_lanes_equals_numpy(n, n0, height, width, pad_h, pad_w, part):
+    """The padded rows [r0, r1) of every channel, and nothing else (a worker that splits
+    outputs packs only the rows its outputs read)."""
     rng = np.random.default_rng(n * 1000 + width)
     x = _odd_bits(rng, n * 5 * height * width).reshape(n, 5, height, width)
     c0, cg = 1, 3
     hp, wp = height + 2 * pad_h, width + 2 * pad_w
-    ref = _padded_lanes(x, n0, c0, cg, pad_h, pad_w)
+    r0, r1 = {"whole": (0, hp), "top": (0, (hp + 1) // 2), "middle": (hp // 3, hp - hp // 3),
+              "bottom": (hp // 2, hp + 2)}[part]          # r1 past the plane: clipped
+    ref = _padded_lanes(x, n0, c0, cg, pad_h, pad_w).reshape(cg, hp, wp * LANES)
     xb = np.full(ref.size + 40, 3.0, np.float32)
-    _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
-    assert np.array_equal(xb[:ref.size].view(np.uint32), ref.view(np.uint32))
+    _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1)
+    planes = xb[:ref.size].reshape(ref.shape)
+    assert np.array_equal(planes[:, r0:r1].view(np.uint32), ref[:, r0:r1].view(np.uint32))
+    assert np.all(planes[:, :r0] == 3.0) and np.all(planes[:, r1:] == 3.0)
     assert np.all(xb[ref.size:] == 3.0)
 
 
 @pytest.mark.parametrize("n,n0", [(16, 0), (21, 16), (3, 0)])
 @pytest.mark.parametrize("out_h,out_w", [(13, 13), (1, 1), (4, 5), (24, 24)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_unpack_lanes_equals_numpy(n, n0, out_h, out_w, with_bias):
+@pytest.mark.parametrize("part", ["whole", "from 7"])
+def test_unpack_lanes_equals_numpy(n, n0, out_h, out_w, with_bias, part):
+    """Pixels [p0, p1) of channels [m0, m1); the rest of y untouched."""
     rng = np.random.default_rng(n * 100 + out_w)
     channels, m0, m1 = 6, 1, 4
     channel = np.array([5, 0, 3, 2, 1, 4], np.int64)
@@ -93,9 +102,10 @@ def test_unpack_lanes_equals_numpy(n, n0, out_h, out_w, with_bias):
     y = np.full((n, channels, out_h, out_w), 9.0, np.float32)
     ref = y.copy()
     count = min(LANES, n - n0)
+    p0 = 0 if part == "whole" else min(7, pixels - 1)
     for m in range(m0, m1):
         sums = yb[m * row:m * row + pixels * LANES].reshape(pixels, LANES)[:, :count].T
         add = bias[channel[m]] if with_bias else np.float32(0)
-        ref[n0:n0 + count, channel[m]] = (sums + add).reshape(count, out_h, out_w)
-    _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y)
+        ref[n0:n0 + count, channel[m]].reshape(count, -1)[:, p0:] = (sums + add)[:, p0:]
+    _unpack_lanes(yb, row, n0, m0, m1, p0, pixels, channel, bias, y)
     assert np.array_equal(y.view(np.uint32), ref.view(np.uint32))

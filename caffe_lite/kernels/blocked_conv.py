@@ -180,14 +180,22 @@ class _Layout:
             self.x_size = cg * sh * sw * plane + len(self.pix) * LANES
         self.row = len(self.pix) * LANES          # floats per output channel in the tile buffer
         self.pads = (geo.pad_h, geo.pad_w)
+        self.out_w = out_w
+        # below an output's row, the rows its taps read (stride 1)
+        self.reach_rows = (geo.kernel_h - 1) * geo.dilation_h
         # the forward's unit kernel for this layout (each compiles only its own packing)
         self.unit = _unit_lanes if lanes else _unit_flat if (sh, sw) == (1, 1) else _unit_phases
+
+    def rows(self, v0, v1):
+        """[r0, r1): the rows of each channel's padded plane that output vectors (pixels)
+        [v0, v1) of the lanes layout read."""
+        return v0 // self.out_w, (v1 - 1) // self.out_w + 1 + self.reach_rows
 
     def pack(self, x, n0, c0, cg, xb):
         """xb = channels [c0, c0 + cg) of image n0 (and the next 15: lanes) of x, padded."""
         xb = xb[:self.x_size]
         if self.lanes:
-            _pack_lanes(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb)
+            _pack_lanes(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb, 0, self.hp)
         elif self.strides == (1, 1):
             _pack_flat(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb)
         else:
@@ -195,26 +203,30 @@ class _Layout:
 
 
 @kernel(nogil=True)
-def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb):
-    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded; zeros elsewhere. Rows of
-    16 pixels of 16 images go through one register transpose each (kernels/lane_transpose.py);
-    without a left or right pad, a channel's rows are one run of height * width pixels."""
+def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1):
+    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded, for the padded rows r in
+    [r0, r1); zeros in the padding. Rows of 16 pixels of 16 images go through one register
+    transpose each (kernels/lane_transpose.py); without a left or right pad, a channel's
+    rows are one run of pixels."""
     n_img, channels, height, width = x.shape
     count = min(LANES, n_img - n0)
     xf = x.reshape(-1)
     image = channels * height * width
     line = wp * LANES
+    r1 = min(r1, hp)
+    h0 = min(max(r0, pad_h), pad_h + height)          # the image rows among them
+    h1 = max(min(r1, pad_h + height), h0)
     for c in range(cg):
         plane = c * hp * line
-        for i in range(pad_h * line):
+        for i in range(r0 * line, h0 * line):
             xb[plane + i] = 0
-        for i in range((pad_h + height) * line, hp * line):
+        for i in range(h1 * line, r1 * line):
             xb[plane + i] = 0
-        src = n0 * image + (c0 + c) * height * width
-        dst = plane + pad_h * line
+        src = n0 * image + (c0 + c) * height * width + (h0 - pad_h) * width
+        dst = plane + h0 * line
         # one call site of the inlined transpose (with two it compiled in 0.57 s, not 0.44);
-        # without side pads (wp == width) the pad loops are empty and the plane is one run
-        runs, length = (1, height * width) if pad_w == 0 else (height, width)
+        # without side pads (wp == width) the pad loops are empty and the rows are one run
+        runs, length = (1, (h1 - h0) * width) if pad_w == 0 else (h1 - h0, width)
         for h in range(runs):
             row = dst + h * line
             for i in range(pad_w * LANES):
@@ -234,9 +246,9 @@ def _transpose_run(xf, src, image, count, length, xb, dst):
 
 
 @njit(inline="always")
-def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
-    """y[n0 + lane, channel[m]] = yb[m, p, lane] (+ bias) for m in [m0, m1): blocks of 16
-    pixels x 16 images through the register transpose."""
+def _unpack_lanes(yb, row, n0, m0, m1, p_lo, p_hi, channel, bias, y):
+    """y[n0 + lane, channel[m], p] = yb[m, p, lane] (+ bias) for m in [m0, m1), pixels p in
+    [p_lo, p_hi): blocks of 16 pixels x 16 images through the register transpose."""
     n_img, channels, out_h, out_w = y.shape
     count = min(LANES, n_img - n0)
     yf = y.reshape(-1)
@@ -246,8 +258,8 @@ def _unpack_lanes(yb, row, n0, m0, m1, channel, bias, y):
         out = channel[m]
         b = bias[out] if bias.shape[0] else yb.dtype.type(0)
         dst = n0 * image + out * p_total
-        for p0 in range(0, p_total, LANES):
-            span = min(LANES, p_total - p0)
+        for p0 in range(p_lo, p_hi, LANES):
+            span = min(LANES, p_hi - p0)
             transpose_block_add(yb, m * row + p0 * LANES, LANES, span, count, yf, dst + p0,
                                 image, span, b)
 
@@ -367,16 +379,17 @@ def _tile_run(xb, pix, wg, ldw, nrows, taps, yb, block, v0, v1, k0, k1, first):
 
 
 @njit(inline="always")
-def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk):
-    """yb[m, .] for the output channels of blocks [block0, block1): every tile, by blocks of
-    taps [tap_bounds[i], tap_bounds[i + 1]) and chunks of outputs (module docstring). (Each
-    chunk and block running all its tap blocks before the next, which keeps its part of yb
-    in cache, measured the same on CaffeNet conv3, dense and at 50% and 90% sparsity.)"""
-    vectors = pix.shape[0]
+def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v_lo, v_hi, tap_bounds,
+           pixel_chunk):
+    """yb[m, .] for the output channels of blocks [block0, block1) and the output vectors
+    [v_lo, v_hi): every tile, by blocks of taps [tap_bounds[i], tap_bounds[i + 1]) and
+    chunks of outputs (module docstring). (Each chunk and block running all its tap blocks
+    before the next, which keeps its part of yb in cache, measured the same on CaffeNet
+    conv3, dense and at 50% and 90% sparsity.)"""
     blocks_of_taps = tap_bounds.shape[0] - 1
     for b in range(blocks_of_taps):
-        for v0 in range(0, vectors, pixel_chunk):
-            v1 = min(vectors, v0 + pixel_chunk)
+        for v0 in range(v_lo, v_hi, pixel_chunk):
+            v1 = min(v_hi, v0 + pixel_chunk)
             for block in range(block0, block1):
                 _tile_run(xb, pix, wg, ldw, nrows, taps, yb, block, v0, v1, tap_bounds[b],
                           tap_bounds[b + 1], b == 0)
@@ -393,37 +406,41 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_
 # its caller and optimizes it again there: a separate _tiles cost 0.3 s more of that start).
 
 @kernel(nogil=True)
-def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
-                taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pix, wg, ldw,
+                nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk, channel, bias,
+                y):
     if pack:
-        _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
-    _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk)
-    _unpack_lanes(yb, pix.shape[0] * LANES, n0, block0 * ROWS, min(nrows, block1 * ROWS),
-                  channel, bias, y)
+        _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1)
+    _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk)
+    _unpack_lanes(yb, pix.shape[0] * LANES, n0, block0 * ROWS, min(nrows, block1 * ROWS), v0,
+                  v1, channel, bias, y)
 
 
 @kernel(nogil=True)
-def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
-               taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pix, wg, ldw,
+               nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk, channel, bias,
+               y):
+    # the flat and phase layouts are always packed whole: _outputs_pay splits only lanes
     if pack:
         _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
-    _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds,
+    _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
                 pixel_chunk, channel, bias, y)
 
 
 @kernel(nogil=True)
-def _unit_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, xb, pix, wg, ldw, nrows,
-                 taps, yb, block0, block1, tap_bounds, pixel_chunk, channel, bias, y):
+def _unit_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pix, wg, ldw,
+                 nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk, channel,
+                 bias, y):
     if pack:
         _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
-    _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds,
+    _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
                 pixel_chunk, channel, bias, y)
 
 
 @njit(inline="always")
-def _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds,
+def _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
                 pixel_chunk, channel, bias, y):
-    _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, tap_bounds, pixel_chunk)
+    _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk)
     _unpack_flat(yb, pix.shape[0] * LANES, wp, n0, block0 * ROWS, min(nrows, block1 * ROWS),
                  channel, bias, y)
 
@@ -483,7 +500,8 @@ def _group(channels, cols, kk, weight):
 
 class _Plan(NamedTuple):
     """How one pass over a convolution's batch goes: each worker's share of the work units
-    (_units), each unit with its layout."""
+    (_units or _output_shares), each unit (layout, first image, group, first block, end
+    block, first output vector, end vector)."""
     cg: int                 # input channels per group
     mg: int                 # output channels per group
     shares: list            # per worker, its units
@@ -491,17 +509,19 @@ class _Plan(NamedTuple):
     row: int                # floats per output channel of the largest tile buffer
 
 
-def _plan(x_shape, y_shape, geo, macs, blocks):
+def _plan(x_shape, y_shape, geo, macs, blocks, taps=None):
     """Whole blocks of LANES images run in the lanes layout, the images after them flat;
     one worker below TILES_SPLIT_MIN_MACS multiply-adds. `blocks`: per group, its blocks of
-    ROWS output channels. Kept per shape: at batch 1 the planning cost as much as a small
-    layer's tiles."""
+    ROWS output channels. `taps` (the forward's): per group, the taps its tiles read; the
+    workers may then split outputs instead of output channels (_outputs_pay). Kept per
+    shape: at batch 1 the planning cost as much as a small layer's tiles."""
     workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
-    return _plan_for(tuple(x_shape), tuple(y_shape), geo, tuple(blocks), workers)
+    return _plan_for(tuple(x_shape), tuple(y_shape), geo, tuple(blocks), workers,
+                     None if taps is None else tuple(taps))
 
 
 @lru_cache(maxsize=256)
-def _plan_for(x_shape, y_shape, geo, blocks, workers):
+def _plan_for(x_shape, y_shape, geo, blocks, workers, taps=None):
     n_img, channels, height, width = x_shape
     m_out, out_h, out_w = y_shape[1:]
     cg, mg = channels // geo.group, m_out // geo.group
@@ -516,21 +536,74 @@ def _plan_for(x_shape, y_shape, geo, blocks, workers):
         starts += [(flat, n0) for n0 in range(whole, n_img)]
     layouts = {layout for layout, _ in starts}
     shares = _shares(_units(starts, blocks, workers), workers)
+    if taps is not None and not strided and _outputs_pay(starts, blocks, taps, shares, workers):
+        shares = _output_shares(starts, blocks, workers)
     return _Plan(cg, mg, shares, max(layout.x_size for layout in layouts),
                  max(layout.row for layout in layouts))
 
 
 def _units(starts, blocks, workers):
-    """(layout, first image, group, first block, end block) work units, split over the
-    output channels too when there are fewer (image, group) pairs than workers."""
+    """Work units of whole (image, group) pairs, split over the output channels too when
+    there are fewer pairs than workers."""
     pairs = [(layout, n0, g) for layout, n0 in starts for g in range(len(blocks))]
     pieces = -(-workers // len(pairs))
     units = []
     for layout, n0, g in pairs:
         cut = min(blocks[g], pieces)
         bounds = [blocks[g] * s // cut for s in range(cut + 1)] if cut else []
-        units += [(layout, n0, g, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        units += [(layout, n0, g, lo, hi, 0, len(layout.pix))
+                  for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     return units
+
+
+def _cost(unit):
+    """What a unit's tiles compute, in vectors of ROWS sums."""
+    _, _, _, b0, b1, v0, v1 = unit
+    return (b1 - b0) * (v1 - v0)
+
+
+#: most a worker's share may pass the mean before the workers split outputs instead
+UNEVEN_SHARES = 1.05
+
+
+def _outputs_pay(starts, blocks, taps, shares, workers):
+    """Whether the workers should split each (image, group) pair's outputs rather than its
+    output channels: where the pairs are fewer than the workers, so that each would pack
+    the whole image (CaffeNet conv3 at batch 16: 0.225 ms), or the whole pairs split
+    unevenly (a compacted weight's groups of 9 and 8 blocks; a compacted conv3 of 5 blocks
+    went 3 to 2), and the weight a worker then reads in full is smaller than the image it
+    would pack (at batch 1 the weights of large layers are 10-50 times their image)."""
+    if workers < 2 or not shares or not all(layout.lanes for layout, _ in starts):
+        return False
+    costs = [sum(_cost(unit) for unit in share) for share in shares]
+    uneven = max(costs) * workers > UNEVEN_SHARES * sum(costs)
+    if len(starts) * len(blocks) >= workers and not uneven:
+        return False
+    weight = max(b * ROWS * t for b, t in zip(blocks, taps))
+    return weight <= min(layout.x_size for layout, _ in starts)
+
+
+def _output_shares(starts, blocks, workers):
+    """Per worker, its units: the pairs' work laid end to end and cut into equal parts at
+    output vectors. Each worker computes every output channel of its outputs and packs only
+    the image rows those read (_Layout.rows)."""
+    pairs = [(layout, n0, g) for layout, n0 in starts for g in range(len(blocks)) if blocks[g]]
+    total = sum(blocks[g] * len(layout.pix) for layout, _, g in pairs)
+    cuts = [total * w // workers for w in range(workers + 1)]
+    shares = [[] for _ in range(workers)]
+    start = 0
+    for layout, n0, g in pairs:
+        vectors = len(layout.pix)
+
+        def at(cut):            # the vector where a cut falls in this pair, rounded
+            return min(vectors, max(0, (cut - start + blocks[g] // 2) // blocks[g]))
+
+        for w in range(workers):
+            v0, v1 = at(cuts[w]), at(cuts[w + 1])
+            if v1 > v0:
+                shares[w].append((layout, n0, g, 0, blocks[g], v0, v1))
+        start += blocks[g] * vectors
+    return [share for share in shares if share]
 
 
 def _shares(units, workers):
@@ -543,7 +616,7 @@ def _shares(units, workers):
     filters zero, ran on one core, 0.95x dense instead of 1.8x.)"""
     if not units:
         return []
-    cost = np.cumsum([(hi - lo) * len(layout.pix) for layout, _, _, lo, hi in units])
+    cost = np.cumsum([_cost(unit) for unit in units])
     bounds = np.concatenate(([0], cost))
     cuts = [0] + [int(np.abs(bounds - cost[-1] * i / workers).argmin())
                   for i in range(1, workers)] + [len(units)]
@@ -560,11 +633,13 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
         groups = pack_groups(w, geo.group)
     macs = y.shape[0] * y.shape[2] * y.shape[3] * sum(
         len(gr.channels) * len(gr.taps) for gr in groups)
+    # the taps only matter to a block of LANES images (_outputs_pay)
+    taps = [len(gr.taps) for gr in groups] if x.shape[0] >= LANES else None
     cg, _, shares, x_size, row = _plan(x.shape, y.shape, geo, macs,
-                                       [gr.blocks for gr in groups])
+                                       [gr.blocks for gr in groups], taps)
     out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
     taps = {}
-    for layout, _, g, _, _ in chain(*shares):
+    for layout, _, g, _, _, _, _ in chain(*shares):
         if (layout, g) not in taps:
             kept = groups[g].taps
             # every tap kept (a dense weight): the layout's own table, without a copy
@@ -583,13 +658,14 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
         yb = ws.get("blocked_y", (most * ROWS * row,), np.float32)
         packed = None
         part = []
-        for layout, n0, g, b0, b1 in share:
+        for layout, n0, g, b0, b1, v0, v1 in share:
             gr = groups[g]
+            rows = layout.rows(v0, v1) if layout.lanes else (0, layout.hp)
             part.append((layout.unit, (
                 x, n0, g * cg, cg, *layout.pads, *layout.strides, layout.hp, layout.wp,
-                packed != (n0, g), xb[:layout.x_size], layout.pix, gr.weight, len(gr.taps),
-                len(gr.channels), taps[layout, g], yb, b0, b1, gr.tap_bounds, PIXEL_CHUNK,
-                gr.channels, bias, out)))
+                packed != (n0, g), *rows, xb[:layout.x_size], layout.pix, gr.weight,
+                len(gr.taps), len(gr.channels), taps[layout, g], yb, b0, b1, v0, v1,
+                gr.tap_bounds, PIXEL_CHUNK, gr.channels, bias, out)))
             packed = (n0, g)
         calls.append(part)
 

@@ -97,7 +97,7 @@ def blocked_weight_grad(x, dy, geo, dw, db=None):
         part = ws.zeros("blocked_dw", (group, blocks * ROWS * k), np.float32)
         part_db = ws.zeros("blocked_db", (m_out,), np.float32)
         packed = None
-        for layout, n0, g, b0, b1 in chain(*shares[lo:hi]):
+        for layout, n0, g, b0, b1, _, _ in chain(*shares[lo:hi]):
             size = blocks * ROWS * layout.row
             if packed != (n0, g):
                 packed = (n0, g)
@@ -105,7 +105,8 @@ def blocked_weight_grad(x, dy, geo, dw, db=None):
                 if layout.lanes:
                     # dy[m, p, lane] is the lanes layout of dy's planes without padding;
                     # the rows past mg, read by the last block's tiles, are zeros
-                    _pack_lanes(dy, n0, g * mg, mg, 0, 0, dy.shape[2], dy.shape[3], dyb)
+                    _pack_lanes(dy, n0, g * mg, mg, 0, 0, dy.shape[2], dy.shape[3], dyb, 0,
+                                dy.shape[2])
                     dyb[mg * layout.row:size] = 0
                 else:
                     _pack_dy_flat(dy, n0, g * mg, mg, layout.row, layout.wp, dyb[:size])
