@@ -406,9 +406,9 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v_lo, v_hi, tap_bo
 # its caller and optimizes it again there: a separate _tiles cost 0.3 s more of that start).
 
 @kernel(nogil=True)
-def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pix, wg, ldw,
-                nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk, channel, bias,
-                y):
+def _unit_lanes(x, xb, wg, yb, bias, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0,
+                r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
+                channel):
     if pack:
         _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1)
     _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk)
@@ -417,9 +417,9 @@ def _unit_lanes(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, p
 
 
 @kernel(nogil=True)
-def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pix, wg, ldw,
-               nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk, channel, bias,
-               y):
+def _unit_flat(x, xb, wg, yb, bias, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0,
+               r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
+               channel):
     # the flat and phase layouts are always packed whole: _outputs_pay splits only lanes
     if pack:
         _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
@@ -428,9 +428,9 @@ def _unit_flat(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pi
 
 
 @kernel(nogil=True)
-def _unit_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0, r1, xb, pix, wg, ldw,
-                 nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk, channel,
-                 bias, y):
+def _unit_phases(x, xb, wg, yb, bias, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0,
+                 r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
+                 channel):
     if pack:
         _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
     _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
@@ -623,62 +623,96 @@ def _shares(units, workers):
     return [units[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def blocked_conv_forward(x, w, bias, geo, y, groups=None):
-    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`). `groups`:
-    pack_groups(w, ...) when the caller keeps it (a compacted weight), else made here."""
-    _check(x, w, geo, y)
-    x = np.ascontiguousarray(x)
-    bias = np.empty(0, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
-    if groups is None:
-        groups = pack_groups(w, geo.group)
-    macs = y.shape[0] * y.shape[2] * y.shape[3] * sum(
+class _Job(NamedTuple):
+    """One pass's work without the call's arrays: per worker, its units as (kernel, layout's
+    padded image floats, group, the kernel's arguments after the arrays), and the tile
+    buffer's floats. Kept per shape for a dense weight: making the arguments took 11 us of
+    Python per call, a tenth of a small layer's pass at batch 1."""
+    macs: int
+    parts: list
+    y_size: int
+
+
+def _job(x_shape, y_shape, geo, groups, workers):
+    macs = y_shape[0] * y_shape[2] * y_shape[3] * sum(
         len(gr.channels) * len(gr.taps) for gr in groups)
     # the taps only matter to a block of LANES images (_outputs_pay)
-    taps = [len(gr.taps) for gr in groups] if x.shape[0] >= LANES else None
-    cg, _, shares, x_size, row = _plan(x.shape, y.shape, geo, macs,
-                                       [gr.blocks for gr in groups], taps)
-    out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
-    taps = {}
+    taps = [len(gr.taps) for gr in groups] if x_shape[0] >= LANES else None
+    cg, _, shares, _, row = _plan_for(x_shape, y_shape, geo, tuple(gr.blocks for gr in groups),
+                                      workers, None if taps is None else tuple(taps))
+    tables = {}
     for layout, _, g, _, _, _, _ in chain(*shares):
-        if (layout, g) not in taps:
+        if (layout, g) not in tables:
             kept = groups[g].taps
             # every tap kept (a dense weight): the layout's own table, without a copy
-            taps[layout, g] = layout.taps if len(kept) == len(layout.taps) else \
+            tables[layout, g] = layout.taps if len(kept) == len(layout.taps) else \
                 layout.taps[kept]
-    most = max(gr.blocks for gr in groups)
-    # every unit's arguments made before the parts are handed over (share i runs on worker
-    # i: split_batch gets at most one share per worker), so that each worker holds the GIL
-    # only to call its units: a worker waiting for a GIL that its caller holds in Python
-    # sleeps, and on these VMs waking it took 25-30 us (miniVggNet's conv2 at batch 1: the
-    # second worker started 35 us after the first, with the tiles' whole layer 140 us)
-    calls = []
-    for worker, share in enumerate(shares):
-        ws = workspace(worker)
-        xb = ws.get("blocked_x", (x_size,), np.float32)
-        yb = ws.get("blocked_y", (most * ROWS * row,), np.float32)
+    parts = []
+    for share in shares:
         packed = None
         part = []
         for layout, n0, g, b0, b1, v0, v1 in share:
             gr = groups[g]
             rows = layout.rows(v0, v1) if layout.lanes else (0, layout.hp)
-            part.append((layout.unit, (
-                x, n0, g * cg, cg, *layout.pads, *layout.strides, layout.hp, layout.wp,
-                packed != (n0, g), *rows, xb[:layout.x_size], layout.pix, gr.weight,
-                len(gr.taps), len(gr.channels), taps[layout, g], yb, b0, b1, v0, v1,
-                gr.tap_bounds, PIXEL_CHUNK, gr.channels, bias, out)))
+            part.append((layout.unit, layout.x_size, g, (
+                n0, g * cg, cg, *layout.pads, *layout.strides, layout.hp, layout.wp,
+                packed != (n0, g), *rows, layout.pix, len(gr.taps), len(gr.channels),
+                tables[layout, g], b0, b1, v0, v1, gr.tap_bounds, PIXEL_CHUNK, gr.channels)))
             packed = (n0, g)
-        calls.append(part)
+        parts.append(part)
+    return _Job(macs, parts, max(gr.blocks for gr in groups) * ROWS * row)
+
+
+@lru_cache(maxsize=256)
+def _dense_job(x_shape, y_shape, geo, w_shape, workers):
+    return _job(x_shape, y_shape, geo, _dense_groups(w_shape, geo.group), workers)
+
+
+_NO_BIAS = np.empty(0, np.float32)
+_F32 = np.dtype(np.float32)
+
+
+def blocked_conv_forward(x, w, bias, geo, y, groups=None):
+    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`). `groups`:
+    pack_groups(w, ...) when the caller keeps it (a compacted weight), else w is dense."""
+    _check(x, w, geo, y)
+    x = np.ascontiguousarray(x)
+    bias = _NO_BIAS if bias is None else np.ascontiguousarray(bias, np.float32)
+    if groups is None:
+        weights = np.ascontiguousarray(w, np.float32).reshape(geo.group, -1)
+        macs = y.shape[0] * y.shape[2] * y.shape[3] * w.size
+        workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
+        job = _dense_job(x.shape, y.shape, geo, w.shape, workers)
+    else:
+        weights = [gr.weight for gr in groups]
+        macs = y.shape[0] * y.shape[2] * y.shape[3] * sum(
+            len(gr.channels) * len(gr.taps) for gr in groups)
+        workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
+        job = _job(x.shape, y.shape, geo, groups, workers)
+    out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
+    # every unit's arguments made before the parts are handed over (part i runs on worker
+    # i: split_batch gets at most one part per worker), so that each worker holds the GIL
+    # only to call its units: a worker waiting for a GIL that its caller holds in Python
+    # sleeps, and on these VMs waking it took 25-30 us (miniVggNet's conv2 at batch 1: the
+    # second worker started 35 us after the first, with the tiles' whole layer 140 us)
+    calls = []
+    for worker, part in enumerate(job.parts):
+        ws = workspace(worker)
+        yb = ws.flat("blocked_y", job.y_size, _F32)
+        calls.append([(unit, (x, ws.flat("blocked_x", x_size, _F32), weights[g], yb, bias, out)
+                       + rest) for unit, x_size, g, rest in part])
 
     def work(worker, lo, hi):
         for part in calls[lo:hi]:
             for unit, args in part:
                 unit(*args)
 
-    if macs and len(shares) == 1:
+    if job.macs and len(calls) == 1:
         work(0, 0, 1)           # one worker: no hand-over, and the units call no BLAS
-    elif macs:
-        split_batch(len(shares), work)
-    _fill_dropped(groups, bias, out)
+    elif job.macs:
+        split_batch(len(calls), work)
+    if groups is not None:
+        _fill_dropped(groups, bias, out)
     if out is not y:
         y[...] = out
     return y

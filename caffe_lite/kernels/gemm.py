@@ -41,13 +41,16 @@ class Workspace:
         self._buffers = {}
 
     def get(self, name, shape, dtype):
-        dtype = np.dtype(dtype)
-        size = math.prod(shape)
+        return self.flat(name, math.prod(shape), np.dtype(dtype)).reshape(shape)
+
+    def flat(self, name, size, dtype):
+        """get's buffer as a 1-d view of `size` elements; `dtype` a np.dtype (the forward of
+        the tiles asks for two per worker at every call)."""
         buf = self._buffers.get((name, dtype))
         if buf is None or buf.size < size:
             buf = np.empty(size, dtype)
             self._buffers[(name, dtype)] = buf
-        return buf[:size].reshape(shape)
+        return buf[:size]
 
     def zeros(self, name, shape, dtype):
         out = self.get(name, shape, dtype)
