@@ -327,3 +327,43 @@ def test_max_1x1_is_the_window_scan(dtype, threaded, monkeypatch):
     P._mask_backward(dy.reshape(planes.shape), m1.reshape(planes.shape), want, 0,
                      planes.shape[0])
     np.testing.assert_array_equal(dx2.reshape(planes.shape), want)
+
+
+@pytest.mark.parametrize("shape,window", [
+    ((2, 3, 32, 32), 3), ((1, 2, 7, 9), 3), ((1, 1, 3, 3), 3), ((1, 2, 13, 13), 3),
+    ((3, 2, 4, 6), 2), ((1, 1, 2, 2), 2), ((2, 3, 8, 8), 2), ((2, 2, 7, 5), 2)])
+def test_max_without_a_mask_gives_the_same_bits(shape, window):
+    """A forward that no backward follows asks for no mask: the value-only kernels (3x3 at
+    stride 2, tiling 2x2) pick as the masked ones, NaN, infinities, ties and signed zeros
+    included; other windows (7x5 at 2x2: ceil rounding) fall back to a mask of their own."""
+    planes = ties_and_nans(shape, window, 13)
+    flat = planes.reshape(-1)
+    flat[np.random.default_rng(5).random(flat.size) < 0.1] = -0.0
+    x = planes.reshape(shape)
+    out = shape[:2] + tuple(pooled_size(s, window, 0, 2) for s in shape[2:])
+    masked, values = np.empty(out, np.float32), np.full(out, 7.0, np.float32)
+    P.pool_forward(x, P.MAX, window, window, 2, 2, 0, 0, masked, np.empty(out, np.int64))
+    P.pool_forward(x, P.MAX, window, window, 2, 2, 0, 0, values, None)
+    assert np.array_equal(values.view(np.uint32), masked.view(np.uint32))
+
+
+@pytest.mark.parametrize("backward_follows,ntop,masked", [
+    (True, 1, True), (False, 1, False), (False, 2, True)])
+def test_layer_asks_for_a_mask_only_where_something_reads_it(monkeypatch, backward_follows,
+                                                             ntop, masked):
+    x = spaced((2, 2, 9, 9), 3).astype(np.float32)
+    layer, bottom, top = make_layer(text("MAX", "kernel_size: 3 stride: 2"), [x],
+                                    dtype=np.float32, ntop=ntop)
+    layer.backward_follows = backward_follows
+    masks = []
+    real = P.pool_forward
+
+    def spy(*args):
+        masks.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(P, "pool_forward", spy)
+    layer.forward(bottom, top)
+    assert (masks[0] is not None) == masked
+    expected, _ = oracle_pool(x.astype(np.float64), 3, 3, 2, 2, 0, 0, "MAX")
+    np.testing.assert_array_equal(top[0].data, expected.astype(np.float32))

@@ -115,7 +115,9 @@ class PoolingLayer(Layer):
             K.sto_pool_forward_train(x, self.kernel_h, self.kernel_w, self.stride_h,
                                      self.stride_w, r, y, self._index)
         else:
-            K.pool_forward(x, self.method, *self._geometry(), y, self._index)
+            # no backward to read the winners, no second top to show them: values only
+            keep = self.backward_follows or len(top) > 1
+            K.pool_forward(x, self.method, *self._geometry(), y, self._index if keep else None)
         if len(top) > 1:
             # Caffe only writes the mask for MAX; the second top keeps its shape
             top[1].data[...] = self._index if self.method == MAX else 0
