@@ -82,6 +82,7 @@ def test_a_gradient_that_does_not_fit_is_one_clear_error():
 
 def test_where_the_engine_uses_it(monkeypatch):
     monkeypatch.setattr(blocked_conv, "AVX512", True)
+    monkeypatch.setattr(nwg, "MAX_OUTPUTS", 192)
     geo = ConvGeometry(3, 3, 1, 1)
     x = np.zeros((16, 64, 8, 8), np.float32)
     assert nwg.applies(x, geo, 64)
@@ -94,6 +95,17 @@ def test_where_the_engine_uses_it(monkeypatch):
     assert not nwg.applies(x, geo._replace(stride_h=2), 64)
     monkeypatch.setattr(blocked_conv, "AVX512", False)
     assert not nwg.applies(x, geo, 64)
+
+
+def test_wider_layers_run_here_on_zen(monkeypatch):
+    """256-512 outputs a group too where the CPU is an AMD Zen (widest_outputs)."""
+    assert nwg.widest_outputs("znver4") == 512
+    assert nwg.widest_outputs("sapphirerapids") == nwg.widest_outputs("generic") == 192
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    monkeypatch.setattr(nwg, "MAX_OUTPUTS", nwg.widest_outputs("znver4"))
+    x = np.zeros((16, 64, 8, 8), np.float32)
+    assert nwg.applies(x, ConvGeometry(3, 3, 1, 1), 512)
+    assert not nwg.applies(x, ConvGeometry(3, 3, 1, 1), 1024)
 
 
 def test_the_engine_runs_it_and_matches_the_lowered_gradients(monkeypatch):

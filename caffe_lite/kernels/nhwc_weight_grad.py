@@ -24,7 +24,8 @@ is rounded once. Equal to float32 rounding over N*OH*OW terms. The workers split
 block of eight channels) rows, so each sum is one worker's, whatever the thread count.
 """
 import numpy as np
-from numba import njit
+from llvmlite import binding
+from numba import config, njit
 
 from . import blocked_conv
 from .conv import _check
@@ -43,7 +44,22 @@ from .vector_tile import (LANES, ROWS, VECTORS, indexed_add, indexed_add_1, inde
 #: OpenBLAS), and 1x1 filters (the lowered product is the image itself). Measured on
 #: batches of 16 and more and stride 1 only, so only those run here (the kernel itself
 #: takes any stride and dilation)
-MIN_INPUTS, MIN_OUTPUTS, MAX_OUTPUTS, MIN_BATCH = 32, 64, 192, 16
+MIN_INPUTS, MIN_OUTPUTS, MIN_BATCH = 32, 64, 16
+
+
+def widest_outputs(cpu_name):
+    """The most output channels per group that run here on this CPU. On an AMD Zen 4 (a
+    512-bit FMA in two 256-bit halves) OpenBLAS's lowered product no longer keeps up with
+    the tiles at 256-512 outputs: two cores, batch 64 unless said, lowered / tiles,
+    JacintoNet11's res5a_branch2a (256 -> 512 at 8x8) 58.8-60.8 / 52.2 ms, res4a_branch2a
+    (128 -> 256 at 16x16) 57.4-58.6 / 51.3-52.2, CaffeNet's conv3 at batch 16 (256 -> 384)
+    30.8-32.0 / 27.0-28.4. Elsewhere (the Intel Xeon's measurement above) 192."""
+    return 512 if cpu_name.startswith("znver") else 192
+
+
+#: a portable Numba cache (NUMBA_CPU_NAME=generic) keeps the measured-everywhere bound
+MAX_OUTPUTS = widest_outputs(binding.get_host_cpu_name()
+                             if config.CPU_NAME in (None, "host") else "generic")
 #: output positions packed at a time (whole images): 4-5 MB of packed image and dy on
 #: miniVggNet's conv4, where the whole batch took 19 MB of scratch that stayed allocated
 #: (measured there: 8192 positions 5% slower, 16384 within 4% of the whole batch)
