@@ -633,9 +633,7 @@ class _Job(NamedTuple):
     y_size: int
 
 
-def _job(x_shape, y_shape, geo, groups, workers):
-    macs = y_shape[0] * y_shape[2] * y_shape[3] * sum(
-        len(gr.channels) * len(gr.taps) for gr in groups)
+def _job(x_shape, y_shape, geo, groups, workers, macs):
     # the taps only matter to a block of LANES images (_outputs_pay)
     taps = [len(gr.taps) for gr in groups] if x_shape[0] >= LANES else None
     cg, _, shares, _, row = _plan_for(x_shape, y_shape, geo, tuple(gr.blocks for gr in groups),
@@ -664,8 +662,8 @@ def _job(x_shape, y_shape, geo, groups, workers):
 
 
 @lru_cache(maxsize=256)
-def _dense_job(x_shape, y_shape, geo, w_shape, workers):
-    return _job(x_shape, y_shape, geo, _dense_groups(w_shape, geo.group), workers)
+def _dense_job(x_shape, y_shape, geo, w_shape, workers, macs):
+    return _job(x_shape, y_shape, geo, _dense_groups(w_shape, geo.group), workers, macs)
 
 
 _NO_BIAS = np.empty(0, np.float32)
@@ -682,13 +680,13 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
         weights = np.ascontiguousarray(w, np.float32).reshape(geo.group, -1)
         macs = y.shape[0] * y.shape[2] * y.shape[3] * w.size
         workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
-        job = _dense_job(x.shape, y.shape, geo, w.shape, workers)
+        job = _dense_job(x.shape, y.shape, geo, w.shape, workers, macs)
     else:
         weights = [gr.weight for gr in groups]
         macs = y.shape[0] * y.shape[2] * y.shape[3] * sum(
             len(gr.channels) * len(gr.taps) for gr in groups)
         workers = 1 if macs < TILES_SPLIT_MIN_MACS else batch_workers()
-        job = _job(x.shape, y.shape, geo, groups, workers)
+        job = _job(x.shape, y.shape, geo, groups, workers, macs)
     out = y if y.flags.c_contiguous else np.empty(y.shape, np.float32)
     # every unit's arguments made before the parts are handed over (part i runs on worker
     # i: split_batch gets at most one part per worker), so that each worker holds the GIL
