@@ -665,7 +665,8 @@ class Net(PycaffeNet):
             while i <= end:
                 rec = self._layer_records[i]
                 fusion = fusions.get(i)
-                if fusion is not None and fusion.last > end:
+                if fusion is not None and (fusion.last > end or (
+                        fusion.forward_only and not self._forward_only)):
                     fusion = None
                 try:
                     if fusion is None:

@@ -6,6 +6,10 @@ while that top is in cache, and Net skips them:
     the ReLU's own top (Layer.fuses_relu_apart);
   * a BVLC BatchNorm's following Scale layer (one learned per-channel scale, out of place,
     reading the BatchNorm's top), and a ReLU after that Scale, in place or apart.
+  * in a forward that no backward follows (Net.forward_only), a BatchNorm with stored
+    statistics in place on a Convolution's top, with a following Scale (BVLC layout) and
+    ReLU in place on the same top: the convolution applies them to its values as it writes
+    them (Layer.fuses_channel_epilogue, kernels/channel_epilogue.py).
 The followers run right after the leader in the layer order, nothing runs between them, and
 every top they write gets the values of their own kernels: nothing a user can see differs.
 A follower's reshape runs before the leader's pass. No fusion involves a layer with a loss
@@ -49,6 +53,9 @@ def kept_top_layers(records):
 class Fusion:
     """The layers after a leader that its forward computes; `last` is the index of the last."""
 
+    #: whether the fusion holds only when no backward follows the forward
+    forward_only = False
+
     def __init__(self, last, followers, relu_slope=None, relu_top=None, scale=None):
         self.last = last
         self.followers = followers      # their records, in order (reshaped before the pass)
@@ -71,6 +78,56 @@ class Fusion:
             layer.fused_relu = layer.fused_relu_top = None
             if self.scale is not None:
                 layer.fused_scale = None
+
+
+class EpilogueFusion(Fusion):
+    """A convolution and the BatchNorm (stored statistics), Scale and ReLU in place on its
+    top, as one pass: the convolution applies their ChannelEpilogue as it writes. The
+    BatchNorm's backward would need what its forward keeps, so only a forward that no
+    backward follows fuses them."""
+    forward_only = True
+
+    def __init__(self, last, followers, batch_norm, scale_layer=None, relu_slope=None):
+        super().__init__(last, followers, relu_slope)
+        self.batch_norm = batch_norm
+        self.scale_layer = scale_layer
+
+    def forward(self, rec):
+        layer = rec.layer
+        layer.reshape(rec.bottoms, rec.tops)
+        for follower in self.followers:
+            follower.layer.reshape(follower.bottoms, follower.tops)
+        layer.fused_epilogue = self.batch_norm.stored_stats_epilogue(self.scale_layer,
+                                                                     self.relu_slope)
+        try:
+            layer.forward_cpu(rec.bottoms, rec.tops)
+        finally:
+            layer.fused_epilogue = None
+
+
+def _in_place_on(rec, kind, top):
+    return (rec.layer.type == kind and rec.bottoms == [top] and rec.tops == [top]
+            and _no_loss(rec))
+
+
+def _epilogue_fusion(records, i):
+    """The EpilogueFusion led by records[i] (Layer.fuses_channel_epilogue), or None."""
+    top = records[i].tops[0]
+    after = records[i + 1:i + 4]
+    if not after or not _in_place_on(after[0], "BatchNorm", top) or \
+            not after[0].layer.use_global_stats:
+        return None
+    followers, scale, slope = [after[0]], None, None
+    nxt = after[len(followers)] if len(after) > len(followers) else None
+    if (nxt is not None and after[0].layer.fuses_scale and _in_place_on(nxt, "Scale", top)
+            and nxt.layer.channel_scale() is not None):
+        followers.append(nxt)
+        scale = nxt.layer
+    nxt = after[len(followers)] if len(after) > len(followers) else None
+    if nxt is not None and _relu_on(nxt, top) and nxt.tops == [top]:
+        followers.append(nxt)
+        slope = nxt.layer.negative_slope
+    return EpilogueFusion(i + len(followers), followers, after[0].layer, scale, slope)
 
 
 def _no_loss(*records):
@@ -96,6 +153,11 @@ def find_fusions(records, kept):
     for i, rec in enumerate(records):
         layer = rec.layer
         if len(rec.tops) != 1 or not _no_loss(rec):
+            continue
+        if getattr(layer, "fuses_channel_epilogue", False):
+            fusion = _epilogue_fusion(records, i)
+            if fusion is not None:
+                fusions[i] = fusion
             continue
         nxt = records[i + 1] if i + 1 < len(records) else None
         followers, scale, top = [], None, rec.tops[0]

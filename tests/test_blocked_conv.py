@@ -342,7 +342,7 @@ def test_lowered_gemm_engine_uses_tiles_for_forward_and_data_gradient(monkeypatc
     calls = []
     real = blocked_conv.blocked_conv_forward
     monkeypatch.setattr(blocked_conv, "blocked_conv_forward",
-                        lambda *args: calls.append(args[0].shape) or real(*args))
+                        lambda *args, **kw: calls.append(args[0].shape) or real(*args, **kw))
     rng = np.random.default_rng(11)
     x, w, b, geo, y = _case(rng, n, 32, 9, 24, 3, pad, 2, dilation)   # 144 and 108 taps
     engine = conv_engine("LOWERED_GEMM")

@@ -8,6 +8,7 @@ import pytest
 from caffe_lite import threads
 from caffe_lite.kernels import conv as conv_kernels
 from caffe_lite.kernels import conv_engines, depthwise_conv
+from caffe_lite.kernels.channel_epilogue import ChannelEpilogue
 from caffe_lite.kernels.conv import ConvGeometry
 from gradcheck import assert_f32_sum_close, check_gradient, f32_magnitudes
 from test_conv import build, conv_oracle, conv_text, out_size
@@ -143,7 +144,8 @@ def test_phases_give_the_bits_of_the_row_loops(dtype):
                 kernels.append(depthwise_conv._forward_nine)
             for kernel in kernels:
                 y = np.full((2, 3 * mult) + out_hw, np.nan, dtype)
-                kernel(x.reshape(-1), w2, b, y.reshape(-1), *geometry, 0, 2 * 3 * mult)
+                kernel(x.reshape(-1), w2, b, ChannelEpilogue.none(dtype), y.reshape(-1),
+                       *geometry, 0, 2 * 3 * mult)
                 runs.append(y)
             for run in runs[1:]:
                 np.testing.assert_array_equal(run, runs[0])

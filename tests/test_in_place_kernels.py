@@ -139,7 +139,7 @@ def test_bias_forward_is_numpys_broadcast_add(threaded, monkeypatch):
 @pytest.mark.parametrize("shape", [(5, 3, 4, 6), (1, 3, 4, 6), (5, 4, 1)])
 def test_normalisation_split_by_images_or_channels_keeps_the_bits(keep, in_place, shape,
                                                                    monkeypatch):
-    """batch_norm._split_images: whole images per thread when there are enough images,
+    """batch_norm.split_images: whole images per thread when there are enough images,
     channel ranges otherwise; every split gives one thread's bits."""
     x = np.nan_to_num(values(shape, 7), posinf=3, neginf=-3).reshape(shape[0], shape[1], -1)
     c = shape[1]

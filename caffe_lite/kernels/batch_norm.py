@@ -17,7 +17,7 @@ bias b follow, dy * s is what the normalisation's backward sees):
 
 Each statistic or output is one fused pass per channel (no temporaries the size of x); the
 statistics run over channel ranges spread over threads by split_range, the normalisations
-over whole images where there are enough (_split_images). Per-channel vectors between the
+over whole images where there are enough (split_images). Per-channel vectors between the
 passes come from NumPy (NVCaffe's power) or one small kernel (BVLC's running update and
 sqrt).
 """
@@ -148,7 +148,7 @@ def nv_inv_std(var, eps):
 
 # --- normalisation ----------------------------------------------------------------------------
 @njit(inline="always")
-def _normalized(x, mean, f, divide):
+def normalized_value(x, mean, f, divide):
     """(x - mean) / std (BVLC, f = std) or (x - mean) * inv_std (NVCaffe, f = inv_std)."""
     d = x - mean
     return d / f if divide else d * f
@@ -166,7 +166,7 @@ def _normalize_by_value(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slo
     zero = x.dtype.type(0)
     for o in range(x.shape[0]):
         for c in range(lo, hi):
-            v = _normalized(x[o, c, 0], mean[c], std[c] if divide else inv_std[c], divide)
+            v = normalized_value(x[o, c, 0], mean[c], std[c] if divide else inv_std[c], divide)
             if keep:
                 x_norm[o, c, 0] = v
             if affine:
@@ -199,7 +199,7 @@ def _normalize(x, mean, std, inv_std, scale, bias, y, x_norm, relu, slope, lo, h
             b = bias[c] if affine else f
             xr, yr, nr = x[o, c], y[o, c], x_norm[o, c]
             for i in range(xr.size):
-                v = _normalized(xr[i], m, f, divide)
+                v = normalized_value(xr[i], m, f, divide)
                 nr[i] = v
                 yr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
@@ -222,7 +222,7 @@ def _normalize_to(x, mean, std, inv_std, scale, bias, y, relu, slope, lo, hi):
             b = bias[c] if affine else f
             xr, yr = x[o, c], y[o, c]
             for i in range(xr.size):
-                v = _normalized(xr[i], m, f, divide)
+                v = normalized_value(xr[i], m, f, divide)
                 yr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
@@ -243,7 +243,7 @@ def _normalize_in_place(x, mean, std, inv_std, scale, bias, relu, slope, lo, hi)
             b = bias[c] if affine else f
             xr = x[o, c]
             for i in range(xr.size):
-                v = _normalized(xr[i], m, f, divide)
+                v = normalized_value(xr[i], m, f, divide)
                 xr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
 
@@ -275,7 +275,7 @@ def _normalize_keep_in_place(x, mean, std, inv_std, scale, bias, x_norm, relu, s
             b = bias[c] if affine else f
             xr, nr = x[o, c], x_norm[o, c]
             for i in range(xr.size):
-                v = _normalized(xr[i], m, f, divide)
+                v = normalized_value(xr[i], m, f, divide)
                 nr[i] = v
                 xr[i] = _top_value(v, s, b, affine, relu, zero, slope)
 
@@ -341,7 +341,7 @@ def bvlc_normalize_scale(x, mean, std, top, scale, bias, scale_top, relu_slope=N
                 scale_top, relu, slope, r, relu_top is not None, parallel_min=STREAMING_MIN)
 
 
-def _split_images(kernel, work, args, images_at):
+def split_images(kernel, work, args, images_at):
     """kernel(*args, lo, hi) over the channels as split_range runs it, but with at least as
     many images as threads each thread normalizes whole images (args[i] for i in images_at
     sliced along the images, all channels): those that the convolutions around it split the
@@ -367,16 +367,16 @@ def _normalize_any(x, mean, std, inv_std, scale, bias, top, x_norm, relu_slope):
     in_place = same_buffer(x, top)
     if x_norm is None:
         if in_place:
-            _split_images(_normalize_in_place, 2 * x.size,
+            split_images(_normalize_in_place, 2 * x.size,
                           (top, mean, std, inv_std, scale, bias, *relu), (0,))
         else:
-            _split_images(_normalize_to, 2 * x.size,
+            split_images(_normalize_to, 2 * x.size,
                           (x, mean, std, inv_std, scale, bias, top, *relu), (0, 6))
     elif in_place:
-        _split_images(_normalize_keep_in_place, 3 * x.size,
+        split_images(_normalize_keep_in_place, 3 * x.size,
                       (top, mean, std, inv_std, scale, bias, x_norm, *relu), (0, 6))
     else:
-        _split_images(_normalize, 3 * x.size,
+        split_images(_normalize, 3 * x.size,
                       (x, mean, std, inv_std, scale, bias, top, x_norm, *relu), (0, 6, 7))
 
 

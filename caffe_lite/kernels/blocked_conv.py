@@ -46,6 +46,7 @@ import numpy as np
 from llvmlite import binding
 from numba import config, njit, uint64 as U
 
+from .channel_epilogue import ChannelEpilogue, finish_run
 from .conv import _check
 from .gemm import batch_workers, split_batch, workspace
 from .jit import kernel
@@ -246,9 +247,10 @@ def _transpose_run(xf, src, image, count, length, xb, dst):
 
 
 @njit(inline="always")
-def _unpack_lanes(yb, row, n0, m0, m1, p_lo, p_hi, channel, bias, y):
+def _unpack_lanes(yb, row, n0, m0, m1, p_lo, p_hi, channel, bias, epi, y):
     """y[n0 + lane, channel[m], p] = yb[m, p, lane] (+ bias) for m in [m0, m1), pixels p in
-    [p_lo, p_hi): blocks of 16 pixels x 16 images through the register transpose."""
+    [p_lo, p_hi): blocks of 16 pixels x 16 images through the register transpose; then the
+    epilogue `epi` on each channel's runs while they are in cache."""
     n_img, channels, out_h, out_w = y.shape
     count = min(LANES, n_img - n0)
     yf = y.reshape(-1)
@@ -262,6 +264,8 @@ def _unpack_lanes(yb, row, n0, m0, m1, p_lo, p_hi, channel, bias, y):
             span = min(LANES, p_hi - p0)
             transpose_block_add(yb, m * row + p0 * LANES, LANES, span, count, yf, dst + p0,
                                 image, span, b)
+        for lane in range(count):
+            finish_run(yf, dst + lane * image + p_lo, p_hi - p_lo, out, epi)
 
 
 @kernel(nogil=True)
@@ -330,7 +334,7 @@ def _pack_phases(x, n, c0, cg, pad_h, pad_w, sh, sw, hq, wq, xb):
 
 
 @njit(inline="always")
-def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
+def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, epi, y):
     """y[n, channel[m], oy, ox] = yb[m, oy * wp + ox] (+ bias) for m in [m0, m1): row by row,
     unsigned offsets, so that each row's copy vectorizes (4-dimensional indexing kept it
     scalar: 3.6 floats per ns)."""
@@ -345,6 +349,7 @@ def _unpack_flat(yb, row, wp, n, m0, m1, channel, bias, y):
             dst = U((n * channels + out) * plane + oy * out_w)
             for ox in range(out_w):
                 yf[dst + U(ox)] = yb[src + U(ox)] + b
+        finish_run(yf, (n * channels + out) * plane, plane, out, epi)
 
 
 @kernel(nogil=True)
@@ -406,43 +411,43 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v_lo, v_hi, tap_bo
 # its caller and optimizes it again there: a separate _tiles cost 0.3 s more of that start).
 
 @kernel(nogil=True)
-def _unit_lanes(x, xb, wg, yb, bias, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0,
-                r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
+def _unit_lanes(x, xb, wg, yb, bias, epi, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack,
+                r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
                 channel):
     if pack:
         _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1)
     _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk)
     _unpack_lanes(yb, pix.shape[0] * LANES, n0, block0 * ROWS, min(nrows, block1 * ROWS), v0,
-                  v1, channel, bias, y)
+                  v1, channel, bias, epi, y)
 
 
 @kernel(nogil=True)
-def _unit_flat(x, xb, wg, yb, bias, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0,
-               r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
+def _unit_flat(x, xb, wg, yb, bias, epi, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack,
+               r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
                channel):
     # the flat and phase layouts are always packed whole: _outputs_pay splits only lanes
     if pack:
         _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
     _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
-                pixel_chunk, channel, bias, y)
+                pixel_chunk, channel, bias, epi, y)
 
 
 @kernel(nogil=True)
-def _unit_phases(x, xb, wg, yb, bias, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack, r0,
-                 r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
-                 channel):
+def _unit_phases(x, xb, wg, yb, bias, epi, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp,
+                 pack, r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds,
+                 pixel_chunk, channel):
     if pack:
         _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
     _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
-                pixel_chunk, channel, bias, y)
+                pixel_chunk, channel, bias, epi, y)
 
 
 @njit(inline="always")
 def _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
-                pixel_chunk, channel, bias, y):
+                pixel_chunk, channel, bias, epi, y):
     _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk)
     _unpack_flat(yb, pix.shape[0] * LANES, wp, n0, block0 * ROWS, min(nrows, block1 * ROWS),
-                 channel, bias, y)
+                 channel, bias, epi, y)
 
 
 class _Group(NamedTuple):
@@ -670,12 +675,14 @@ _NO_BIAS = np.empty(0, np.float32)
 _F32 = np.dtype(np.float32)
 
 
-def blocked_conv_forward(x, w, bias, geo, y, groups=None):
-    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`). `groups`:
+def blocked_conv_forward(x, w, bias, geo, y, groups=None, epilogue=None):
+    """y (N, M, OH, OW) = conv(x, w) + bias (or None) on tiles (see `applies`), then a
+    ChannelEpilogue (None: none) on each run of outputs as a tile writes it. `groups`:
     pack_groups(w, ...) when the caller keeps it (a compacted weight), else w is dense."""
     _check(x, w, geo, y)
     x = np.ascontiguousarray(x)
     bias = _NO_BIAS if bias is None else np.ascontiguousarray(bias, np.float32)
+    epi = ChannelEpilogue.none(_F32) if epilogue is None else epilogue.args
     if groups is None:
         weights = np.ascontiguousarray(w, np.float32).reshape(geo.group, -1)
         macs = y.shape[0] * y.shape[2] * y.shape[3] * w.size
@@ -697,8 +704,8 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
     for worker, part in enumerate(job.parts):
         ws = workspace(worker)
         yb = ws.flat("blocked_y", job.y_size, _F32)
-        calls.append([(unit, (x, ws.flat("blocked_x", x_size, _F32), weights[g], yb, bias, out)
-                       + rest) for unit, x_size, g, rest in part])
+        calls.append([(unit, (x, ws.flat("blocked_x", x_size, _F32), weights[g], yb, bias, epi,
+                              out) + rest) for unit, x_size, g, rest in part])
 
     def work(worker, lo, hi):
         for part in calls[lo:hi]:
@@ -710,14 +717,15 @@ def blocked_conv_forward(x, w, bias, geo, y, groups=None):
     elif job.macs:
         split_batch(len(calls), work)
     if groups is not None:
-        _fill_dropped(groups, bias, out)
+        _fill_dropped(groups, bias, out, epilogue)
     if out is not y:
         y[...] = out
     return y
 
 
-def _fill_dropped(groups, bias, y):
-    """The output channels no tile computes (all-zero filters): the bias, or 0."""
+def _fill_dropped(groups, bias, y, epilogue=None):
+    """The output channels no tile computes (all-zero filters): the bias, or 0, through the
+    epilogue (None: none)."""
     if sum(len(gr.channels) for gr in groups) == y.shape[1]:
         return                  # channels are distinct, so every one is computed
     computed = np.zeros(y.shape[1], bool)
@@ -725,4 +733,7 @@ def _fill_dropped(groups, bias, y):
         computed[gr.channels] = True
     dropped = np.flatnonzero(~computed)
     if len(dropped):
-        y[:, dropped] = bias[dropped, None, None] if bias.shape[0] else 0
+        values = bias if bias.shape[0] else np.zeros(y.shape[1], y.dtype)
+        if epilogue is not None:
+            values = epilogue.of_values(values)
+        y[:, dropped] = values[dropped, None, None]

@@ -2,7 +2,9 @@
 
 An engine owns a convolution's forward and backward over 4-d arrays (N, C, H, W):
 
-    engine.forward(x, w, bias, geo, y)              y = conv(x, w) + bias  (bias may be None)
+    engine.forward(x, w, bias, geo, y, epilogue=None)
+                                                    y = conv(x, w) + bias  (bias may be None),
+                                                    then a ChannelEpilogue (None: none)
     engine.backward(x, w, dy, geo, dx, dw, db)      dx overwritten; dw, db accumulated;
                                                     None for the ones not wanted
 
@@ -13,6 +15,10 @@ engine may replace only the product after lowering (give LoweredGemm's subclass 
 `product`, as SSL's CSR and CCNMM modes do) or the whole pass (direct sparse convolution).
 SSL trains with LOWERED_GEMM only and uses the sparse modes for deployment, so an engine
 that has no sparse backward inherits the dense one.
+
+The epilogue (kernels/channel_epilogue.py: a BatchNorm with stored statistics, a Scale and
+a ReLU in place on the top, which Net fuses into the convolution) is applied where a path
+writes its values, or in a pass of its own after a path that cannot.
 
 `train_note`: a line the Convolution layer logs as a warning when a net is built in TRAIN
 phase with this mode (None: nothing to say). `invalidate()`: drop any cached copy of the weight.
@@ -88,18 +94,20 @@ class LoweredGemmEngine:
         if self._direct is not None:
             self._direct.invalidate()
 
-    def forward(self, x, w, bias, geo, y):
+    def forward(self, x, w, bias, geo, y, epilogue=None):
         if self.product is DENSE and is_depthwise(x, geo):
-            depthwise_forward(x, w, bias, geo, y)
+            depthwise_forward(x, w, bias, geo, y, epilogue)
         elif self.product is DENSE and blocked_conv.applies(x, geo, y.shape[1]):
-            blocked_conv.blocked_conv_forward(x, w, bias, geo, y)
+            blocked_conv.blocked_conv_forward(x, w, bias, geo, y, epilogue=epilogue)
         elif self.product is DENSE and y.size and direct_pays(x, geo, y.shape[1]):
             _check(x, w, geo, y)
             if self._direct is None:
                 self._direct = DirectConv(keep_zeros=True)
             self._direct.forward(x, w, bias, geo, y)
+            if epilogue is not None:
+                epilogue.apply(y)
         else:
-            conv2d_forward(x, w, bias, geo, y, product=self.product)
+            conv2d_forward(x, w, bias, geo, y, product=self.product, epilogue=epilogue)
 
     def backward(self, x, w, dy, geo, dx=None, dw=None, db=None):
         if is_depthwise(x, geo):

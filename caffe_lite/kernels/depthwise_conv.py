@@ -31,12 +31,14 @@ it runs on the forward's loops, nine taps in one pass on large planes.
 
 Summation order: the forward sums taps in (ki, kj) order and adds the bias last, as Caffe's
 GEMM over K = (c, ki, kj) then its bias pass; the rotated kernel's data gradient sums a
-pixel's taps in the reverse order (float32 rounding of kh*kw terms either way); the gradients' sums over the batch are in
-float64 rather than the lowered path's float32 GEMM (more exact, equal to float32 rounding).
+pixel's taps in the reverse order (float32 rounding of kh*kw terms either way); the
+gradients' sums over the batch are in float64 rather than the lowered path's float32 GEMM
+(more exact, equal to float32 rounding).
 """
 import numpy as np
 from numba import njit, uint64 as U
 
+from .channel_epilogue import ChannelEpilogue, finish_run
 from .jit import kernel
 from .neuron import split_range
 
@@ -46,16 +48,18 @@ def is_depthwise(x, geo):
     return x.ndim == 4 and geo.group > 1 and x.shape[1] == geo.group
 
 
-def depthwise_forward(x, w, bias, geo, y):
-    """y = depthwise conv(x, w) (+ bias): x (N, C, H, W), w (C*m, 1, kh, kw)."""
+def depthwise_forward(x, w, bias, geo, y, epilogue=None):
+    """y = depthwise conv(x, w) (+ bias): x (N, C, H, W), w (C*m, 1, kh, kw); then a
+    ChannelEpilogue (None: none) on each plane as it is written."""
     n, m = y.shape[0], y.shape[1]
     w2 = _taps(w)
     b = np.empty(0, y.dtype) if bias is None else np.ascontiguousarray(bias, y.dtype)
+    epi = ChannelEpilogue.none(y.dtype) if epilogue is None else epilogue.args
     out = y if y.flags.c_contiguous else np.empty(y.shape, y.dtype)
     kernel = (_forward_nine if _nine_pay(geo, x.shape[3], y.shape[2]) else
               _forward_padded if _on_padded_planes(geo) else
               _forward_phases if _on_phases(geo) else _forward_planes)
-    split_range(kernel, n * m, y.size * w2.shape[1], _flat(x), w2, b, out.reshape(-1),
+    split_range(kernel, n * m, y.size * w2.shape[1], _flat(x), w2, b, epi, out.reshape(-1),
                 *_args(x, out, geo), parallel_min=FORWARD_PARALLEL_MIN)
     if out is not y:
         y[...] = out
@@ -168,7 +172,7 @@ def _columns(kj, dw, pw, sw, width, out_w):
 
 
 @kernel(nogil=True)
-def _forward_planes(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+def _forward_planes(x, w, bias, epi, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
     out_plane = out_h * out_w
@@ -198,6 +202,7 @@ def _forward_planes(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
         if bias.size:
             for i in range(out_plane):
                 y[U(dst + i)] += bias[o]
+        finish_run(y, dst, out_plane, o, epi)
 
 
 @kernel(nogil=True)
@@ -342,7 +347,7 @@ def _grid_of_nine(w, taps, source, grid):
 
 
 @njit(inline="always")
-def _plane_out(w, o, taps, source, grid, bias, y, dst, out_h, out_w, row):
+def _plane_out(w, o, taps, source, grid, bias, epi, y, dst, out_h, out_w, row):
     """One output plane: grid = the sum over taps t of w[o, t] * source[taps[t]:][:grid.size],
     tap by tap, then _copy_out."""
     grid[:] = 0
@@ -351,21 +356,23 @@ def _plane_out(w, o, taps, source, grid, bias, y, dst, out_h, out_w, row):
         off = taps[t]
         for i in range(grid.size):
             grid[U(i)] += tap * source[U(off + i)]
-    _copy_out(grid, bias, o, y, dst, out_h, out_w, row)
+    _copy_out(grid, bias, epi, o, y, dst, out_h, out_w, row)
 
 
 @njit(inline="always")
-def _copy_out(grid, bias, o, y, dst, out_h, out_w, row):
+def _copy_out(grid, bias, epi, o, y, dst, out_h, out_w, row):
     """y[dst:] = the grid's out_h x out_w corner (rows of `row` in the grid), + bias[o] last
-    (bias may be empty)."""
+    (bias may be empty), then the epilogue `epi` (kernels/channel_epilogue.py) on the plane
+    while it is in cache."""
     for oh in range(out_h):
         for ow in range(out_w):
             v = grid[U(oh * row + ow)]
             y[U(dst + oh * out_w + ow)] = v + bias[o] if bias.size else v
+    finish_run(y, dst, out_h * out_w, o, epi)
 
 
 @kernel(nogil=True)
-def _forward_padded(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+def _forward_padded(x, w, bias, epi, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     mult = cout // cin
     wp, padded, grid = _plane_buffers(height, width, out_h, ph, pw, kw, dw, y.dtype,
@@ -379,7 +386,8 @@ def _forward_padded(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
         o = plane % cout
         _pad_plane(x, (n * cin + o // mult) * height * width, height, width, ph, pw, wp,
                    padded)
-        _plane_out(w, o, taps, padded, grid, bias, y, plane * out_h * out_w, out_h, out_w, wp)
+        _plane_out(w, o, taps, padded, grid, bias, epi, y, plane * out_h * out_w, out_h,
+                   out_w, wp)
 
 
 # --- strided, on the padded plane's phases -------------------------------------------------
@@ -460,7 +468,7 @@ def _input_phases(x, plane, cin, cout, height, width, sw, rows, firsts, counts, 
 
 
 @kernel(nogil=True)
-def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+def _forward_phases(x, w, bias, epi, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                     sh, sw, dh, dw, lo, hi):
     """The forward on the padded plane split into its sh x sw phases (_split_phases; one
     phase at stride 1): tap (ki, kj) reads phase ((ki dh) % sh, (kj dw) % sw) from row
@@ -476,11 +484,12 @@ def _forward_phases(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, k
         o = plane % cout
         _split_phases(x, (n * cin + o // mult) * height * width, width, sw, rows, firsts,
                       counts, phases)
-        _plane_out(w, o, taps, phases, grid, bias, y, plane * out_h * out_w, out_h, out_w, qw)
+        _plane_out(w, o, taps, phases, grid, bias, epi, y, plane * out_h * out_w, out_h,
+                   out_w, qw)
 
 
 @kernel(nogil=True)
-def _forward_nine(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
+def _forward_nine(x, w, bias, epi, y, cin, cout, height, width, out_h, out_w, kh, kw, ph, pw,
                   sh, sw, dh, dw, lo, hi):
     """_forward_phases for a 3x3 filter, its nine taps summed in one pass (_grid_of_nine). A
     kernel of its own: the choice inside _forward_phases' plane loop cost the small planes
@@ -491,7 +500,7 @@ def _forward_nine(x, w, bias, y, cin, cout, height, width, out_h, out_w, kh, kw,
         o = _input_phases(x, plane, cin, cout, height, width, sw, rows, firsts, counts, phases,
                           sw == 1)
         _grid_of_nine(w[o], taps, phases, grid)
-        _copy_out(grid, bias, o, y, plane * out_h * out_w, out_h, out_w, qw)
+        _copy_out(grid, bias, epi, o, y, plane * out_h * out_w, out_h, out_w, qw)
 
 
 @njit(inline="always")

@@ -313,9 +313,9 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         w3 = np.ascontiguousarray(w).reshape(group, w.shape[0] // group, -1)
         return blocked_conv.pack_groups(w, group, kept), _ccnmm_groups(w3)
 
-    def forward(self, x, w, bias, geo, y):
+    def forward(self, x, w, bias, geo, y, epilogue=None):
         if not blocked_conv.may_run(x) or y.size == 0:
-            return super().forward(x, w, bias, geo, y)
+            return super().forward(x, w, bias, geo, y, epilogue)
         if self._tiles is None or self._tiles.group != geo.group:
             # every all-zero row and column dropped: dropping costs the tiles nothing
             self._tiles = CompactCache(self._pack, geo.group)
@@ -325,10 +325,10 @@ class LoweredCcnmmEngine(_LoweredSparseEngine):
         if not blocked_conv.applies(x, geo, max(outputs, 1), taps=taps):
             self.product.take(lowered)
             try:
-                return super().forward(x, w, bias, geo, y)
+                return super().forward(x, w, bias, geo, y, epilogue)
             finally:
                 self.product.take(None)
-        blocked_conv.blocked_conv_forward(x, w, bias, geo, y, groups=groups)
+        blocked_conv.blocked_conv_forward(x, w, bias, geo, y, groups=groups, epilogue=epilogue)
 
     def invalidate(self):
         super().invalidate()
@@ -345,12 +345,14 @@ class _DirectEngine(LoweredGemmEngine):
     def __init__(self):
         self._conv = DirectConv(self.keep_zeros)    # per layer: its weight's CSR, buffers
 
-    def forward(self, x, w, bias, geo, y):
+    def forward(self, x, w, bias, geo, y, epilogue=None):
         _check(x, w, geo, y)
         if y.size == 0 or x.size == 0:
             y[...] = 0 if bias is None or y.size == 0 else bias[None, :, None, None]
-            return
-        self._conv.forward(x, w, bias, geo, y)
+        else:
+            self._conv.forward(x, w, bias, geo, y)
+        if epilogue is not None:
+            epilogue.apply(y)
 
     def invalidate(self):
         self._conv.invalidate()

@@ -42,6 +42,7 @@ from .base import Layer
 from ..common import TEST
 from ..fillers import fill
 from ..kernels import batch_norm as K
+from ..kernels.channel_epilogue import ChannelEpilogue
 
 # Blob order of each form; the learnable blobs are named "scale" and "bias".
 LAYOUTS = {
@@ -237,6 +238,27 @@ class BatchNormLayer(Layer):
         else:
             empty = np.empty(0, self.dtype)
             K.nv_normalize(x, mean, self._inv_std, empty, empty, y, x_norm, self.fused_relu)
+
+    def stored_stats_epilogue(self, scale_layer=None, relu_slope=None):
+        """This layer's forward with stored statistics (use_global_stats), then scale_layer's
+        (a Scale in place on the top, BVLC layout; None: none) and a ReLU's (relu_slope; None:
+        none), as a ChannelEpilogue that the convolution writing the bottom applies to its
+        values (Net's fusion, net_fusion.py): the statistics as forward_cpu takes them."""
+        c = self.channels
+        b = dict(zip(self.names, (blob.data for blob in self.blobs)))
+        mean = np.empty(c, self.dtype)
+        var = np.empty(c, self.dtype)
+        if self.layout == "bvlc":
+            K.bvlc_global_stats(b["mean"], b["variance"], b["moving_average_factor"], mean,
+                                var)
+            self._std = K.bvlc_std(var, self.eps)
+            scale, bias = (None, None) if scale_layer is None else scale_layer.channel_scale()
+            return ChannelEpilogue.make(mean, self._std, True, scale, bias, relu_slope)
+        np.copyto(mean, b["mean"])
+        np.copyto(var, b["variance"])
+        self._inv_std = K.nv_inv_std(var, self.eps)
+        return ChannelEpilogue.make(mean, self._inv_std, False, b.get("scale"), b.get("bias"),
+                                    relu_slope)
 
     def _normalize_and_scale(self, x, mean, y):
         """y = (x - mean) / std and the fused Scale's top (then the fused ReLU's) in one

@@ -24,8 +24,6 @@ or quantized layers override them).
 """
 import math
 
-import numpy as np
-
 from .. import fillers
 from ..common import TRAIN
 from ..kernels.conv import ConvGeometry
@@ -185,12 +183,21 @@ class ConvolutionLayer(Layer):
         self._shapes = (shape, top_shape)
 
     # --- forward / backward ---------------------------------------------------------------
+    #: set by Net during a fused pass (net_fusion.py): a kernels.channel_epilogue
+    #: ChannelEpilogue, the BatchNorm (Scale, ReLU) in place on the top, applied as written
+    fused_epilogue = None
+
+    @property
+    def fuses_channel_epilogue(self):
+        """Whether Net may fuse a BatchNorm in place on the top into this layer's forward."""
+        return self.engine is not None and self.channel_axis == 1
+
     def forward_cpu(self, bottom, top):
         w = self.effective_weight()
         bias = self.effective_bias()
         for b, t in zip(bottom, top):
             self.engine.forward(b.data.reshape(self._in4), w, bias, self.geometry,
-                                t.data.reshape(self._out4))
+                                t.data.reshape(self._out4), epilogue=self.fused_epilogue)
 
     def backward_cpu(self, top, propagate_down, bottom):
         w = self.effective_weight()
