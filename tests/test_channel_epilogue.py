@@ -274,3 +274,14 @@ def test_a_partial_pass_folds_only_what_it_runs():
         net.blobs["conv1"].data[...] -= 0.25            # a user's edit between passes
         net.forward_from_to(names.index("scale1"), len(names) - 1)
     assert_same_bits(fused, plain)
+
+
+def test_an_engine_without_an_epilogue_keeps_the_batch_norm_apart():
+    class Older(conv_engines.LoweredGemmEngine):
+        def forward(self, x, w, bias, geo, y):
+            super().forward(x, w, bias, geo, y)
+    fused, _ = _nets()
+    conv = fused.layer_dict["conv1"]
+    assert conv.fuses_channel_epilogue
+    conv.engine = Older()
+    assert not conv.fuses_channel_epilogue

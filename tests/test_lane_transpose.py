@@ -8,6 +8,7 @@ import pytest
 from numba import njit
 
 from caffe_lite.kernels.blocked_conv import LANES, _pack_lanes, _unpack_lanes
+from caffe_lite.kernels.channel_epilogue import ChannelEpilogue
 from caffe_lite.kernels.lane_transpose import transpose_block, transpose_block_add
 
 
@@ -107,5 +108,6 @@ def test_unpack_lanes_equals_numpy(n, n0, out_h, out_w, with_bias, part):
         sums = yb[m * row:m * row + pixels * LANES].reshape(pixels, LANES)[:, :count].T
         add = bias[channel[m]] if with_bias else np.float32(0)
         ref[n0:n0 + count, channel[m]].reshape(count, -1)[:, p0:] = (sums + add)[:, p0:]
-    _unpack_lanes(yb, row, n0, m0, m1, p0, pixels, channel, bias, y)
+    _unpack_lanes(yb, row, n0, m0, m1, p0, pixels, channel, bias, ChannelEpilogue.none(y.dtype),
+                  y)
     assert np.array_equal(y.view(np.uint32), ref.view(np.uint32))

@@ -22,6 +22,7 @@ an engine yet runs as LOWERED_GEMM (the fork-field check has warned about it).
 `effective_weight()` / `effective_bias()` are what forward and backward use (DNS/INQ masked
 or quantized layers override them).
 """
+import inspect
 import math
 
 from .. import fillers
@@ -189,15 +190,19 @@ class ConvolutionLayer(Layer):
 
     @property
     def fuses_channel_epilogue(self):
-        """Whether Net may fuse a BatchNorm in place on the top into this layer's forward."""
-        return self.engine is not None and self.channel_axis == 1
+        """Whether Net may fuse a BatchNorm in place on the top into this layer's forward:
+        channels on axis 1, and an engine whose forward takes an epilogue (one registered
+        without it keeps the BatchNorm a layer of its own)."""
+        return (self.engine is not None and self.channel_axis == 1
+                and "epilogue" in inspect.signature(self.engine.forward).parameters)
 
     def forward_cpu(self, bottom, top):
         w = self.effective_weight()
         bias = self.effective_bias()
+        more = {} if self.fused_epilogue is None else {"epilogue": self.fused_epilogue}
         for b, t in zip(bottom, top):
             self.engine.forward(b.data.reshape(self._in4), w, bias, self.geometry,
-                                t.data.reshape(self._out4), epilogue=self.fused_epilogue)
+                                t.data.reshape(self._out4), **more)
 
     def backward_cpu(self, top, propagate_down, bottom):
         w = self.effective_weight()
