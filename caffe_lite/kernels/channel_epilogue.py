@@ -12,14 +12,15 @@ For output channel c, a value v of the convolution (its bias already added) beco
 
 the BatchNorm kernel's own operations in its order (kernels/batch_norm.py), so the top holds
 the bits the separate layers would write. Applied where the convolution has just written a
-run of values, they are read from the core's cache rather than from memory: MobileNet's
-TEST forward at batch 8 spent 2.2 of its 23 ms in 27 such BatchNorm passes.
+run of values (a depthwise plane, a tile's write-back), or after each worker's product
+where BLAS writes them. What it saves is smaller than the passes' 2.4 ms of MobileNet's
+23 ms TEST forward at batch 8: those passes read values still in L2 or L3, and the
+arithmetic costs the same inside the convolution; JacintoNet11 at batch 1 1.5-2% faster,
+the larger batches level (docs/benchmarks.md).
 
 The kernels take the epilogue as one tuple `epi` = (ep, mode, slope): ep a (4, C) array of
 mean, std or inv_std, scale and bias in the top's dtype, mode the bits below (0: no epilogue,
-ep empty), slope the ReLU's negative slope in the top's dtype. finish_run is inlined into the
-depthwise and tile kernels, and Numba's cache checks only a kernel's own file: after an edit
-here, delete their cached copies (__pycache__/*.nbi, *.nbc) before measuring.
+ep empty), slope the ReLU's negative slope in the top's dtype.
 """
 from typing import NamedTuple
 
