@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from caffe_lite.kernels.blocked_conv import LANES, _pack_lanes, _unpack_lanes
+from caffe_lite.kernels.blocked_conv import ALL_CHANNELS, LANES, _pack_lanes, _unpack_lanes
 from caffe_lite.kernels.channel_epilogue import ChannelEpilogue
 from caffe_lite.kernels.lane_transpose import transpose_block, transpose_block_add
 
@@ -79,7 +79,7 @@ def test_pack_lanes_equals_numpy(n, n0, height, width, pad_h, pad_w, part):
               "bottom": (hp // 2, hp + 2)}[part]          # r1 past the plane: clipped
     ref = _padded_lanes(x, n0, c0, cg, pad_h, pad_w).reshape(cg, hp, wp * LANES)
     xb = np.full(ref.size + 40, 3.0, np.float32)
-    _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1)
+    _pack_lanes(x, n0, c0, cg, ALL_CHANNELS, pad_h, pad_w, hp, wp, xb, r0, r1)
     planes = xb[:ref.size].reshape(ref.shape)
     assert np.array_equal(planes[:, r0:r1].view(np.uint32), ref[:, r0:r1].view(np.uint32))
     assert np.all(planes[:, :r0] == 3.0) and np.all(planes[:, r1:] == 3.0)

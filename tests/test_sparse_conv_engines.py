@@ -120,6 +120,27 @@ def test_ccnmm_runs_on_tiles_where_they_apply(monkeypatch):
     assert sum(packs) == 1
 
 
+# lanes (16 images), flat (one image) and phases (stride 2, one image)
+@pytest.mark.parametrize("n,stride", [(16, 1), (1, 1), (1, 2)])
+def test_ccnmm_tiles_pack_only_the_input_channels_they_read(monkeypatch, n, stride):
+    """Input channels whose every tap is zero in the compacted weight (those the layer
+    before pruned by rows) are not packed: the packing's channel list names the others,
+    and the output matches the dense convolution."""
+    monkeypatch.setattr(blocked_conv, "AVX512", True)
+    monkeypatch.setattr(blocked_conv, "FLAT_MIN_MACS", 0)
+    geo = ConvGeometry(3, 3, 1, 1, stride, stride, 1, 1, 2)
+    x, w, bias = random_case(geo, (n, 12, 9, 9), 10, "columns", 0.7, 5)
+    w[:5, [0, 3, 4]] = 0                # group 0 reads channels 1, 2, 5; group 1 all six
+    w[:5, 1, 0, 0] = 0                  # a zero tap: channel 1 still read
+    packed = []
+    real = blocked_conv._inputs_read
+    monkeypatch.setattr(blocked_conv, "_inputs_read",
+                        lambda *args: packed.append(real(*args)[0].tolist()) or real(*args))
+    got = conv("LOWERED_CCNMM", x, w, bias, geo)
+    assert packed == [[1, 2, 5], []]    # [] for every channel
+    assert_matches_dense(got, x, w, bias, geo)
+
+
 def test_ccnmm_checks_the_weight_once_where_tiles_do_not_pay(monkeypatch):
     """A stride-1 layer whose tiles do not pay (a small image) falls back to the lowered
     product with the groups built alongside the tiles' ones: one check of the weight

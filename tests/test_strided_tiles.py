@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from caffe_lite.kernels import blocked_conv, conv_engines
-from caffe_lite.kernels.blocked_conv import _pack_phases, blocked_conv_forward
+from caffe_lite.kernels.blocked_conv import ALL_CHANNELS, _pack_phases, blocked_conv_forward
 from caffe_lite.kernels.blocked_weight_grad import blocked_weight_grad
 from caffe_lite.kernels.conv import ConvGeometry, conv2d_backward
 from caffe_lite.kernels.conv_engines import LoweredGemmEngine, conv_engine
@@ -125,7 +125,7 @@ def test_pack_phases_equals_numpy(size, pad, stride):
     padded[:, ph:ph + rows, pw:pw + cols] = x[1, c0:c0 + cg, :rows, :cols]
     ref = padded.reshape(cg, hq, sh, wq, sw).transpose(0, 2, 4, 1, 3).reshape(-1)
     xb = np.full(ref.size + 9, 5.0, np.float32)
-    _pack_phases(x, 1, c0, cg, ph, pw, sh, sw, hq, wq, xb)
+    _pack_phases(x, 1, c0, cg, ALL_CHANNELS, ph, pw, sh, sw, hq, wq, xb)
     assert np.array_equal(xb[:ref.size].view(np.uint32), ref.view(np.uint32))
     assert np.all(xb[ref.size:] == 0)
 

@@ -76,6 +76,8 @@ TAP_BLOCK = 512
 #: 0.3-0.8 MB on the nets measured) stay in L2 instead of streaming from L3 once per block
 #: (a 1x1 convolution of 128 channels at 28x28, batch 8, ran 3.8x slower unchunked)
 PIXEL_CHUNK = 96
+#: the packings' list of channels that means every channel of the group, in order
+ALL_CHANNELS = np.empty(0, np.int64)
 
 
 def _has_avx512():
@@ -196,19 +198,21 @@ class _Layout:
         """xb = channels [c0, c0 + cg) of image n0 (and the next 15: lanes) of x, padded."""
         xb = xb[:self.x_size]
         if self.lanes:
-            _pack_lanes(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb, 0, self.hp)
+            _pack_lanes(x, n0, c0, cg, ALL_CHANNELS, *self.pads, self.hp, self.wp, xb, 0,
+                        self.hp)
         elif self.strides == (1, 1):
-            _pack_flat(x, n0, c0, cg, *self.pads, self.hp, self.wp, xb)
+            _pack_flat(x, n0, c0, cg, ALL_CHANNELS, *self.pads, self.hp, self.wp, xb)
         else:
-            _pack_phases(x, n0, c0, cg, *self.pads, *self.strides, self.hp, self.wp, xb)
+            _pack_phases(x, n0, c0, cg, ALL_CHANNELS, *self.pads, *self.strides, self.hp,
+                         self.wp, xb)
 
 
 @kernel(nogil=True)
-def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1):
-    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c, padded, for the padded rows r in
-    [r0, r1); zeros in the padding. Rows of 16 pixels of 16 images go through one register
-    transpose each (kernels/lane_transpose.py); without a left or right pad, a channel's
-    rows are one run of pixels."""
+def _pack_lanes(x, n0, c0, cg, chans, pad_h, pad_w, hp, wp, xb, r0, r1):
+    """xb[c, r, q, lane] = image n0 + lane, channel c0 + c (c0 + chans[c] where chans is not
+    empty), padded, for the padded rows r in [r0, r1); zeros in the padding. Rows of 16
+    pixels of 16 images go through one register transpose each (kernels/lane_transpose.py);
+    without a left or right pad, a channel's rows are one run of pixels."""
     n_img, channels, height, width = x.shape
     count = min(LANES, n_img - n0)
     xf = x.reshape(-1)
@@ -223,7 +227,8 @@ def _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1):
             xb[plane + i] = 0
         for i in range(h1 * line, r1 * line):
             xb[plane + i] = 0
-        src = n0 * image + (c0 + c) * height * width + (h0 - pad_h) * width
+        src = n0 * image + (c0 + (chans[c] if chans.size else c)) * height * width + \
+            (h0 - pad_h) * width
         dst = plane + h0 * line
         # one call site of the inlined transpose (with two it compiled in 0.57 s, not 0.44);
         # without side pads (wp == width) the pad loops are empty and the rows are one run
@@ -269,15 +274,16 @@ def _unpack_lanes(yb, row, n0, m0, m1, p_lo, p_hi, channel, bias, epi, y):
 
 
 @kernel(nogil=True)
-def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
-    """xb[c * hp * wp + r * wp + q] = image n, channel c0 + c, padded; zeros after it."""
+def _pack_flat(x, n, c0, cg, chans, pad_h, pad_w, hp, wp, xb):
+    """xb[c * hp * wp + r * wp + q] = image n, channel c0 + c (c0 + chans[c] where chans is
+    not empty), padded; zeros after it."""
     _, channels, height, width = x.shape
     xf = x.reshape(-1)
     plane = hp * wp
     for i in range(cg * plane, xb.shape[0]):
         xb[i] = 0
     for c in range(cg):
-        src0 = ((n * channels + c0 + c) * height - pad_h) * width
+        src0 = ((n * channels + c0 + (chans[c] if chans.size else c)) * height - pad_h) * width
         for r in range(hp):
             row = c * plane + r * wp
             h = r - pad_h
@@ -295,8 +301,9 @@ def _pack_flat(x, n, c0, cg, pad_h, pad_w, hp, wp, xb):
 
 
 @kernel(nogil=True)
-def _pack_phases(x, n, c0, cg, pad_h, pad_w, sh, sw, hq, wq, xb):
-    """xb[((c*sh + a)*sw + b) * hq*wq + r*wq + q] = image n, channel c0 + c, padded, at
+def _pack_phases(x, n, c0, cg, chans, pad_h, pad_w, sh, sw, hq, wq, xb):
+    """xb[((c*sh + a)*sw + b) * hq*wq + r*wq + q] = image n, channel c0 + c (c0 + chans[c]
+    where chans is not empty), padded, at
     (r*sh + a, q*sw + b); zeros where that is in the padding or past the image, and after
     the planes."""
     _, channels, height, width = x.shape
@@ -305,7 +312,7 @@ def _pack_phases(x, n, c0, cg, pad_h, pad_w, sh, sw, hq, wq, xb):
     for i in range(cg * sh * sw * plane, xb.shape[0]):
         xb[i] = 0
     for c in range(cg):
-        image = (n * channels + c0 + c) * height * width
+        image = (n * channels + c0 + (chans[c] if chans.size else c)) * height * width
         for a in range(sh):
             for b in range(sw):
                 base = ((c * sh + a) * sw + b) * plane
@@ -411,33 +418,33 @@ def _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v_lo, v_hi, tap_bo
 # its caller and optimizes it again there: a separate _tiles cost 0.3 s more of that start).
 
 @kernel(nogil=True)
-def _unit_lanes(x, xb, wg, yb, bias, epi, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack,
-                r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
-                channel):
+def _unit_lanes(x, xb, wg, yb, bias, epi, y, n0, c0, cg, chans, pad_h, pad_w, sh, sw, hp, wp,
+                pack, r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds,
+                pixel_chunk, channel):
     if pack:
-        _pack_lanes(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb, r0, r1)
+        _pack_lanes(x, n0, c0, cg, chans, pad_h, pad_w, hp, wp, xb, r0, r1)
     _tiles(xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds, pixel_chunk)
     _unpack_lanes(yb, pix.shape[0] * LANES, n0, block0 * ROWS, min(nrows, block1 * ROWS), v0,
                   v1, channel, bias, epi, y)
 
 
 @kernel(nogil=True)
-def _unit_flat(x, xb, wg, yb, bias, epi, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, pack,
-               r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds, pixel_chunk,
-               channel):
+def _unit_flat(x, xb, wg, yb, bias, epi, y, n0, c0, cg, chans, pad_h, pad_w, sh, sw, hp, wp,
+               pack, r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds,
+               pixel_chunk, channel):
     # the flat and phase layouts are always packed whole: _outputs_pay splits only lanes
     if pack:
-        _pack_flat(x, n0, c0, cg, pad_h, pad_w, hp, wp, xb)
+        _pack_flat(x, n0, c0, cg, chans, pad_h, pad_w, hp, wp, xb)
     _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
                 pixel_chunk, channel, bias, epi, y)
 
 
 @kernel(nogil=True)
-def _unit_phases(x, xb, wg, yb, bias, epi, y, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp,
-                 pack, r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds,
+def _unit_phases(x, xb, wg, yb, bias, epi, y, n0, c0, cg, chans, pad_h, pad_w, sh, sw, hp,
+                 wp, pack, r0, r1, pix, ldw, nrows, taps, block0, block1, v0, v1, tap_bounds,
                  pixel_chunk, channel):
     if pack:
-        _pack_phases(x, n0, c0, cg, pad_h, pad_w, sh, sw, hp, wp, xb)
+        _pack_phases(x, n0, c0, cg, chans, pad_h, pad_w, sh, sw, hp, wp, xb)
     _flat_tiles(wp, n0, xb, pix, wg, ldw, nrows, taps, yb, block0, block1, v0, v1, tap_bounds,
                 pixel_chunk, channel, bias, epi, y)
 
@@ -643,13 +650,15 @@ def _job(x_shape, y_shape, geo, groups, workers, macs):
     taps = [len(gr.taps) for gr in groups] if x_shape[0] >= LANES else None
     cg, _, shares, _, row = _plan_for(x_shape, y_shape, geo, tuple(gr.blocks for gr in groups),
                                       workers, None if taps is None else tuple(taps))
+    kk = geo.kernel_h * geo.kernel_w
+    inputs = [_inputs_read(gr.taps, kk, cg) for gr in groups]
     tables = {}
     for layout, _, g, _, _, _, _ in chain(*shares):
         if (layout, g) not in tables:
-            kept = groups[g].taps
+            kept, (chans, at) = groups[g].taps, inputs[g]
             # every tap kept (a dense weight): the layout's own table, without a copy
             tables[layout, g] = layout.taps if len(kept) == len(layout.taps) else \
-                layout.taps[kept]
+                layout.taps[at[kept // kk] * kk + kept % kk]
     parts = []
     for share in shares:
         packed = None
@@ -657,13 +666,29 @@ def _job(x_shape, y_shape, geo, groups, workers, macs):
         for layout, n0, g, b0, b1, v0, v1 in share:
             gr = groups[g]
             rows = layout.rows(v0, v1) if layout.lanes else (0, layout.hp)
+            chans = inputs[g][0]
             part.append((layout.unit, layout.x_size, g, (
-                n0, g * cg, cg, *layout.pads, *layout.strides, layout.hp, layout.wp,
+                n0, g * cg, len(chans) or cg, chans, *layout.pads, *layout.strides, layout.hp,
+                layout.wp,
                 packed != (n0, g), *rows, layout.pix, len(gr.taps), len(gr.channels),
                 tables[layout, g], b0, b1, v0, v1, gr.tap_bounds, PIXEL_CHUNK, gr.channels)))
             packed = (n0, g)
         parts.append(part)
     return _Job(macs, parts, max(gr.blocks for gr in groups) * ROWS * row)
+
+
+def _inputs_read(taps, kk, cg):
+    """(chans, at) of a group whose tiles read `taps` (indices into cg*kk): the input
+    channels they read, ascending, which alone are packed, and each channel's place among
+    them; (ALL_CHANNELS, an identity) where they read every channel. An all-zero column
+    block of a compacted weight (a channel that the layer before pruned by rows) is then
+    neither packed nor read."""
+    read = np.unique(np.asarray(taps, np.int64) // kk)
+    if len(read) == cg:
+        return ALL_CHANNELS, np.arange(cg, dtype=np.int64)
+    at = np.zeros(cg, np.int64)
+    at[read] = np.arange(len(read))
+    return read, at
 
 
 @lru_cache(maxsize=256)

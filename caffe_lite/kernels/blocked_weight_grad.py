@@ -23,7 +23,7 @@ from itertools import chain
 
 import numpy as np
 
-from .blocked_conv import _pack_lanes, _plan
+from .blocked_conv import ALL_CHANNELS, _pack_lanes, _plan
 from .conv import _check
 from .gemm import split_batch, workspace
 from .jit import kernel
@@ -105,8 +105,8 @@ def blocked_weight_grad(x, dy, geo, dw, db=None):
                 if layout.lanes:
                     # dy[m, p, lane] is the lanes layout of dy's planes without padding;
                     # the rows past mg, read by the last block's tiles, are zeros
-                    _pack_lanes(dy, n0, g * mg, mg, 0, 0, dy.shape[2], dy.shape[3], dyb, 0,
-                                dy.shape[2])
+                    _pack_lanes(dy, n0, g * mg, mg, ALL_CHANNELS, 0, 0, dy.shape[2],
+                                dy.shape[3], dyb, 0, dy.shape[2])
                     dyb[mg * layout.row:size] = 0
                 else:
                     _pack_dy_flat(dy, n0, g * mg, mg, layout.row, layout.wp, dyb[:size])
