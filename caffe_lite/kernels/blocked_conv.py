@@ -655,7 +655,7 @@ def _job(x_shape, y_shape, geo, groups, workers, macs):
     tables = {}
     for layout, _, g, _, _, _, _ in chain(*shares):
         if (layout, g) not in tables:
-            kept, (chans, at) = groups[g].taps, inputs[g]
+            kept, at = groups[g].taps, inputs[g][1]
             # every tap kept (a dense weight): the layout's own table, without a copy
             tables[layout, g] = layout.taps if len(kept) == len(layout.taps) else \
                 layout.taps[at[kept // kk] * kk + kept % kk]
