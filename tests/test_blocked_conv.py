@@ -360,3 +360,52 @@ def test_lowered_gemm_engine_uses_tiles_for_forward_and_data_gradient(monkeypatc
         scale = np.abs(want).max()
         assert np.abs(got - want).max() <= 2 * (taps + 2) * EPS * scale
     _assert_grads_close(dw, db, x, dy, geo)
+
+
+def _kept_rows(w, group, keep):
+    """w with only the first keep[g] filters of each group non-zero, and its compacted
+    groups (LOWERED_CCNMM's, kernels/sparse.py)."""
+    from caffe_lite.kernels.sparse import compact
+    mg = w.shape[0] // group
+    w = w.copy()
+    for g, k in enumerate(keep):
+        w[g * mg + k:(g + 1) * mg] = 0
+    w3 = w.reshape(group, mg, -1)
+    kept = [compact(wg, gather_macs=0, column_gather_macs=0)[:3] for wg in w3]
+    return w, blocked_conv.pack_groups(w, group, kept)
+
+
+@pytest.mark.parametrize("n,size", [(16, 5), (3, 6)])       # lanes (25 vectors), flat
+@pytest.mark.parametrize("tap_block", [512, 16])            # tiles storing, then adding
+def test_last_blocks_of_up_to_half_the_rows_run_half_tiles(monkeypatch, n, size, tap_block):
+    """Groups keeping 8k + 1..4 filters end on the half-height tiles, 8k + 5..7 on full
+    ones: every kept channel equals the oracle, the dropped ones hold their bias, and no
+    channel past a group's kept filters is written from the tile buffer."""
+    monkeypatch.setattr(blocked_conv, "TAP_BLOCK", tap_block)
+    monkeypatch.setattr(blocked_conv, "TILES_SPLIT_MIN_MACS", 0)
+    rng = np.random.default_rng(17)
+    keep = [1, 4, 5, 8, 11, 12, 15, 0]
+    x, w, b, geo, y = _case(rng, n, 16, size, 16 * len(keep), 3, 1, len(keep))
+    w, groups = _kept_rows(w, len(keep), keep)
+    assert [gr.blocks for gr in groups] == [-(-k // 8) for k in keep]
+    with _threads(2):
+        blocked_conv_forward(x, w, b, geo, y, groups=groups)
+    _assert_close(y, x, w, b, geo)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("keep", [[3, 0], [0, 0]])
+def test_workers_fill_the_dropped_channels_of_their_images(monkeypatch, count, keep):
+    """The channels of all-zero filters hold the bias (or 0) in every image, whichever
+    worker's images they are; with no filter kept at all too."""
+    monkeypatch.setattr(blocked_conv, "TILES_SPLIT_MIN_MACS", 0)
+    rng = np.random.default_rng(19)
+    for bias in (True, False):
+        x, w, b, geo, y = _case(rng, 21, 4, 6, 16, 3, 1, 2, bias=bias)
+        w, groups = _kept_rows(w, 2, keep)
+        with _threads(count):
+            blocked_conv_forward(x, w, b, geo, y, groups=groups)
+        _assert_close(y, x, w, b, geo)
+        zero = ~w.reshape(16, -1).any(axis=1)
+        want = 0 if b is None else b[zero][None, :, None, None]
+        assert np.array_equal(y[:, zero], np.broadcast_to(want, y[:, zero].shape))
