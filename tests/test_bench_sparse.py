@@ -125,6 +125,37 @@ def test_plot_is_written(pruned_run):
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_im2col_gemm_is_caffes_lowering_everywhere(monkeypatch):
+    """IM2COL_GEMM lowers and multiplies even where the dense engine runs tiles, and gives
+    the dense engine's sums to float32 rounding."""
+    from caffe_lite.bench.sparse import make_engine
+    from caffe_lite.kernels import blocked_conv, conv
+    from caffe_lite.kernels.conv import ConvGeometry
+    rng = np.random.default_rng(4)
+    geo = ConvGeometry(3, 3, 1, 1, 1, 1, 1, 1, 1)
+    x = rng.standard_normal((16, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    dense, ref = np.empty((16, 16, 6, 6), np.float32), np.empty((16, 16, 6, 6), np.float32)
+    make_engine("LOWERED_GEMM").forward(x, w, b, geo, dense)
+    lowered = []
+    real = conv.conv2d_forward
+
+    def no_tiles(*args, **kwargs):
+        raise AssertionError("IM2COL_GEMM ran the tiles")
+
+    def counted(*args, **kwargs):
+        lowered.append(args[2:4])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(blocked_conv, "blocked_conv_forward", no_tiles)
+    monkeypatch.setattr("caffe_lite.bench.sparse.conv2d_forward", counted)
+    make_engine("IM2COL_GEMM").forward(x, w, b, geo, ref)
+    assert len(lowered) == 1
+    scale = np.abs(w).reshape(16, -1).sum(axis=1).max() * np.abs(x).max() + np.abs(b).max()
+    assert np.max(np.abs(ref - dense)) <= (72 + 2) * EPS32 * scale
+
+
 # --- the pruning patterns, on the pruned matrix ---------------------------------------------
 
 @pytest.mark.parametrize("pattern", PATTERNS)

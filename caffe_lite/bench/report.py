@@ -9,7 +9,7 @@ import csv
 import math
 
 from ..errors import CaffeError
-from .sparse import CSV_COLUMNS, DENSE, MODES, TOTAL
+from .sparse import CSV_COLUMNS, DENSE, MODES, REFERENCES, TOTAL
 
 TABLE_COLUMNS = ("layer", "weight", "mode", "zeros", "ms", "dense ms", "speed-up",
                  "max rel err")
@@ -86,7 +86,7 @@ def build_figure(rows, title=""):
                 continue
             pts = sorted((r.sparsity, r.speedup) for r in panel if r.mode == mode)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
-                    linestyle="--" if mode == "SCIPY_CSR" else "-",
+                    linestyle="--" if mode in REFERENCES else "-",
                     color=color.get(mode, "C9"), label=mode)
         shape = panel[0].shape
         ax.set_title(f"{name} ({shape})" if shape else f"{name}: whole-net forward")

@@ -10,7 +10,15 @@ machine hits every mode; ms is the median. dense_ms is LOWERED_GEMM's median fro
 loop, speedup = dense_ms / ms, and max_rel_err = max |y_mode - y_dense| / max |y_dense|.
 
 Modes, on a Convolution (weight matrix M x K per group, lowering included in every time):
-    LOWERED_GEMM   Caffe's im2col + dense GEMM (the baseline)
+    LOWERED_GEMM   caffe-lite's dense convolution, the baseline: the conv_mode a net runs by
+                   default (kernels/conv_engines.py), which computes Caffe's sums on tiles
+                   without lowering where they pay (most 3x3 and 5x5 layers) and by im2col +
+                   dense GEMM elsewhere
+    IM2COL_GEMM    Caffe's own dense algorithm everywhere: im2col, then one BLAS GEMM per
+                   group (kernels/conv.py's conv2d_forward; a 1x1 layer skips im2col, as
+                   Caffe's does). The baseline of SSL's sparse-against-dense figure, shown as
+                   a reference line so that a speed-up can be read against it too
+                   (IM2COL_GEMM ms / mode ms)
     LOWERED_CSRMM  LOWERED_CCNMM  DIRECT_SCONV  DIRECT_DCONV   the conv_mode engines
                    (kernels/sparse_conv_engines.py), a new engine per layer and sparsity
     SCIPY_CSR      the same lowering and batch split as LOWERED_CSRMM with the product
@@ -23,7 +31,8 @@ on an InnerProduct (y = x W^T + b, W: N x K), the compressed weights built befor
     LOWERED_CSRMM  kernels/sparse.py's inner_product_csr
     LOWERED_CCNMM  compact(W) once, then ccnmm on x^T (transposes in and out included)
     SCIPY_CSR      scipy.sparse.csr_matrix(W) @ x^T
-DIRECT_SCONV and DIRECT_DCONV are convolutions: an InnerProduct has no rows for them.
+DIRECT_SCONV, DIRECT_DCONV and IM2COL_GEMM are convolutions: an InnerProduct has no rows for
+them (its dense product is one GEMM in every mode).
 
 TOTAL rows time the whole net.forward() with every Convolution layer's engine set to the
 mode's (InnerProduct layers stay dense there, as a conv_mode net runs them); dense_ms is
@@ -48,7 +57,7 @@ import numpy as np
 
 from .. import threads
 from ..errors import CaffeError
-from ..kernels.conv import LoweredGemm
+from ..kernels.conv import DENSE as DENSE_PRODUCT, LoweredGemm, conv2d_forward
 from ..kernels.conv_engines import LoweredGemmEngine, conv_engine
 from ..kernels.gemm import Workspace
 from ..kernels.sparse import ccnmm, compact, csr_from_dense, inner_product_csr
@@ -57,9 +66,12 @@ from ..log import LOG
 from .prune import prune, structure
 
 DENSE = "LOWERED_GEMM"
-MODES = (DENSE, "LOWERED_CSRMM", "LOWERED_CCNMM", "DIRECT_SCONV", "DIRECT_DCONV", "SCIPY_CSR")
-CONV_ONLY = ("DIRECT_SCONV", "DIRECT_DCONV")
+MODES = (DENSE, "LOWERED_CSRMM", "LOWERED_CCNMM", "DIRECT_SCONV", "DIRECT_DCONV", "SCIPY_CSR",
+         "IM2COL_GEMM")
+CONV_ONLY = ("DIRECT_SCONV", "DIRECT_DCONV", "IM2COL_GEMM")
 NO_TOTAL = ("SCIPY_CSR",)
+#: the lines that are not conv_mode engines, drawn dashed
+REFERENCES = ("SCIPY_CSR", "IM2COL_GEMM")
 TOTAL = "TOTAL"
 OWN_PATTERN = "model"
 CSV_COLUMNS = ("layer", "mode", "pattern", "sparsity", "batch", "ms", "dense_ms", "speedup",
@@ -108,8 +120,20 @@ class ScipyCsrEngine(LoweredGemmEngine):
         self.product = ScipyCsrProduct()
 
 
+class Im2colGemmEngine(LoweredGemmEngine):
+    """Caffe's dense convolution on every layer: im2col and BLAS, never the tiles, the
+    depthwise or the direct loops (not a conv_mode: bench only)."""
+
+    def forward(self, x, w, bias, geo, y, epilogue=None):
+        conv2d_forward(x, w, bias, geo, y, product=DENSE_PRODUCT, epilogue=epilogue)
+
+
 def make_engine(mode):
-    return ScipyCsrEngine() if mode == "SCIPY_CSR" else conv_engine(mode)
+    if mode == "SCIPY_CSR":
+        return ScipyCsrEngine()
+    if mode == "IM2COL_GEMM":
+        return Im2colGemmEngine()
+    return conv_engine(mode)
 
 
 # --- the measured layers ---------------------------------------------------------------------

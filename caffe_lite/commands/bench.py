@@ -26,7 +26,7 @@ DEFAULT_SPARSITY = "0,0.5,0.7,0.8,0.9,0.95,0.99"
 DEFAULT_PATTERN = "random"
 BENCHMARKS = ("sparse",)
 ALL_MODES = ("LOWERED_GEMM,LOWERED_CSRMM,LOWERED_CCNMM,DIRECT_SCONV,DIRECT_DCONV,"
-             "SCIPY_CSR")
+             "SCIPY_CSR,IM2COL_GEMM")
 
 FLAGS = [
     Flag("model", "", str, "The model definition protocol buffer text file."),
