@@ -22,7 +22,8 @@ OpenBLAS then packs it again). Three layouts of the padded image:
   the same tiles run it with the filter's own taps, in place and in Caffe's order.
 
 Output channels go by blocks of vector_tile.ROWS, read from the weight where it lies (the
-last block's rows past M/g compute sums that are dropped). Taps go by blocks of TAP_BLOCK
+last block's rows past M/g compute sums that are dropped; a last block of at most
+vector_tile.HALF_ROWS channels runs tiles half as high). Taps go by blocks of TAP_BLOCK
 or fewer (_tap_bounds), so that a tile's weights stay in L1 and the image rows they read
 in L2, and outputs by chunks of PIXEL_CHUNK vectors, so that the image rows the chunk reads
 stay in L2 while every block of output channels passes over them; later tap blocks add

@@ -240,8 +240,9 @@ tile_add_1 = _tile(ROWS, 1, accumulate=True)
 tile_store_2 = _tile(ROWS, 2, accumulate=False)
 tile_add_2 = _tile(ROWS, 2, accumulate=True)
 #: the same tiles HALF_ROWS high, for a last block of at most HALF_ROWS output channels: a
-#: compacted group keeping 8k + 1..4 filters then computes 8k + 4 sums, not 8k + 8 (at 90%
-#: row sparsity CaffeNet's grouped layers computed 23-33% more rows than they kept)
+#: group of 8k + 1..4 filters (LeNet's 20 and 50, or a compacted group) then computes 8k + 4
+#: sums, not 8k + 8 (at 90% row sparsity CaffeNet's grouped layers computed 23-33% more
+#: rows than they kept)
 HALF_ROWS = ROWS // 2
 half_store = _tile(HALF_ROWS, VECTORS, accumulate=False)
 half_add = _tile(HALF_ROWS, VECTORS, accumulate=True)
